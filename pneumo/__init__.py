@@ -1,0 +1,1 @@
+"""Pneumonia Detector's inference library, shared by the app and training."""

@@ -1,0 +1,9 @@
+"""The model's three output classes, in output order."""
+
+CLASSES = ("NORMAL", "BACTERIAL", "VIRAL")
+NORMAL, BACTERIAL, VIRAL = range(3)
+
+
+def pneumonia_probability(probabilities):
+    """P(pneumonia) = P(bacterial) + P(viral), for one row or a batch."""
+    return probabilities[..., BACTERIAL] + probabilities[..., VIRAL]

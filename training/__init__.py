@@ -1,0 +1,1 @@
+"""Trains the pneumonia model and publishes it to the Hugging Face Hub."""

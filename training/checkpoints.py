@@ -1,0 +1,69 @@
+"""Per-epoch checkpoints, early stopping on the selection split, resume.
+
+    CHECKPOINT_DIR/last.keras   model + optimizer after the latest epoch
+    CHECKPOINT_DIR/best.keras   the epoch with the best selection score
+    CHECKPOINT_DIR/state.json   epoch, best score, patience left, history
+"""
+
+import json
+import time
+from pathlib import Path
+
+import keras
+from sklearn.metrics import roc_auc_score
+
+from pneumo.classes import NORMAL, pneumonia_probability
+
+from .metrics import bacterial_viral_auc
+
+
+def read_state(checkpoint_dir):
+    path = Path(checkpoint_dir) / "state.json"
+    if not path.exists():
+        return {"epoch": 0, "best_score": None, "best_epoch": None, "wait": 0, "finished": False, "history": []}
+    return json.loads(path.read_text())
+
+
+class SelectionCheckpoint(keras.callbacks.Callback):
+    """Scores each epoch on the selection split (ROC AUC of P(pneumonia)),
+    saves last/best, and stops after `patience` epochs without a better score
+    or when `max_minutes` have passed."""
+
+    def __init__(self, checkpoint_dir, selection_inputs, selection_labels, patience, max_minutes, state, log):
+        super().__init__()
+        self.dir = Path(checkpoint_dir)
+        self.inputs, self.labels = selection_inputs, selection_labels
+        self.patience, self.deadline = patience, time.time() + 60 * max_minutes if max_minutes else None
+        self.state, self.log = state, log
+
+    def on_epoch_end(self, epoch, logs=None):
+        probabilities = self.model.predict(self.inputs, batch_size=32, verbose=0)
+        score = roc_auc_score(self.labels != NORMAL, pneumonia_probability(probabilities))
+        row = {k: float(v) for k, v in (logs or {}).items()}
+        row.update(epoch=epoch + 1, selection_auc=float(score),
+                   selection_bacterial_viral_auc=bacterial_viral_auc(self.labels, probabilities))
+        self.state["history"].append(row)
+        self.state["epoch"] = epoch + 1
+        if self.state["best_score"] is None or score > self.state["best_score"]:
+            self.state.update(best_score=float(score), best_epoch=epoch + 1, wait=0)
+            self.model.save(self.dir / "best.keras")
+        else:
+            self.state["wait"] += 1
+        self.model.save(self.dir / "last.keras")
+        self.log(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float)))
+        if self.state["wait"] >= self.patience:
+            self.log(f"early stop: no better selection AUC for {self.patience} epochs")
+            self.state["finished"] = True
+            self.model.stop_training = True
+        elif self.deadline and time.time() > self.deadline:
+            self.log("time budget spent: stopping; --resume continues")
+            self.model.stop_training = True
+        self._write_state()
+
+    def on_train_end(self, logs=None):
+        if self.state["epoch"] >= self.params.get("epochs", 0):
+            self.state["finished"] = True
+        self._write_state()
+
+    def _write_state(self):
+        (self.dir / "state.json").write_text(json.dumps(self.state, indent=1))

@@ -1,0 +1,118 @@
+"""Reads the Kaggle/Mendeley chest X-ray layout and splits it by patient.
+
+    DATA/train/{NORMAL,PNEUMONIA}/*.jpeg   required
+    DATA/val/...  DATA/test/...            optional, same layout
+
+The class comes from the file name: NORMAL/ files are NORMAL, PNEUMONIA/
+files named *_bacteria_* or *_virus_* are BACTERIAL or VIRAL.
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sklearn.model_selection import StratifiedGroupKFold
+
+from pneumo.classes import BACTERIAL, NORMAL, VIRAL
+from pneumo.preprocess import to_pixels
+
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
+# Enough images for val/ to choose epochs and a threshold on its own.
+MIN_VALIDATION_IMAGES = 100
+
+
+class DataError(ValueError):
+    """The data folder is missing, empty or laid out wrongly."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+    patient: str
+
+
+def label_of(path: Path) -> int:
+    if path.parent.name == "NORMAL":
+        return NORMAL
+    name = path.name.lower()
+    if "bacteria" in name:
+        return BACTERIAL
+    if "virus" in name:
+        return VIRAL
+    raise DataError(f"{path}: a PNEUMONIA image must say 'bacteria' or 'virus' in its name")
+
+
+def patient_of(path: Path) -> str:
+    """`person123_bacteria_4.jpeg` -> person123; `IM-0115-0001.jpeg` -> IM-0115."""
+    match = re.match(r"(person\d+|(?:NORMAL2-)?IM-\d+)", path.name)
+    return f"{path.parent.name}/{match.group(1) if match else path.stem}"
+
+
+def scan_split(folder: Path) -> list[Sample]:
+    """Every image of one split folder, with its class and patient."""
+    missing = [c for c in ("NORMAL", "PNEUMONIA") if not (folder / c).is_dir()]
+    if missing:
+        raise DataError(f"{folder} needs the subfolders NORMAL/ and PNEUMONIA/; missing: {', '.join(missing)}")
+    samples = [
+        Sample(path, label_of(path), patient_of(path))
+        for class_dir in ("NORMAL", "PNEUMONIA")
+        for path in sorted((folder / class_dir).iterdir())
+        if path.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    for class_dir in ("NORMAL", "PNEUMONIA"):
+        if not any(s.path.parent.name == class_dir for s in samples):
+            raise DataError(f"{folder / class_dir} holds no images (.jpeg, .jpg or .png)")
+    return samples
+
+
+def patient_split(samples, fraction, seed):
+    """(rest, held_out): about `fraction` of the patients held out, stratified
+    by class, deterministic under `seed`, no patient on both sides."""
+    folds = StratifiedGroupKFold(n_splits=max(2, round(1 / fraction)), shuffle=True, random_state=seed)
+    labels = [s.label for s in samples]
+    groups = [s.patient for s in samples]
+    rest, held = next(folds.split(np.zeros(len(samples)), labels, groups))
+    return [samples[i] for i in rest], [samples[i] for i in held]
+
+
+@dataclass
+class Splits:
+    """`train` fits the model; `selection` chooses epochs and the threshold."""
+
+    train: list
+    selection: list
+    selection_name: str
+    reports: dict  # every split to evaluate at the end: name -> samples
+
+
+def load_splits(data_dir, holdout_fraction=0.1, seed=0) -> Splits:
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"data folder {data_dir} does not exist")
+    if not (data_dir / "train").is_dir():
+        raise DataError(f"{data_dir} needs a train/ folder (with NORMAL/ and PNEUMONIA/)")
+    train, holdout = patient_split(scan_split(data_dir / "train"), holdout_fraction, seed)
+    reports = {"train_holdout": holdout}
+    for name in ("val", "test"):
+        if (data_dir / name).is_dir():
+            reports[name] = scan_split(data_dir / name)
+    val = reports.get("val", [])
+    if len(val) >= MIN_VALIDATION_IMAGES:
+        return Splits(train, val, "val", reports)
+    return Splits(train, holdout, "train_holdout", reports)
+
+
+def load_pixels(samples, size) -> np.ndarray:
+    """uint8 (N, size, size) greyscale pixels of the samples."""
+    out = np.empty((len(samples), size, size), dtype=np.uint8)
+    for i, sample in enumerate(samples):
+        with Image.open(sample.path) as image:
+            out[i] = to_pixels(image, size)
+    return out
+
+
+def labels_of(samples) -> np.ndarray:
+    return np.array([s.label for s in samples], dtype=np.int64)

