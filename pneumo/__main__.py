@@ -1,0 +1,7 @@
+"""python -m pneumo: see pneumo.cli."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

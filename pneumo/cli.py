@@ -1,0 +1,129 @@
+"""Command line for the served model.
+
+    python -m pneumo predict [--json] PATH...   classify X-ray files
+    python -m pneumo info                       which model would serve
+
+The model is chosen as in the app: PNEUMO_MODEL_PATH, else PNEUMO_MODEL_REPO
+(at PNEUMO_MODEL_REVISION), else the bundled model.
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+# Decoding this many files at a time bounds memory and lets the model see
+# full batches.
+CHUNK = 16
+# Batches longer than this report progress on stderr.
+PROGRESS_AFTER = 10
+# The part of the model's identity that each prediction line repeats.
+MODEL_KEYS = ("source", "repo", "revision", "commit", "sha256", "name")
+
+EXIT_FAILED_FILE, EXIT_NO_MODEL = 1, 2
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if not args.command:
+        _parser().print_help(sys.stderr)
+        return EXIT_NO_MODEL
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off stderr
+    from .loading import get_model
+
+    try:
+        loaded = get_model()
+    except (OSError, ValueError, KeyError) as error:
+        print(f"error: cannot load the model: {error}", file=sys.stderr)
+        return EXIT_NO_MODEL
+    try:
+        if args.command == "info":
+            print(json.dumps(loaded.identity))
+            return 0
+        return predict(loaded, _expand(args.paths), as_json=args.json)
+    except BrokenPipeError:
+        # The reader (say `| head`) went away: stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED_FILE
+
+
+def predict(loaded, paths: list[str], as_json: bool) -> int:
+    """Print one line per path, in order; 1 when any file could not be read."""
+    from .decode import InputError, decode
+    from .predict import predict_batch
+
+    model = {key: loaded.identity.get(key) for key in MODEL_KEYS}
+    if not as_json:
+        print(f"{'label':<9}  {'P(pneu.)':>8}  {'normal':>6} {'bact.':>6} {'viral':>6}  file")
+    failed = 0
+    for start in range(0, len(paths), CHUNK):
+        chunk = paths[start:start + CHUNK]
+        decoded, errors = {}, {}
+        for path in chunk:
+            try:
+                decoded[path] = decode(path)
+            except InputError as error:
+                errors[path] = str(error)
+            except Exception as error:  # one odd file must not stop the batch
+                errors[path] = f"could not be read ({type(error).__name__})"
+        predictions = dict(zip(decoded, predict_batch(loaded, [d.image for d in decoded.values()])))
+        for path in chunk:
+            if path in errors:
+                failed += 1
+                print(_error_line(path, errors[path], as_json))
+            else:
+                warnings = decoded[path].warnings + predictions[path].warnings
+                print(_result_line(path, predictions[path], warnings, model, as_json))
+        sys.stdout.flush()
+        if len(paths) > PROGRESS_AFTER:
+            print(f"{start + len(chunk)}/{len(paths)}", file=sys.stderr, flush=True)
+    return EXIT_FAILED_FILE if failed else 0
+
+
+def _result_line(path, prediction, warnings, model, as_json) -> str:
+    if as_json:
+        return json.dumps({"path": path, **prediction.as_dict(), "warnings": warnings, "model": model})
+    p = prediction.probabilities
+    line = (f"{prediction.label:<9}  {prediction.pneumonia_probability:>8.1%}  "
+            f"{p['NORMAL']:>6.1%} {p['BACTERIAL']:>6.1%} {p['VIRAL']:>6.1%}  {path}")
+    return line + "".join(f"\n{'':<9}  warning: {w}" for w in warnings)
+
+
+def _error_line(path, message, as_json) -> str:
+    return json.dumps({"path": path, "error": message}) if as_json else f"{'ERROR':<9}  {path}: {message}"
+
+
+def _expand(paths: list[str]) -> list[str]:
+    """A folder stands for the files directly inside it (hidden ones skipped)."""
+    out = []
+    for path in paths:
+        if Path(path).is_dir():
+            out += sorted(str(p) for p in Path(path).iterdir() if p.is_file() and not p.name.startswith("."))
+        else:
+            out.append(path)
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pneumo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    predict_cmd = commands.add_parser(
+        "predict",
+        help="classify chest X-ray files",
+        description="Classify chest X-ray files (JPEG, PNG, BMP, TIFF, WebP or DICOM) as NORMAL or PNEUMONIA. "
+        "Prints one line per file in the order given; a file that cannot be read gets an error line, "
+        "the others still run, and the exit code is then 1. Research demo, not a medical device.",
+    )
+    predict_cmd.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders of them")
+    predict_cmd.add_argument(
+        "--json", action="store_true",
+        help='one JSON object per line: {"path", "label", "pneumonia_probability", "probabilities", '
+             '"warnings", "model"}, or {"path", "error"}',
+    )
+    commands.add_parser("info", help="print the model's identity as JSON",
+                        description="Print which model would serve (source, repo, revision, sha256, "
+                                    "metrics, ...) as one JSON object.")
+    return parser

@@ -1,0 +1,69 @@
+"""`python app.py` as a subprocess on a free local port, for end-to-end tests."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+START_TIMEOUT_S = 300  # import gradio + TensorFlow, load and warm up the model, on a busy machine
+
+
+@dataclass
+class App:
+    url: str
+    temp_dir: Path  # GRADIO_TEMP_DIR: where uploads land
+    log: Path  # the server's stdout and stderr
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_app(model_path, workdir: Path):
+    """Start app.py serving `model_path` (None: the app's own choice); yield an App; stop it afterwards."""
+    port = free_port()
+    temp_dir, log = workdir / "gradio_tmp", workdir / "app.log"
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(temp_dir),
+           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
+    env.pop("GRADIO_SHARE", None)
+    if model_path is not None:
+        env["PNEUMO_MODEL_PATH"] = str(model_path)
+        env.pop("PNEUMO_MODEL_REPO", None)
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"app.py exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"app.py did not answer in {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield App(url, temp_dir, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

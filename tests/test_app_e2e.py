@@ -1,0 +1,170 @@
+"""The Gradio app end to end: `python app.py` in a subprocess, called through gradio_client."""
+
+import hashlib
+import importlib
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.app_server import running_app
+from tests.conftest import synthetic_xray
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+RESULT_KEYS = {"label", "pneumonia_probability", "probabilities", "warnings", "model"}
+MODEL_KEYS = {"name", "source", "repo", "revision", "commit", "sha256", "threshold", "fallback_reason"}
+
+
+@pytest.fixture(scope="module")
+def app(tiny_run, tmp_path_factory):
+    with running_app(tiny_run, tmp_path_factory.mktemp("app")) as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def client(app, tmp_path_factory):
+    return Client(app.url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+
+
+@pytest.fixture(scope="module")
+def uploads(tmp_path_factory):
+    """Good and bad files, named so that they can be looked for afterwards."""
+    folder = tmp_path_factory.mktemp("uploads")
+    files = {}
+
+    def add(name, data):
+        files[name] = folder / name
+        files[name].write_bytes(data)
+
+    good = io.BytesIO()
+    synthetic_xray("bacteria", seed=7, size=128).save(good, "PNG")
+    add("upload-good.png", good.getvalue())
+    jpeg = io.BytesIO()
+    synthetic_xray("normal", seed=8, size=256).save(jpeg, "JPEG", quality=90)
+    add("upload-truncated.jpeg", jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+    add("upload-text.png", b"These are notes, not an X-ray.\n" * 20)
+    add("upload-empty.png", b"")
+    tiny = io.BytesIO()
+    synthetic_xray("normal", seed=9, size=20).save(tiny, "PNG")
+    add("upload-tiny.png", tiny.getvalue())
+    add("upload-scan.dcm", dicom_bytes(np.asarray(synthetic_xray("virus", seed=10, size=96).convert("L"))))
+    return files
+
+
+def dicom_bytes(pixels):
+    """An uncompressed 8-bit greyscale DICOM file."""
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    ds = pydicom.Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    ds.PixelData = pixels.tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def assert_verdict(result, heatmap, tiny_run):
+    assert set(result) == RESULT_KEYS
+    assert result["label"] in ("NORMAL", "PNEUMONIA")
+    assert set(result["probabilities"]) == {"NORMAL", "BACTERIAL", "VIRAL"}
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    sick = result["pneumonia_probability"]
+    assert sick == pytest.approx(result["probabilities"]["BACTERIAL"] + result["probabilities"]["VIRAL"], abs=1e-4)
+    assert result["label"] == ("PNEUMONIA" if sick >= result["model"]["threshold"] else "NORMAL")
+    assert isinstance(result["warnings"], list)
+    model = result["model"]
+    assert set(model) == MODEL_KEYS
+    assert model["source"] == "path" and model["fallback_reason"] is None
+    assert model["sha256"] == hashlib.sha256((tiny_run / "model.keras").read_bytes()).hexdigest()
+    with Image.open(heatmap) as overlay:
+        assert overlay.mode == "RGB" and min(overlay.size) >= 64
+
+
+def test_the_api_takes_one_file(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert len(endpoints["/predict"]["parameters"]) == 1
+    assert len(endpoints["/predict"]["returns"]) == 2
+
+
+def test_good_image_gives_a_verdict(client, uploads, tiny_run):
+    result, heatmap = client.predict(handle_file(uploads["upload-good.png"]), api_name="/predict")
+    assert_verdict(result, heatmap, tiny_run)
+
+
+def test_real_xray(client, shared_data, tiny_run):
+    xray = sorted((shared_data / "val" / "PNEUMONIA").glob("*.jpeg"))[0]
+    result, heatmap = client.predict(handle_file(xray), api_name="/predict")
+    assert_verdict(result, heatmap, tiny_run)
+
+
+@pytest.mark.parametrize("api_name", ["/predict", "/predict_dicom"])
+def test_dicom(client, uploads, tiny_run, api_name):
+    result, heatmap = client.predict(handle_file(uploads["upload-scan.dcm"]), api_name=api_name)
+    assert_verdict(result, heatmap, tiny_run)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("upload-text.png", "not an image"),
+    ("upload-empty.png", "empty"),
+    ("upload-truncated.jpeg", "truncated"),
+    ("upload-tiny.png", "20 x 20 pixels"),
+])
+def test_bad_input_is_explained(client, uploads, name, message):
+    with pytest.raises(AppError) as error:
+        client.predict(handle_file(uploads[name]), api_name="/predict")
+    assert message in str(error.value)
+
+
+def test_good_image_works_after_bad_ones(client, uploads, tiny_run):
+    for name in ("upload-text.png", "upload-truncated.jpeg"):
+        with pytest.raises(AppError):
+            client.predict(handle_file(uploads[name]), api_name="/predict")
+    result, heatmap = client.predict(handle_file(uploads["upload-good.png"]), api_name="/predict")
+    assert_verdict(result, heatmap, tiny_run)
+
+
+def test_uploads_are_deleted_and_never_logged(app, client, uploads):
+    for name, path in uploads.items():  # every file, good or bad, once more
+        try:
+            client.predict(handle_file(path), api_name="/predict")
+        except AppError:
+            pass
+    sent = {hashlib.sha256(path.read_bytes()).hexdigest() for path in uploads.values()}
+    left = [path for path in app.temp_dir.rglob("*") if path.is_file()]
+    assert not [path for path in left if path.name in uploads]
+    assert not [path for path in left if hashlib.sha256(path.read_bytes()).hexdigest() in sent]
+    # What stays are the heatmaps sent back (Gradio's delete_cache removes them later).
+    assert all(path.suffix == ".png" for path in left), left
+    log = app.log.read_text()
+    assert not [name for name in uploads if name in log or name.rsplit(".", 1)[0] in log]
+
+
+def test_model_panel(tiny_run, monkeypatch):
+    """The model panel names a Hub model's repo, revision and commit, and puts a fallback in bold."""
+    from pneumo import loading
+
+    monkeypatch.setenv("PNEUMO_MODEL_PATH", str(tiny_run))
+    loading.get_model.cache_clear()
+    try:
+        app = importlib.import_module("app")  # loads the model, as the Space does
+    finally:
+        loading.get_model.cache_clear()
+    hub = {**app.MODEL.identity, "source": "hub", "repo": "someone/pneumo", "revision": "v1", "commit": "ab" * 20}
+    assert "hub · someone/pneumo@v1 (commit `ababababab`)" in app.model_panel(hub)
+    assert "Fallback" not in app.model_panel(hub)
+    reason = "could not load someone/pneumo@v1 from the Hub: offline"
+    fallback = {**app.MODEL.identity, "source": "bundled", "fallback_reason": reason}
+    assert f"**Fallback: {reason}; serving the bundled model instead.**" in app.model_panel(fallback)
+    assert "ROC AUC 1.000" in app.model_panel(fallback)
