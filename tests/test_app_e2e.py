@@ -167,4 +167,4 @@ def test_model_panel(tiny_run, monkeypatch):
     reason = "could not load someone/pneumo@v1 from the Hub: offline"
     fallback = {**app.MODEL.identity, "source": "bundled", "fallback_reason": reason}
     assert f"**Fallback: {reason}; serving the bundled model instead.**" in app.model_panel(fallback)
-    assert "ROC AUC 1.000" in app.model_panel(fallback)
+    assert "**Validation figures:** accuracy" in app.model_panel(fallback)
