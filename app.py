@@ -5,7 +5,9 @@ Grad-CAM live there. Run `python app.py` (add `--share` for a public link).
 
 API: `Client(url).predict(handle_file("xray.jpeg"), api_name="/predict")`
 returns `(result, heatmap_path)`; `result` is a dict with `label`,
-`pneumonia_probability`, `probabilities`, `warnings` and `model`.
+`pneumonia_probability`, `probabilities`, `warnings` and `model`. When
+`warnings` holds "not_chest_xray" (pneumo/ood.py), the upload does not look
+like a chest X-ray: the numbers mean nothing and `heatmap_path` is None.
 """
 
 import argparse
@@ -20,6 +22,7 @@ from PIL import Image
 from pneumo.decode import MAX_FILE_BYTES, InputError, decode
 from pneumo.gradcam import overlay
 from pneumo.loading import get_model
+from pneumo.ood import NOT_CHEST_XRAY
 from pneumo.predict import predict_image
 
 DISCLAIMER = (
@@ -90,6 +93,8 @@ def predict(upload):
     prediction = predict_image(MODEL, decoded.image)
     result = {**prediction.as_dict(), "model": model_summary(MODEL.identity)}
     result["warnings"] = decoded.warnings + prediction.warnings
+    if NOT_CHEST_XRAY in result["warnings"]:
+        return result, None  # a heatmap over a photo would look like evidence: none is shown
     return result, overlay(decoded.image, prediction.heatmap)
 
 
@@ -100,15 +105,23 @@ def label_data(headline, confidences):
 
 
 def show(result):
-    """The API result -> the verdict, the three-class breakdown, the notes."""
+    """The API result -> the verdict, the three-class breakdown, the notes.
+    For what does not look like a chest X-ray, no verdict: only why."""
+    warnings = [w for w in result["warnings"] if w != NOT_CHEST_XRAY]
+    if NOT_CHEST_XRAY in result["warnings"]:
+        notes = ["### ⚠️ No verdict: this does not look like a chest X-ray",
+                 *warnings, "Please upload a frontal chest X-ray."]
+        return label_data("No verdict", {}), None, "\n\n".join(notes)
     sick, threshold = result["pneumonia_probability"], result["model"]["threshold"]
     verdict = label_data(result["label"], {"PNEUMONIA": sick, "NORMAL": 1 - sick})
     ranked = dict(sorted(result["probabilities"].items(), key=lambda item: -item[1]))
     breakdown = label_data(next(iter(ranked)), ranked)
     notes = [
         f"The model's estimate of the probability of pneumonia is **{sick:.0%}**; it answers PNEUMONIA "
-        f"from {threshold:.0%}. This is a statistical estimate, not a diagnosis.",
-        *[f"⚠️ {warning}" for warning in result["warnings"]],
+        f"from {threshold:.0%}. The estimate is calibrated on the validation X-rays: of those that got "
+        "an estimate like this one, about that share had pneumonia. It is a statistical estimate for "
+        "X-rays like the training ones, not a diagnosis.",
+        *[f"⚠️ {warning}" for warning in warnings],
     ]
     return verdict, breakdown, "\n\n".join(notes)
 

@@ -4,7 +4,9 @@
     python -m pneumo info                       which model would serve
 
 The model is chosen as in the app: PNEUMO_MODEL_PATH, else PNEUMO_MODEL_REPO
-(at PNEUMO_MODEL_REVISION), else the bundled model.
+(at PNEUMO_MODEL_REVISION), else the bundled model. `predict` uses the run's
+int8 model (model.int8.onnx, from `python -m training.quantize`) when it has
+one; PNEUMO_RUNTIME=keras forces Keras (see pneumo/fast.py).
 """
 
 import argparse

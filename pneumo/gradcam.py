@@ -1,7 +1,8 @@
 """Grad-CAM: where in the X-ray the model found its evidence for pneumonia.
 
-One forward and backward pass gives both the probabilities and the map, so a
-heatmap costs about one extra backward pass, not a second prediction.
+One forward and backward pass gives the probabilities, the map and the
+features of the not-a-chest-X-ray check (pneumo/ood.py), so a heatmap costs
+about one extra backward pass, not a second prediction.
 """
 
 import numpy as np
@@ -22,9 +23,10 @@ class GradCam:
         self._run = tf.function(self._probabilities_and_maps, reduce_retracing=True)
 
     def __call__(self, inputs):
-        """Model inputs (N, H, W, 3) -> (probabilities (N, 3), maps (N, h, w) in [0, 1])."""
-        probabilities, maps = self._run(tf.convert_to_tensor(inputs, tf.float32))
-        return probabilities.numpy(), maps.numpy()
+        """Model inputs (N, H, W, 3) -> (probabilities (N, 3), maps (N, h, w) in [0, 1],
+        the layer's features averaged over space (N, channels), for pneumo/ood.py)."""
+        probabilities, maps, pooled = self._run(tf.convert_to_tensor(inputs, tf.float32))
+        return probabilities.numpy(), maps.numpy(), pooled.numpy()
 
     def _probabilities_and_maps(self, inputs):
         with tf.GradientTape() as tape:
@@ -37,7 +39,8 @@ class GradCam:
         weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
         maps = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
         peak = tf.reduce_max(maps, axis=(1, 2), keepdims=True)
-        return probabilities, tf.math.divide_no_nan(maps, peak)
+        pooled = tf.reduce_mean(features, axis=(1, 2))
+        return probabilities, tf.math.divide_no_nan(maps, peak), pooled
 
 
 def overlay(image: Image.Image, heatmap: np.ndarray, max_side=512, strength=0.45) -> Image.Image:

@@ -32,6 +32,40 @@ class LoadedModel:
 
         return GradCam(self.keras_model, self.config["gradcam_layer"])
 
+    @functools.cached_property
+    def features_and_probabilities(self):
+        """inputs -> [Grad-CAM layer's maps averaged over space, probabilities]:
+        the not-a-chest-X-ray check's features come with the same forward pass."""
+        import keras
+
+        maps = self.keras_model.get_layer(self.config["gradcam_layer"]).output
+        pooled = keras.layers.GlobalAveragePooling2D()(maps)
+        # One input tensor, not a list: batches are passed as one array.
+        return keras.Model(self.keras_model.input, [pooled, self.keras_model.output])
+
+    @functools.cached_property
+    def ood_check(self):
+        """The run folder's fitted feature check, or None (pneumo/ood.py)."""
+        from .ood import FeatureCheck
+
+        try:
+            check = FeatureCheck.load(self.identity["path"])
+        except (OSError, ValueError, KeyError) as error:  # a broken file must not stop serving
+            log.warning("ood.npz unreadable (%s): the not-a-chest-X-ray check uses image statistics only", error)
+            return None
+        channels = self.features_and_probabilities.outputs[0].shape[-1]
+        if check is not None and check.mean.shape != (channels,):
+            log.warning("ood.npz was fitted for another model: the check uses image statistics only")
+            return None
+        return check
+
+    @functools.cached_property
+    def fast(self):
+        """The int8 ONNX model for probabilities without heatmap, or None (see pneumo/fast.py)."""
+        from .fast import load_fast
+
+        return load_fast(self.identity["path"], self.identity["sha256"])
+
 
 def load_model(path=None, repo=None, revision=None) -> LoadedModel:
     """Load from `path`, else from the Hub `repo`, else the bundled model."""

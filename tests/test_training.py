@@ -134,8 +134,8 @@ def test_expected_calibration_error_by_hand():
     assert expected_calibration_error(y, p) == pytest.approx(0.5 * 0.3 + 0.5 * 0.2)
 
 
-def test_temperature_softens_overconfidence():
-    from training.calibrate import fit_temperature
+def test_calibration_softens_overconfidence_and_corrects_class_balance():
+    from training.calibrate import fit_calibration
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 300)
@@ -143,7 +143,14 @@ def test_temperature_softens_overconfidence():
     guess = np.where(rng.random(300) < 0.6, labels, (labels + 1) % 3)
     probabilities = np.full((300, 3), 0.01)
     probabilities[np.arange(300), guess] = 0.98
-    assert fit_temperature(probabilities, labels) > 2
+    temperature, bias = fit_calibration(probabilities, labels)
+    assert temperature > 2 and max(abs(b) for b in bias) < 0.5
+    # A model that says 90% pneumonia for cases that are normal half the time needs a bias toward normal.
+    labels = np.array([0, 1] * 100)
+    probabilities = np.tile([[0.1, 0.8, 0.1]], (200, 1))
+    temperature, bias = fit_calibration(probabilities, labels)
+    from pneumo.calibration import apply_calibration
+    assert apply_calibration(probabilities, temperature, bias)[0, 0] == pytest.approx(0.5, abs=0.02)
 
 
 def test_tiny_run_writes_a_folder_that_pneumo_serves(tiny_run):

@@ -28,8 +28,11 @@ Threshold for PNEUMONIA: **{{ threshold }}**, {{ threshold_rule }}
 `train/`); `train_holdout` is a patient-level split of `train/`. The two
 differ on purpose: scores on a split of `train/` overstate how the model does
 on new collections. Plots: `roc.png`, `training.png`, `reliability.png`.
-Probabilities are temperature-scaled (T = {{ temperature }}) on the selection
-split; ECE is measured after scaling.
+Probabilities are calibrated on the selection split (temperature T = {{ temperature }}
+and per-class biases {{ class_bias }}: softmax(log p / T + b)); ECE is measured after calibration.
+Uploads that do not look like a chest X-ray (colour, blank or noisy images, or
+model features far from the training X-rays', fitted in `ood.npz`) are flagged
+`not_chest_xray` by the `pneumo` package instead of being trusted.
 
 ## Model
 
@@ -96,6 +99,7 @@ def build_card(config, metrics):
         threshold=f"{config['threshold']:.3f}",
         threshold_rule=config["threshold_rule"],
         temperature=f"{config['temperature']:.3f}",
+        class_bias=", ".join(f"{b:+.2f}" for b in config["class_bias"]),
         results_table="\n".join(results_row(n, m) for n, m in evaluated.items()),
         model_description=config["description"],
         preprocessing=config["preprocessing"],

@@ -2,6 +2,7 @@
 
     model.keras   float16 weights (half the size; loaded back as float32)
     config.json   what `pneumo` needs to serve it
+    ood.npz       the not-a-chest-X-ray check's fitted features (training/ood.py)
     metrics.json  every figure on every evaluated split
     roc.png  training.png  reliability.png
     README.md     the model card
@@ -19,16 +20,17 @@ import h5py
 import keras
 import numpy as np
 
-from pneumo.calibration import apply_temperature
+from pneumo.calibration import apply_calibration
 from pneumo.classes import CLASSES, NORMAL, pneumonia_probability
 from pneumo.preprocess import TARGET_MEAN, TARGET_STD, to_model_input
 
-from .calibrate import fit_temperature
+from .calibrate import fit_calibration
 from .card import build_card
 from .checkpoints import read_state
 from .data import labels_of, load_pixels
 from .metrics import choose_threshold, evaluate
 from .model import GRADCAM_LAYERS
+from .ood import fit_and_save as fit_ood_check
 from .plots import plot_reliability, plot_roc, plot_training
 
 FORMAT_VERSION = 1
@@ -41,8 +43,8 @@ def write_run_folder(args, splits, checkpoint_dir, log):
     model = keras.saving.load_model(Path(checkpoint_dir) / "best.keras")
     raw = {name: _predict(model, samples, args.image_size) for name, samples in splits.reports.items()}
     selection_labels, selection_raw = raw[splits.selection_name]
-    temperature = fit_temperature(selection_raw, selection_labels)
-    calibrated = {name: (labels, apply_temperature(p, temperature)) for name, (labels, p) in raw.items()}
+    temperature, class_bias = fit_calibration(selection_raw, selection_labels)
+    calibrated = {name: (labels, apply_calibration(p, temperature, class_bias)) for name, (labels, p) in raw.items()}
     selection_p = pneumonia_probability(calibrated[splits.selection_name][1])
     threshold = choose_threshold(selection_labels != NORMAL, selection_p)
     figures = {name: evaluate(labels, p, threshold) for name, (labels, p) in calibrated.items()}
@@ -51,12 +53,13 @@ def write_run_folder(args, splits, checkpoint_dir, log):
             f"specificity {m['specificity']:.3f}, bacterial-vs-viral AUC {m['bacterial_viral_auc']}, ECE {m['ece']:.3f}")
 
     metrics = {"selection_split": splits.selection_name, "best_epoch": state["best_epoch"],
-               "epochs_trained": state["epoch"], "temperature": temperature, "splits": figures,
+               "epochs_trained": state["epoch"], "temperature": temperature, "class_bias": class_bias, "splits": figures,
                "history": state["history"]}
-    config = _config(args, splits, state, threshold, temperature, figures)
+    config = _config(args, splits, state, threshold, (temperature, class_bias), figures)
     save_float16(model, out / "model.keras")
     (out / "config.json").write_text(json.dumps(config, indent=2))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    fit_ood_check(model, splits, args.image_size, config["gradcam_layer"], out, log, seed=args.seed)
     plot_roc({n: (*calibrated[n], figures[n]) for n in calibrated if figures[n]["roc_auc"] is not None}, out / "roc.png")
     plot_reliability(*calibrated[splits.selection_name], out / "reliability.png")
     if state["history"]:
@@ -70,7 +73,7 @@ def _predict(model, samples, size):
     return labels_of(samples), model.predict(inputs, batch_size=32, verbose=0)
 
 
-def _config(args, splits, state, threshold, temperature, figures):
+def _config(args, splits, state, threshold, calibration, figures):
     selection = figures[splits.selection_name]
     return {
         "format_version": FORMAT_VERSION,
@@ -83,7 +86,8 @@ def _config(args, splits, state, threshold, temperature, figures):
                          "three channels minus the VGG BGR mean (103.939, 116.779, 123.68)",
         "threshold": threshold,
         "threshold_rule": THRESHOLD_RULE,
-        "temperature": temperature,
+        "temperature": calibration[0],
+        "class_bias": calibration[1],
         "gradcam_layer": GRADCAM_LAYERS[args.architecture],
         "description": f"{args.architecture} base at {args.image_size} px: blocks 1-{args.pretrained_blocks} start from "
                        f"'{args.pretrained}' weights, later blocks from scratch, blocks 1-{args.frozen_blocks} frozen; "

@@ -1,0 +1,409 @@
+"""Serving benchmarks: how fast and how big the served model is on this machine.
+
+    python benchmarks/serving.py [--model RUN_FOLDER] [--images DIR] [--sweep] [--json OUT]
+
+Prints the machine, then tables for
+  1. the app: cold start (`python app.py` to the first answered /predict),
+     end-to-end latency through gradio_client with the Grad-CAM heatmap at
+     1 and 8 concurrent clients (p50/p95), and the server's peak RSS;
+  2. in process: single-image latency (p50/p95) of Keras, the int8 ONNX
+     model (if the run folder has model.int8.onnx; see training/quantize.py)
+     and Keras with Grad-CAM, and batch throughput at batch 16.
+--sweep also serves 8 clients at queue concurrency limits 1, 2 and 4.
+
+Run it on an otherwise idle machine: the clients share its cores with the
+server. Images: the real X-rays of ../shared/data/chest_xray/val when there,
+else synthetic ones; each concurrent request sends a different file.
+"""
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_MODEL = ROOT / "pneumo" / "bundled_model"
+DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "chest_xray" / "val"
+START_TIMEOUT_S = 600
+# `python app.py`, except that the queue's concurrency limit comes from argv[1].
+LAUNCH_WITH_LIMIT = """
+import sys
+import app
+from pneumo.decode import MAX_FILE_BYTES
+app.demo.queue(default_concurrency_limit=int(sys.argv[1]), max_size=32)
+app.demo.launch(max_file_size=MAX_FILE_BYTES, prevent_thread_lock=True)
+app.demo.block_thread()
+"""
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    model = Path(args.model).resolve()
+    results = {"machine": machine(), "model": str(model)}
+    print_machine(results["machine"], model)
+    with tempfile.TemporaryDirectory(prefix="pneumo-bench-") as tmp:
+        files = image_files(args.images, Path(tmp) / "images", need=max(64, 8 * args.requests_per_client + 8))
+        print(f"images: {len(files)} files from {files[0].parent}\n")
+        # The server first, while this process has not loaded TensorFlow yet.
+        results["app"] = bench_app(model, files, Path(tmp), args, limit=None)
+        print_app(results["app"])
+        if args.sweep:
+            results["sweep"] = {limit: bench_app(model, files, Path(tmp), args, limit=limit, clients=(8,))
+                                for limit in (1, 2, 4)}
+            print_sweep(results["sweep"])
+        results["in_process"] = bench_in_process(model, files, args)
+        print_in_process(results["in_process"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+        print(f"\nresults written to {args.json}")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help="run folder to serve (default: the bundled model)")
+    p.add_argument("--images", default=str(DEFAULT_IMAGES),
+                   help="folder of X-rays (searched recursively); synthetic images when missing")
+    p.add_argument("--runs", type=int, default=40, help="single-image calls per runtime")
+    p.add_argument("--batch", type=int, default=16, help="batch size for the throughput row")
+    p.add_argument("--batches", type=int, default=6, help="batches timed per runtime")
+    p.add_argument("--requests", type=int, default=20, help="sequential requests of the single client")
+    p.add_argument("--requests-per-client", type=int, default=5, help="requests of each of the 8 clients")
+    p.add_argument("--sweep", action="store_true", help="also try queue concurrency limits 1, 2 and 4")
+    p.add_argument("--json", metavar="OUT", help="also write every number to this JSON file")
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------- machine
+
+
+def machine():
+    import psutil
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    versions = {}
+    for module in ("tensorflow", "keras", "onnxruntime", "gradio"):
+        try:
+            versions[module] = __import__(module).__version__ if module != "tensorflow" else _tf_version()
+        except ImportError:
+            versions[module] = None
+    return {"cpu": cpu, "logical_cores": os.cpu_count(), "physical_cores": psutil.cpu_count(logical=False),
+            "usable_cores": usable, "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "os": platform.platform(), **versions}
+
+
+def _tf_version():
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("tensorflow-cpu", "tensorflow"):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    raise ImportError
+
+
+def print_machine(m, model):
+    print(f"machine: {m['cpu']}; {m['usable_cores']} usable cores ({m['physical_cores']} physical, "
+          f"{m['logical_cores']} logical), {m['memory_gb']} GB RAM; {m['os']}")
+    print(f"software: Python {m['python']}, TensorFlow {m['tensorflow']}, Keras {m['keras']}, "
+          f"onnxruntime {m['onnxruntime']}, Gradio {m['gradio']}")
+    config = json.loads((model / "config.json").read_text()) if (model / "config.json").is_file() else {}
+    int8 = model / "model.int8.onnx"
+    print(f"model: {model} ({config.get('name')}, {config.get('image_size')} px); "
+          f"model.keras {_mb(model / 'model.keras')}, model.int8.onnx {_mb(int8) if int8.is_file() else 'absent'}")
+
+
+def _mb(path):
+    return f"{path.stat().st_size / 1e6:.1f} MB"
+
+
+# ---------------------------------------------------------------- images
+
+
+def image_files(folder, scratch, need):
+    """Real X-rays when `folder` has them, else `need` synthetic ones."""
+    folder = Path(folder)
+    if folder.is_dir():
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpeg", ".jpg", ".png"))
+        if files:
+            # Interleave the classes, so that every slice of the list holds both.
+            half = len(files) // 2
+            return [f for pair in zip(files[:half], files[half:]) for f in pair] + files[2 * half:]
+    from tests.conftest import synthetic_xray
+
+    scratch.mkdir(parents=True)
+    files = []
+    for i in range(need):
+        path = scratch / f"synthetic-{i}.png"
+        synthetic_xray(("normal", "bacteria", "virus")[i % 3], seed=i, size=1024).save(path)
+        files.append(path)
+    return files
+
+
+# ---------------------------------------------------------------- the app
+
+
+def bench_app(model, files, tmp, args, limit=None, clients=(1, 8)):
+    """Start the app, time the first answer, then the load rounds; stop it."""
+    import psutil
+    from gradio_client import handle_file
+
+    port = _free_port()
+    workdir = Path(tempfile.mkdtemp(dir=tmp, prefix="app-"))
+    env = {**os.environ, "PNEUMO_MODEL_PATH": str(model), "GRADIO_TEMP_DIR": str(workdir / "gradio"),
+           "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
+    for name in ("PNEUMO_MODEL_REPO", "GRADIO_SHARE"):
+        env.pop(name, None)
+    command = [sys.executable, "app.py"] if limit is None else [sys.executable, "-c", LAUNCH_WITH_LIMIT, str(limit)]
+    url = f"http://127.0.0.1:{port}/"
+    log = open(workdir / "app.log", "w")
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = psutil.Process(process.pid)
+    peak = PeakRss(server)
+    out = {"concurrency_limit": limit or "app.py's own"}
+    try:
+        client = _connect(url, process, started, workdir / "app.log")
+        out["ready_s"] = time.perf_counter() - started
+        client.predict(handle_file(files[0]), api_name="/predict")
+        out["cold_start_s"] = time.perf_counter() - started
+        out["rss_idle_mb"] = _rss_mb(server)
+        cursor = 1
+        for n in clients:
+            per_client = args.requests if n == 1 else args.requests_per_client
+            batch = [files[(cursor + i) % len(files)] for i in range(n * per_client)]
+            cursor += len(batch)
+            out[f"clients_{n}"] = _load(url, batch, n, per_client, workdir)
+        out["rss_after_mb"] = _rss_mb(server)
+        out["peak_rss_mb"] = max(peak.stop(), _hwm_mb(server) or 0)
+    finally:
+        peak.stop()
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+    return out
+
+
+def _connect(url, process, started, log):
+    from gradio_client import Client
+
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"app.py exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        if time.perf_counter() - started > START_TIMEOUT_S:
+            raise RuntimeError(f"app.py did not answer in {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+        try:
+            return Client(url, verbose=False, download_files=False)
+        except Exception:
+            time.sleep(0.2)
+
+
+def _load(url, files, clients, per_client, workdir):
+    """`clients` clients at once, each sending `per_client` files in turn: latencies and throughput."""
+    from gradio_client import Client, handle_file
+
+    sessions = [Client(url, verbose=False, download_files=str(workdir / f"downloads{i}")) for i in range(clients)]
+    latencies, errors = [], []
+
+    def run(i):
+        for j in range(per_client):
+            start = time.perf_counter()
+            try:
+                sessions[i].predict(handle_file(files[i * per_client + j]), api_name="/predict")
+                latencies.append(time.perf_counter() - start)
+            except Exception as error:  # counted, not fatal: a benchmark reports what happened
+                errors.append(f"{type(error).__name__}: {error}")
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(run, range(clients)))
+    wall = time.perf_counter() - started
+    return {**_stats(latencies), "requests": clients * per_client, "errors": errors,
+            "throughput_rps": len(latencies) / wall}
+
+
+class PeakRss:
+    """Samples the process's RSS (children included) every 50 ms until stopped."""
+
+    def __init__(self, process):
+        self.peak, self._process, self._stop = 0.0, process, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self):
+        while not self._stop.wait(0.05):
+            try:
+                self.peak = max(self.peak, _rss_mb(self._process))
+            except Exception:
+                return
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def _rss_mb(process):
+    return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
+
+
+def _hwm_mb(process):
+    """The kernel's own peak RSS of the process (Linux), in MB."""
+    try:
+        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def print_app(app):
+    print("== The app: python app.py, called through gradio_client (Grad-CAM heatmap included) ==")
+    _table(["", "value"], [
+        ["start to HTTP ready", f"{app['ready_s']:.1f} s"],
+        ["cold start: start to first /predict answered", f"{app['cold_start_s']:.1f} s"],
+        ["RSS after the first answer", f"{app['rss_idle_mb']:.0f} MB"],
+        ["RSS after the load below", f"{app['rss_after_mb']:.0f} MB"],
+        ["peak RSS", f"{app['peak_rss_mb']:.0f} MB"],
+    ])
+    print()
+    _table(["clients", "requests", "p50", "p95", "mean", "throughput", "errors"],
+           [_load_row(n, app[f"clients_{n}"]) for n in (1, 8) if f"clients_{n}" in app])
+    print()
+
+
+def print_sweep(sweep):
+    print("== Queue concurrency limit, 8 clients ==")
+    _table(["limit", "requests", "p50", "p95", "mean", "throughput", "errors", "peak RSS"],
+           [[str(limit), *_load_row(8, r["clients_8"])[1:], f"{r['peak_rss_mb']:.0f} MB"]
+            for limit, r in sweep.items()])
+    print()
+
+
+def _load_row(n, r):
+    return [str(n), str(r["requests"]), _ms(r["p50"]), _ms(r["p95"]), _ms(r["mean"]),
+            f"{r['throughput_rps']:.2f} req/s", str(len(r["errors"]))]
+
+
+# ---------------------------------------------------------------- in process
+
+
+def bench_in_process(model, files, args):
+    from pneumo.decode import decode
+    from pneumo.fast import INT8_FILE, OnnxModel
+    from pneumo.loading import load_model
+    from pneumo.predict import predict_batch, predict_image
+    from pneumo.preprocess import preprocess
+
+    loaded = load_model(model)
+    images = [decode(path).image for path in files[:max(args.batch, 16)]]
+    runtimes = {"keras": None}
+    if (model / INT8_FILE).is_file():
+        runtimes["int8"] = OnnxModel(model / INT8_FILE)
+    out = {"single": {}, "batch": {}}
+    for name, fast in runtimes.items():
+        loaded.__dict__["fast"] = fast  # the cached property, set by hand: this runtime answers
+        out["single"][name] = _time_calls(lambda i: predict_image(loaded, images[i % len(images)], with_heatmap=False),
+                                          args.runs)
+        batch = images[:args.batch]
+        times = _time_calls(lambda i: predict_batch(loaded, batch, batch_size=args.batch), args.batches, warmup=1)
+        out["batch"][name] = {"images_per_s": args.batch / times["p50"], **times}
+    loaded.__dict__["fast"] = None
+    size = loaded.config["image_size"]
+    out["single"]["preprocessing only"] = _time_calls(lambda i: preprocess(images[i % len(images)], size), args.runs)
+    out["single"]["keras + Grad-CAM"] = _time_calls(lambda i: predict_image(loaded, images[i % len(images)]),
+                                                    args.runs)
+    out["batch_size"] = args.batch
+    return out
+
+
+def _time_calls(call, runs, warmup=3):
+    for i in range(warmup):
+        call(i)
+    times = []
+    for i in range(runs):
+        start = time.perf_counter()
+        call(i)
+        times.append(time.perf_counter() - start)
+    return _stats(times)
+
+
+def print_in_process(r):
+    print("== In process: one decoded X-ray (greyscale, resize and standardise included) ==")
+    keras_p50 = r["single"]["keras"]["p50"]
+    _table(["runtime", "p50", "p95", "mean", "speed-up (p50)"],
+           [[name, _ms(t["p50"]), _ms(t["p95"]), _ms(t["mean"]), f"{keras_p50 / t['p50']:.2f}x"]
+            for name, t in r["single"].items()])
+    print()
+    print(f"== In process: throughput at batch {r['batch_size']} (predict_batch, no heatmap) ==")
+    keras_rate = r["batch"]["keras"]["images_per_s"]
+    _table(["runtime", "images/s", "batch p50", "speed-up"],
+           [[name, f"{t['images_per_s']:.1f}", _ms(t["p50"]), f"{t['images_per_s'] / keras_rate:.2f}x"]
+            for name, t in r["batch"].items()])
+    if "int8" not in r["single"]:
+        print("(no model.int8.onnx in the run folder: make one with python -m training.quantize RUN --data DATA)")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _stats(times):
+    if not times:
+        return {"p50": float("nan"), "p95": float("nan"), "mean": float("nan"), "n": 0}
+    ordered = sorted(times)
+    p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
+    return {"p50": statistics.median(ordered), "p95": p95, "mean": statistics.fmean(ordered), "n": len(ordered)}
+
+
+def _ms(seconds):
+    return f"{seconds * 1000:.0f} ms"
+
+
+def _table(header, rows):
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    line = lambda row: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)  # noqa: E731
+                                 for i, (c, w) in enumerate(zip(row, widths)))
+    print(line(header))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print(line(row))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Is the upload a chest X-ray at all?
+
+The classifier answers NORMAL / BACTERIAL / VIRAL for anything, a cat
+included, so two checks run before a verdict is trusted:
+
+- image statistics, which need nothing fitted: colour, a blank image, noise;
+- the model's own view: the pooled features of its Grad-CAM layer, compared
+  with the training X-rays' features by Mahalanobis distance in a PCA space
+  (fitted by training/ood.py, saved as ood.npz in the run folder). A run
+  folder without ood.npz skips this check.
+
+Either one flags the image: the warnings then hold the code NOT_CHEST_XRAY
+and a sentence with the reason.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+FILE = "ood.npz"
+NOT_CHEST_XRAY = "not_chest_xray"
+
+# Thresholds of the statistics, on a 64 x 64 thumbnail. Measured on the
+# 304 val X-rays: colourfulness 0 (all greyscale), grey std 24-78, neighbour
+# correlation >= 0.94; textures, text and noise 0.25-0.71. So these sit well
+# outside what X-rays do and only catch the obvious cases; the feature check
+# does the rest.
+STATS_SIZE = 64
+MAX_COLOURFULNESS = 15.0  # Hasler and Suesstrunk: 15 is "slightly colourful"
+MIN_GREY_STD = 12.0  # of 255: a blank or nearly uniform image
+MIN_NEIGHBOUR_CORRELATION = 0.8  # below: noise or a fine texture, not anatomy
+
+
+def statistics(image: Image.Image) -> dict:
+    """Colourfulness, grey spread and neighbour correlation of a decoded image."""
+    rgb = np.asarray(image.convert("RGB").resize((STATS_SIZE, STATS_SIZE), Image.Resampling.BILINEAR), np.float64)
+    grey = rgb.mean(axis=-1)
+    rg, yb = rgb[..., 0] - rgb[..., 1], (rgb[..., 0] + rgb[..., 1]) / 2 - rgb[..., 2]
+    colourfulness = np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())
+    return {"colourfulness": float(colourfulness), "grey_std": float(grey.std()),
+            "neighbour_correlation": _neighbour_correlation(grey)}
+
+
+def _neighbour_correlation(grey):
+    """Mean correlation of each pixel with its right and lower neighbour:
+    near 1 for anatomy at this scale, near 0 for noise."""
+    values = []
+    for a, b in ((grey[:, :-1], grey[:, 1:]), (grey[:-1], grey[1:])):
+        a, b = a - a.mean(), b - b.mean()
+        spread = np.sqrt((a * a).sum() * (b * b).sum())
+        values.append((a * b).sum() / spread if spread > 0 else 1.0)  # constant: caught by its spread
+    return float(np.mean(values))
+
+
+def statistics_reason(image: Image.Image) -> str | None:
+    """Why the statistics say this is no X-ray, or None."""
+    s = statistics(image)
+    if s["colourfulness"] > MAX_COLOURFULNESS:
+        return "it is a colour image, and X-rays are grey"
+    if s["grey_std"] < MIN_GREY_STD:
+        return "it is blank or almost uniform"
+    if s["neighbour_correlation"] < MIN_NEIGHBOUR_CORRELATION:
+        return "it looks like noise or a fine texture"
+    return None
+
+
+@dataclass
+class FeatureCheck:
+    """How far pooled features lie from the training X-rays': a Mahalanobis
+    distance along their leading principal components, plus the remainder
+    off those components at its mean variance (a probabilistic-PCA distance).
+    The remainder matters: photos and other scans mostly differ from X-rays
+    in directions that X-rays hardly vary in."""
+
+    mean: np.ndarray  # (features,) of the transformed training features
+    components: np.ndarray  # (k, features), orthonormal rows
+    scales: np.ndarray  # (k,) standard deviation along each component
+    residual_variance: float  # mean variance per feature off the components
+    threshold: float  # distances above it are flagged
+
+    def distance(self, pooled) -> np.ndarray:
+        """(N, features) -> (N,) distances."""
+        centred = self.transform(pooled) - self.mean
+        projected = centred @ self.components.T
+        residual = centred - projected @ self.components
+        squared = ((projected / self.scales) ** 2).sum(axis=-1) + (residual ** 2).sum(axis=-1) / self.residual_variance
+        return np.sqrt(squared)
+
+    @staticmethod
+    def transform(pooled):
+        # ReLU features are skewed with long tails; log1p makes them closer
+        # to the Gaussian that a Mahalanobis distance assumes.
+        return np.log1p(np.maximum(np.asarray(pooled, np.float64), 0.0))
+
+    def save(self, path):
+        arrays = {key: np.asarray(getattr(self, key), np.float32) for key in self.__dataclass_fields__}
+        np.savez_compressed(path, **arrays)
+
+    @classmethod
+    def load(cls, folder) -> "FeatureCheck | None":
+        path = Path(folder) / FILE
+        if not path.is_file():
+            return None  # a run folder from before this check: statistics only
+        with np.load(path) as data:
+            return cls(**{key: data[key].astype(np.float64) for key in cls.__dataclass_fields__})
+
+
+def ood_warnings(image: Image.Image | None, pooled, check: FeatureCheck | None) -> list[str]:
+    """[] for what looks like a chest X-ray, else [NOT_CHEST_XRAY, the reason as a sentence].
+    Without the image, or without features and a fitted check, that part is skipped."""
+    reason = statistics_reason(image) if image is not None else None
+    if reason is None and pooled is not None and check is not None:
+        if check.distance(np.asarray(pooled)[None])[0] > check.threshold:
+            reason = "it is unlike the chest X-rays the model was trained on"
+    if reason is None:
+        return []
+    return [NOT_CHEST_XRAY, f"This does not look like a chest X-ray: {reason}. "
+                            "The model's answer for it means nothing."]

@@ -1,0 +1,196 @@
+"""The not-a-chest-X-ray check: image statistics, the fitted feature check,
+and what the CLI, the app and the real model make of it."""
+
+import importlib
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pneumo.loading import BUNDLED_DIR, load_model
+from pneumo.ood import FILE, NOT_CHEST_XRAY, FeatureCheck, ood_warnings, statistics_reason
+from pneumo.predict import predict_batch, predict_image
+from tests.conftest import SHARED_DATA, require, synthetic_xray
+from tests.test_cli import run_cli
+from training import ood as training_ood
+
+skimage_data = pytest.importorskip("skimage.data")
+
+# Greyscale pictures: the statistics alone cannot tell them from X-rays.
+GREY_PICTURES = ["camera", "moon", "page", "text", "coins", "clock", "cell"]
+
+
+def not_xrays():
+    rng = np.random.default_rng(0)
+    return {
+        "black": Image.new("L", (256, 256), 0),
+        "grey": Image.new("L", (256, 256), 128),
+        "noise": Image.fromarray(rng.integers(0, 256, (256, 256), dtype=np.uint8)),
+        "colour photo": Image.fromarray(skimage_data.astronaut()),
+        "colour noise": Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)),
+    }
+
+
+# --- image statistics ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(not_xrays()))
+def test_statistics_flag_blank_noise_and_colour(name):
+    assert statistics_reason(not_xrays()[name]) is not None
+
+
+def test_statistics_pass_xrays():
+    for i, kind in enumerate(["normal", "bacteria", "virus"]):
+        assert statistics_reason(synthetic_xray(kind, seed=i, size=256)) is None
+    if SHARED_DATA.is_dir():
+        for path in sorted((SHARED_DATA / "val" / "NORMAL").glob("*.jpeg"))[:5]:
+            with Image.open(path) as image:
+                assert statistics_reason(image) is None, path
+
+
+def test_the_tiny_model_flags_them_and_not_an_xray(tiny_run):
+    """tiny_run has too few images for a feature fit: the statistics alone decide."""
+    loaded = load_model(tiny_run)
+    assert not (tiny_run / FILE).exists() and loaded.ood_check is None
+    for name, image in not_xrays().items():
+        warnings = predict_image(loaded, image).warnings
+        assert warnings[0] == NOT_CHEST_XRAY and warnings[1].startswith("This does not look like a chest X-ray"), name
+    batch = predict_batch(loaded, [synthetic_xray("virus", seed=3, size=128), not_xrays()["noise"]])
+    assert batch[0].warnings == [] and NOT_CHEST_XRAY in batch[1].warnings
+
+
+# --- the feature check, on synthetic features ---------------------------------------
+
+
+def gaussian_cloud(rng, n, features=64, rank=5):
+    """Positive 'pooled features' whose log1p is a low-rank Gaussian cloud, like ReLU features."""
+    basis = np.random.default_rng(42).normal(size=(rank, features))  # one shared structure
+    latent = 2.0 + rng.normal(size=(n, rank)) @ basis * 0.2 + rng.normal(0, 0.02, (n, features))
+    return np.expm1(latent)
+
+
+def test_far_points_flagged_near_points_not():
+    rng = np.random.default_rng(0)
+    check = training_ood.fit_check(gaussian_cloud(rng, 2000), gaussian_cloud(rng, 300), components=8)
+    near = check.distance(gaussian_cloud(rng, 1000))
+    assert np.mean(near > check.threshold) <= 0.03
+
+    latent = FeatureCheck.transform(gaussian_cloud(rng, 200))
+    along = latent + 20 * check.scales[0] * check.components[0]  # far along the main direction
+    off = latent + rng.normal(0, 0.3, latent.shape)  # off the cloud's subspace
+    for far in (along, off):
+        assert np.all(check.distance(np.expm1(far)) > check.threshold)
+
+
+def test_threshold_flags_at_most_one_percent_of_the_selection():
+    rng = np.random.default_rng(1)
+    selection = gaussian_cloud(rng, 304)
+    check = training_ood.fit_check(gaussian_cloud(rng, 1000), selection)
+    assert np.mean(check.distance(selection) > check.threshold) <= 0.01
+
+
+def test_saved_check_is_small_and_loads_back(tmp_path):
+    rng = np.random.default_rng(2)
+    check = training_ood.fit_check(gaussian_cloud(rng, 600, features=512), gaussian_cloud(rng, 100, features=512))
+    check.save(tmp_path / FILE)
+    assert (tmp_path / FILE).stat().st_size < 300_000
+    loaded = FeatureCheck.load(tmp_path)
+    probe = gaussian_cloud(rng, 5, features=512)
+    np.testing.assert_allclose(loaded.distance(probe), check.distance(probe), rtol=1e-4)
+    assert FeatureCheck.load(tmp_path / "elsewhere") is None
+    far = np.expm1(FeatureCheck.transform(probe[0]) + 1.0)
+    assert ood_warnings(None, far, loaded)[0] == NOT_CHEST_XRAY
+    assert ood_warnings(None, far, None) == []  # no fitted check: nothing to say without the image
+
+
+def test_fit_in_the_run_folder_and_serve_it(tiny_run, synthetic_data, tmp_path, monkeypatch):
+    """The report's call, on the tiny model: ood.npz is written and pneumo uses it."""
+    import keras
+
+    from training.data import load_splits
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoints"))
+    monkeypatch.setattr(training_ood, "MIN_FIT_IMAGES", 1)
+    config = json.loads((run / "config.json").read_text())
+    model = keras.saving.load_model(run / "model.keras")
+    splits = load_splits(synthetic_data, 0.34, 1)
+    training_ood.fit_and_save(model, splits, config["image_size"], config["gradcam_layer"], run, print)
+    assert (run / FILE).stat().st_size < 300_000
+    loaded = load_model(run)
+    assert loaded.ood_check is not None
+    # Both paths give the same features, so the same answer from the check.
+    image = synthetic_xray("normal", seed=5, size=96)
+    assert predict_image(loaded, image).warnings == predict_batch(loaded, [image])[0].warnings
+
+    (run / FILE).write_bytes(b"not an npz")
+    assert load_model(run).ood_check is None  # a broken file: statistics only, still serving
+
+
+# --- CLI and app ----------------------------------------------------------------------
+
+
+def test_cli_marks_a_photo(tiny_run, tmp_path):
+    photo, xray = tmp_path / "photo.png", tmp_path / "xray.png"
+    Image.fromarray(skimage_data.coffee()).save(photo)
+    synthetic_xray("bacteria", seed=2, size=128).save(xray)
+    result = run_cli("predict", "--json", photo, xray, model_path=tiny_run)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert NOT_CHEST_XRAY in lines[0]["warnings"]
+    assert NOT_CHEST_XRAY not in lines[1]["warnings"]
+    table = run_cli("predict", photo, model_path=tiny_run)
+    assert f"warning: {NOT_CHEST_XRAY}" in table.stdout
+
+
+def test_app_shows_no_verdict_for_a_photo(tiny_run, monkeypatch, tmp_path):
+    from pneumo import loading
+
+    monkeypatch.setenv("PNEUMO_MODEL_PATH", str(tiny_run))
+    loading.get_model.cache_clear()
+    try:
+        app = importlib.import_module("app")
+    finally:
+        loading.get_model.cache_clear()
+    photo = io.BytesIO()
+    Image.fromarray(skimage_data.chelsea()).save(photo, "PNG")
+    path = tmp_path / "chelsea.png"
+    path.write_bytes(photo.getvalue())
+    result, heatmap = app.predict(str(path))
+    assert NOT_CHEST_XRAY in result["warnings"] and heatmap is None
+    verdict, breakdown, notes = app.show(result)
+    assert verdict == {"label": "No verdict", "confidences": []} and breakdown is None
+    assert "does not look like a chest X-ray" in notes and NOT_CHEST_XRAY not in notes
+
+    xray = {**result, "warnings": []}
+    verdict, breakdown, notes = app.show(xray)
+    assert verdict["label"] == result["label"] and "calibrated on the validation X-rays" in notes
+
+
+# --- the real model -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    require((BUNDLED_DIR / FILE).is_file(), f"no bundled model with {FILE} at {BUNDLED_DIR}")
+    return load_model()
+
+
+def test_real_model_passes_val_xrays(bundled, shared_data):
+    paths = sorted((shared_data / "val").glob("*/*.jpeg"))[::3]  # about 100 of the 304
+    images = []
+    for path in paths:
+        with Image.open(path) as image:
+            images.append(image.convert("L"))
+    flagged = [NOT_CHEST_XRAY in p.warnings for p in predict_batch(bundled, images)]
+    assert np.mean(flagged) <= 0.03  # the threshold lets at most 1% of all of val/ through
+
+
+def test_real_model_flags_grey_pictures(bundled):
+    """Greyscale photos and documents, mostly past the statistics: the features must catch them."""
+    images = [Image.fromarray(getattr(skimage_data, name)()) for name in GREY_PICTURES]
+    flagged = [NOT_CHEST_XRAY in p.warnings for p in predict_batch(bundled, images)]
+    assert all(flagged), dict(zip(GREY_PICTURES, flagged))
