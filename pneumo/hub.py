@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 
 REQUIRED = ("config.json", "model.keras")
-OPTIONAL = ("metrics.json", "README.md")
+OPTIONAL = ("metrics.json", "README.md", "ood.npz")  # a run without ood.npz skips the feature check
 # Seconds to wait for the Hub's answer about a file. huggingface_hub's own
 # default (10 s, then ~24 s of retries when nothing is cached) would stall
 # the app's start for half a minute when the Hub is down.
