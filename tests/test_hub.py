@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from pneumo.loading import BUNDLED_DIR
 from tests.conftest import ROOT
 from tests.hub_fixtures import free_port, hub_env, hub_repo, local_hub  # noqa: F401 (fixtures)
 
@@ -41,8 +40,6 @@ LOAD = textwrap.dedent("""
     from PIL import Image
     from pneumo import loading
     from pneumo.predict import predict_image
-    if os.environ.get("TEST_BUNDLED_DIR"):  # only while the package has no bundled model yet
-        loading.BUNDLED_DIR = Path(os.environ["TEST_BUNDLED_DIR"])
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)).convert("RGB")
     for spec in json.loads(sys.argv[1]):
         loaded = loading.load_model(**spec)
@@ -61,9 +58,7 @@ def pull(endpoint, hf_home, repo, revision="main", **env):
     return json.loads(result.stdout.splitlines()[-1])
 
 
-def load(endpoint, hf_home, specs, bundled, **env):
-    if not (BUNDLED_DIR / "model.keras").is_file():
-        env["TEST_BUNDLED_DIR"] = str(bundled)
+def load(endpoint, hf_home, specs, **env):
     result = run([sys.executable, "-c", LOAD, json.dumps(specs)], hub_env(endpoint, hf_home, **env))
     assert result.returncode == 0, result.stderr[-3000:]
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
@@ -107,8 +102,7 @@ def test_round_trip_gives_the_same_predictions(local_hub, hub_repo, tiny_run, tm
     validation = json.loads((tiny_run / "config.json").read_text())["validation"]
     assert f"accuracy {validation['accuracy']:.2f}, ROC AUC {validation['roc_auc']:.2f}" in message
 
-    local, hub = load(local_hub.endpoint, tmp_path / "pull", [{"path": str(tiny_run)}, {"repo": hub_repo}],
-                      bundled=tiny_run)
+    local, hub = load(local_hub.endpoint, tmp_path / "pull", [{"path": str(tiny_run)}, {"repo": hub_repo}])
     assert hub["identity"]["source"] == "hub", hub["identity"]["fallback_reason"]
     assert hub["identity"]["commit"] == commit
     assert hub["identity"]["sha256"] == local["identity"]["sha256"]
@@ -188,7 +182,7 @@ def test_hub_problems_fall_back_to_the_bundled_model_with_the_reason(local_hub, 
              ({"repo": hub_repo, "revision": "no-such-branch"}, "revision 'no-such-branch' not found"),
              ({"repo": no_model}, "model.keras not found"),
              ({"repo": hub_repo}, "failed its integrity check")]
-    loaded = load(local_hub.endpoint, tmp_path / "hf", [spec for spec, _ in cases], bundled=tiny_run)
+    loaded = load(local_hub.endpoint, tmp_path / "hf", [spec for spec, _ in cases])
     for (spec, reason), got in zip(cases, loaded):
         assert got["identity"]["source"] == "bundled", spec
         assert reason in got["identity"]["fallback_reason"], (spec, got["identity"]["fallback_reason"])
@@ -199,7 +193,7 @@ def test_server_down_fails_fast_with_the_reason(tiny_run, tmp_path):
     endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     got = pull(endpoint, tmp_path / "hf", "acme/pneumo")
     assert "cannot be reached" in got["error"] and got["seconds"] < 5, got
-    [loaded] = load(endpoint, tmp_path / "hf", [{"repo": "acme/pneumo"}], bundled=tiny_run)
+    [loaded] = load(endpoint, tmp_path / "hf", [{"repo": "acme/pneumo"}])
     assert loaded["identity"]["source"] == "bundled"
     assert "cannot be reached" in loaded["identity"]["fallback_reason"]
 
