@@ -368,7 +368,8 @@ def print_in_process(r):
     print("== In process: one decoded X-ray (greyscale, resize and standardise included) ==")
     keras_p50 = r["single"]["keras"]["p50"]
     _table(["runtime", "p50", "p95", "mean", "speed-up (p50)"],
-           [[name, _ms(t["p50"]), _ms(t["p95"]), _ms(t["mean"]), f"{keras_p50 / t['p50']:.2f}x"]
+           [[name, _ms(t["p50"]), _ms(t["p95"]), _ms(t["mean"]),
+             "" if name == "preprocessing only" else f"{keras_p50 / t['p50']:.2f}x"]
             for name, t in r["single"].items()])
     print()
     print(f"== In process: throughput at batch {r['batch_size']} (predict_batch, no heatmap) ==")
@@ -392,7 +393,7 @@ def _stats(times):
 
 
 def _ms(seconds):
-    return f"{seconds * 1000:.0f} ms"
+    return f"{seconds * 1000:.1f} ms" if seconds < 0.01 else f"{seconds * 1000:.0f} ms"
 
 
 def _table(header, rows):

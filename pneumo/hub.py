@@ -14,7 +14,8 @@ import zipfile
 from pathlib import Path
 
 REQUIRED = ("config.json", "model.keras")
-OPTIONAL = ("metrics.json", "README.md", "ood.npz")  # a run without ood.npz skips the feature check
+# Runs without ood.npz skip the feature check; without the int8 pair, Keras serves.
+OPTIONAL = ("metrics.json", "README.md", "ood.npz", "model.int8.onnx", "int8.json")
 # Seconds to wait for the Hub's answer about a file. huggingface_hub's own
 # default (10 s, then ~24 s of retries when nothing is cached) would stall
 # the app's start for half a minute when the Hub is down.

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumo.calibration import apply_temperature
+from pneumo.calibration import calibrate
 from pneumo.fast import INT8_FILE, INT8_REPORT
 from pneumo.loading import load_model
 from pneumo.predict import predict_batch, predict_inputs
@@ -66,7 +66,7 @@ def test_int8_agrees_with_keras(int8_run, images, monkeypatch):
     np.testing.assert_allclose(int8_raw, keras_raw, atol=TOLERANCE)
     # predict_batch goes through it, in batches of any size
     fast = predict_batch(loaded, images, batch_size=4)
-    calibrated = apply_temperature(int8_raw, loaded.config.get("temperature", 1.0))
+    calibrated = calibrate(int8_raw, loaded.config)
     sick = [p.pneumonia_probability for p in fast]
     np.testing.assert_allclose(sick, calibrated[:, 1] + calibrated[:, 2], atol=1e-5)
     keras_sick = [p.pneumonia_probability for p in _keras_predictions(int8_run, images, monkeypatch)]
@@ -112,7 +112,7 @@ def test_pneumo_runtime_keras_forces_keras(int8_run, images, monkeypatch):
     inputs = preprocess(images[1], loaded.config["image_size"])
     expected = np.asarray(loaded.keras_model(inputs, training=False))[0]
     got = predict_inputs(loaded, inputs)[0]
-    calibrated = apply_temperature(expected, loaded.config.get("temperature", 1.0))
+    calibrated = calibrate(expected, loaded.config)
     assert got.pneumonia_probability == pytest.approx(float(calibrated[1] + calibrated[2]), abs=1e-6)
 
 

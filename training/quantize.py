@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumo.calibration import apply_temperature
+from pneumo.calibration import calibrate
 from pneumo.fast import INT8_FILE, INT8_REPORT, OnnxModel, sha256_of
 from pneumo.loading import MODEL_FILE
 from pneumo.preprocess import to_model_input
@@ -194,11 +194,11 @@ def _layer_nodes(path, layer):
 
 def compare(labels, keras_raw, int8_raw, config, args):
     """Both models' figures at the run's temperature and threshold, and whether int8 passes."""
-    temperature, threshold = config.get("temperature", 1.0), config["threshold"]
+    threshold = config["threshold"]
     keys = ("accuracy", "roc_auc", "sensitivity", "specificity", "bacterial_viral_auc", "ece")
     figures = {}
     for name, raw in (("keras", keras_raw), ("int8", int8_raw)):
-        m = evaluate(labels, apply_temperature(raw, temperature), threshold)
+        m = evaluate(labels, calibrate(raw, config), threshold)
         figures[name] = {k: m[k] for k in keys}
     cost = {k: _minus(figures["keras"][k], figures["int8"][k]) for k in ("accuracy", "roc_auc")}
     accepted = all(c is None or c <= args.max_cost + 1e-12 for c in cost.values())
