@@ -11,7 +11,6 @@ run folder. PNEUMO_RUNTIME chooses what computes the probabilities:
 Grad-CAM always runs on the Keras model: it needs gradients.
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -100,14 +99,6 @@ def _unusable(folder, keras_sha256):
     if made_from != keras_sha256:
         return f"{INT8_FILE} was made from another model.keras (retrained since?)"
     return None
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _cpus():

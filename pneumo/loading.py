@@ -108,7 +108,7 @@ def _load_folder(folder, source, repo=None, revision=None, commit=None, fallback
         "repo": repo,
         "revision": revision,
         "commit": commit,
-        "sha256": _sha256(model_file),
+        "sha256": sha256_of(model_file),
         "name": config.get("name"),
         "classes": config["classes"],
         "threshold": config["threshold"],
@@ -120,7 +120,7 @@ def _load_folder(folder, source, repo=None, revision=None, commit=None, fallback
     return LoadedModel(keras_model, config, identity)
 
 
-def _sha256(path):
+def sha256_of(path):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

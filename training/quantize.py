@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from pneumo.calibration import calibrate
-from pneumo.fast import INT8_FILE, INT8_REPORT, OnnxModel, sha256_of
-from pneumo.loading import MODEL_FILE
+from pneumo.fast import INT8_FILE, INT8_REPORT, OnnxModel
+from pneumo.loading import MODEL_FILE, sha256_of
 from pneumo.preprocess import to_model_input
 
 from .data import labels_of, load_pixels, load_splits

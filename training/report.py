@@ -40,7 +40,10 @@ THRESHOLD_RULE = "the cut on calibrated P(pneumonia) with the best accuracy on t
 def write_run_folder(args, splits, checkpoint_dir, log):
     out = Path(args.out)
     state = read_state(checkpoint_dir)
-    model = keras.saving.load_model(Path(checkpoint_dir) / "best.keras")
+    # Evaluate what ships: the float16-stored model, not the float32 checkpoint
+    # (their probabilities differ by ~1e-3, enough to move a borderline image).
+    save_float16(keras.saving.load_model(Path(checkpoint_dir) / "best.keras"), out / "model.keras")
+    model = keras.saving.load_model(out / "model.keras")
     raw = {name: _predict(model, samples, args.image_size) for name, samples in splits.reports.items()}
     selection_labels, selection_raw = raw[splits.selection_name]
     temperature, class_bias = fit_calibration(selection_raw, selection_labels)
@@ -56,7 +59,6 @@ def write_run_folder(args, splits, checkpoint_dir, log):
                "epochs_trained": state["epoch"], "temperature": temperature, "class_bias": class_bias, "splits": figures,
                "history": state["history"]}
     config = _config(args, splits, state, threshold, (temperature, class_bias), figures)
-    save_float16(model, out / "model.keras")
     (out / "config.json").write_text(json.dumps(config, indent=2))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     fit_ood_check(model, splits, args.image_size, config["gradcam_layer"], out, log, seed=args.seed)
