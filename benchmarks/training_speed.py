@@ -10,7 +10,11 @@ on real-sized random inputs after one warm-up step.
 import argparse
 import os
 import platform
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: python benchmarks/...
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
