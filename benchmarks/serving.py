@@ -33,6 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.processes import stop  # noqa: E402 (needs the path above)
+
 DEFAULT_MODEL = ROOT / "pneumo" / "bundled_model"
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "chest_xray" / "val"
 START_TIMEOUT_S = 600
@@ -203,12 +205,7 @@ def bench_app(model, files, tmp, args, limit=None, clients=(1, 8)):
         out["peak_rss_mb"] = max(peak.stop(), _hwm_mb(server) or 0)
     finally:
         peak.stop()
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=30)
         log.close()
     return out
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import ROOT
+from tests.processes import stop
 
 START_TIMEOUT_S = 300  # import gradio + TensorFlow, load and warm up the model, on a busy machine
 
@@ -61,9 +62,4 @@ def running_app(model_path, workdir: Path):
             time.sleep(0.5)
         yield App(url, temp_dir, log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)

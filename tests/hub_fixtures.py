@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import stop
+
 __all__ = ["LocalHub", "local_hub", "hub_repo", "free_port", "hub_env"]
 
 SERVER = Path(__file__).with_name("hub_server.py")
@@ -91,11 +93,7 @@ def local_hub(tmp_path_factory):
         yield LocalHub(f"http://127.0.0.1:{hub_port}", mirrors)
     finally:
         for process in (hub, olah):
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop(process, timeout=10)
         log.close()
 
 
