@@ -17,11 +17,13 @@ from pneumo.classes import NORMAL, pneumonia_probability
 from .metrics import bacterial_viral_auc
 
 
+def fresh_state():
+    return {"epoch": 0, "best_score": None, "best_epoch": None, "wait": 0, "finished": False, "history": []}
+
+
 def read_state(checkpoint_dir):
     path = Path(checkpoint_dir) / "state.json"
-    if not path.exists():
-        return {"epoch": 0, "best_score": None, "best_epoch": None, "wait": 0, "finished": False, "history": []}
-    return json.loads(path.read_text())
+    return json.loads(path.read_text()) if path.exists() else fresh_state()
 
 
 class SelectionCheckpoint(keras.callbacks.Callback):

@@ -13,10 +13,17 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 
+from pneumo.preprocess import to_model_input
+
+from .augment import BalancedBatches
+from .checkpoints import SelectionCheckpoint, fresh_state, read_state
 from .data import labels_of, load_pixels, load_splits
 from .model import ARCHITECTURES, build_model, compile_model
+from .push import push_run
+from .report import write_run_folder
 from .strategy import STRATEGIES, pick_strategy
 
 
@@ -66,34 +73,19 @@ def main(argv=None):
 
     splits = load_splits(args.data, args.holdout_fraction, args.seed)
     log(f"train {len(splits.train)} images; selection on {splits.selection_name} ({len(splits.selection)})")
+    state = read_state(checkpoint_dir) if args.resume else fresh_state()
+    if not state["finished"]:  # a finished run only rewrites its report
+        fit(args, splits, state, checkpoint_dir, log)
+    write_run_folder(args, splits, checkpoint_dir, log)
+    if args.push_to_hub:
+        push_run(out, args.push_to_hub, private=args.private)
+
+
+def fit(args, splits, state, checkpoint_dir, log):
     started = time.time()
     train_pixels = load_pixels(splits.train, args.image_size)
     selection_pixels = load_pixels(splits.selection, args.image_size)
     log(f"decoded in {time.time() - started:.0f} s")
-
-    from .checkpoints import read_state
-
-    state = read_state(checkpoint_dir) if args.resume else read_state(out / "no-such-folder")
-    if not state["finished"]:
-        fit(args, splits, train_pixels, selection_pixels, state, checkpoint_dir, log)
-
-    from .report import write_run_folder
-
-    write_run_folder(args, splits, checkpoint_dir, log)
-    if args.push_to_hub:
-        from .push import push_run
-
-        push_run(out, args.push_to_hub, private=args.private)
-
-
-def fit(args, splits, train_pixels, selection_pixels, state, checkpoint_dir, log):
-    import keras
-
-    from pneumo.preprocess import to_model_input
-
-    from .augment import BalancedBatches
-    from .checkpoints import SelectionCheckpoint
-
     strategy = pick_strategy(args.strategy)
     log(f"strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
     labels = labels_of(splits.train)
