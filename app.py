@@ -4,10 +4,9 @@ This file only wires the interface to `pneumo/`; the model, decoding and
 Grad-CAM live there. Run `python app.py` (add `--share` for a public link).
 
 API: `Client(url).predict(handle_file("xray.jpeg"), api_name="/predict")`
-returns `(result, heatmap_path)`; `result` is a dict with `label`,
-`pneumonia_probability`, `probabilities`, `warnings` and `model`. When
-`warnings` holds "not_chest_xray" (pneumo/ood.py), the upload does not look
-like a chest X-ray: the numbers mean nothing and `heatmap_path` is None.
+returns `(result, heatmap_path)`; `result` is pneumo.analysis.Analysis as a
+dict (README: "The result"). When `result["scope"]` is not "ok" the model
+gives no verdict: `label` is None, `reason` says why, `heatmap_path` is None.
 """
 
 import argparse
@@ -19,11 +18,11 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
+from pneumo.analysis import analyse
 from pneumo.decode import MAX_FILE_BYTES, InputError, decode
 from pneumo.gradcam import overlay
 from pneumo.loading import get_model
-from pneumo.ood import NOT_CHEST_XRAY
-from pneumo.predict import predict_image
+from pneumo.scope import OK
 
 DISCLAIMER = (
     "**Research demo, not a diagnosis.** The model was trained on one public collection of paediatric "
@@ -42,11 +41,6 @@ def discard_upload(path):
     if file.parent != upload_dir:
         with contextlib.suppress(OSError):
             file.parent.rmdir()  # Gradio's per-upload folder, once empty
-
-
-def model_summary(identity):
-    keys = ("name", "source", "repo", "revision", "commit", "sha256", "threshold", "fallback_reason")
-    return {key: identity.get(key) for key in keys}
 
 
 def model_panel(identity):
@@ -90,12 +84,9 @@ def predict(upload):
         raise gr.Error(html.escape(str(error), quote=False), print_exception=False) from None
     finally:
         discard_upload(path)
-    prediction = predict_image(MODEL, decoded.image)
-    result = {**prediction.as_dict(), "model": model_summary(MODEL.identity)}
-    result["warnings"] = decoded.warnings + prediction.warnings
-    if NOT_CHEST_XRAY in result["warnings"]:
-        return result, None  # a heatmap over a photo would look like evidence: none is shown
-    return result, overlay(decoded.image, prediction.heatmap)
+    analysis = analyse(decoded, MODEL)
+    heatmap = overlay(analysis.image, analysis.heatmap) if analysis.heatmap is not None else None
+    return analysis.as_dict(), heatmap
 
 
 def label_data(headline, confidences):
@@ -106,11 +97,10 @@ def label_data(headline, confidences):
 
 def show(result):
     """The API result -> the verdict, the three-class breakdown, the notes.
-    For what does not look like a chest X-ray, no verdict: only why."""
-    warnings = [w for w in result["warnings"] if w != NOT_CHEST_XRAY]
-    if NOT_CHEST_XRAY in result["warnings"]:
-        notes = ["### ⚠️ No verdict: this does not look like a chest X-ray",
-                 *warnings, "Please upload a frontal chest X-ray."]
+    Outside the model's scope, no verdict: only why."""
+    warnings = result["warnings"]
+    if result["scope"] != OK:
+        notes = [f"### ⚠️ No verdict\n\n{result['reason']}", *[f"ℹ️ {w}" for w in warnings]]
         return label_data("No verdict", {}), None, "\n\n".join(notes)
     sick, threshold = result["pneumonia_probability"], result["model"]["threshold"]
     verdict = label_data(result["label"], {"PNEUMONIA": sick, "NORMAL": 1 - sick})
@@ -158,7 +148,7 @@ def build(loaded):
 
 
 MODEL = get_model()  # loaded once, before the first request
-predict_image(MODEL, Image.new("L", (64, 64), 128))  # warm up: traces the Grad-CAM graph now
+analyse(Image.new("L", (64, 64), 128), MODEL)  # warm up: traces the Grad-CAM graph now
 demo = build(MODEL).queue(default_concurrency_limit=2, max_size=32)
 
 if __name__ == "__main__":

@@ -20,8 +20,6 @@ from pathlib import Path
 CHUNK = 16
 # Batches longer than this report progress on stderr.
 PROGRESS_AFTER = 10
-# The part of the model's identity that each prediction line repeats.
-MODEL_KEYS = ("source", "repo", "revision", "commit", "sha256", "name")
 
 EXIT_FAILED_FILE, EXIT_NO_MODEL = 1, 2
 
@@ -52,10 +50,9 @@ def main(argv=None) -> int:
 
 def predict(loaded, paths: list[str], as_json: bool) -> int:
     """Print one line per path, in order; 1 when any file could not be read."""
+    from .analysis import analyse_many
     from .decode import InputError, decode
-    from .predict import predict_batch
 
-    model = {key: loaded.identity.get(key) for key in MODEL_KEYS}
     if not as_json:
         print(f"{'label':<9}  {'P(pneu.)':>8}  {'normal':>6} {'bact.':>6} {'viral':>6}  file")
     failed = 0
@@ -69,27 +66,29 @@ def predict(loaded, paths: list[str], as_json: bool) -> int:
                 errors[path] = str(error)
             except Exception as error:  # one odd file must not stop the batch
                 errors[path] = f"could not be read ({type(error).__name__})"
-        predictions = dict(zip(decoded, predict_batch(loaded, [d.image for d in decoded.values()])))
+        analyses = dict(zip(decoded, analyse_many(list(decoded.values()), loaded)))
         for path in chunk:
             if path in errors:
                 failed += 1
                 print(_error_line(path, errors[path], as_json))
             else:
-                warnings = decoded[path].warnings + predictions[path].warnings
-                print(_result_line(path, predictions[path], warnings, model, as_json))
+                print(_result_line(path, analyses[path], as_json))
         sys.stdout.flush()
         if len(paths) > PROGRESS_AFTER:
             print(f"{start + len(chunk)}/{len(paths)}", file=sys.stderr, flush=True)
     return EXIT_FAILED_FILE if failed else 0
 
 
-def _result_line(path, prediction, warnings, model, as_json) -> str:
+def _result_line(path, analysis, as_json) -> str:
     if as_json:
-        return json.dumps({"path": path, **prediction.as_dict(), "warnings": warnings, "model": model})
-    p = prediction.probabilities
-    line = (f"{prediction.label:<9}  {prediction.pneumonia_probability:>8.1%}  "
-            f"{p['NORMAL']:>6.1%} {p['BACTERIAL']:>6.1%} {p['VIRAL']:>6.1%}  {path}")
-    return line + "".join(f"\n{'':<9}  warning: {w}" for w in warnings)
+        return json.dumps({"path": path, **analysis.as_dict()})
+    notes = "".join(f"\n{'':<9}  note: {w}" for w in analysis.warnings)
+    if analysis.label is None:
+        return f"{'-':<9}  {'-':>8}  {'-':>6} {'-':>6} {'-':>6}  {path}\n{'':<9}  no verdict ({analysis.scope}): " \
+               f"{analysis.reason}" + notes
+    p = analysis.probabilities
+    return (f"{analysis.label:<9}  {analysis.pneumonia_probability:>8.1%}  "
+            f"{p['NORMAL']:>6.1%} {p['BACTERIAL']:>6.1%} {p['VIRAL']:>6.1%}  {path}") + notes
 
 
 def _error_line(path, message, as_json) -> str:
@@ -122,8 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     predict_cmd.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders of them")
     predict_cmd.add_argument(
         "--json", action="store_true",
-        help='one JSON object per line: {"path", "label", "pneumonia_probability", "probabilities", '
-             '"warnings", "model"}, or {"path", "error"}',
+        help='one JSON object per line: {"path", and the analysis result: "scope", "reason", "label", '
+             '"pneumonia_probability", "probabilities", "warnings", "research", "checks", "model"} '
+             '(README: "The result"), or {"path", "error"}',
     )
     commands.add_parser("info", help="print the model's identity as JSON",
                         description="Print which model would serve (source, repo, revision, sha256, "

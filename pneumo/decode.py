@@ -46,10 +46,6 @@ IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP")
 SUPPORTED = "JPEG, PNG, BMP, TIFF, WebP or DICOM"
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 
-# A colour image whose channels differ by more than this (mean over a
-# thumbnail, 0-255) is probably a photo or a diagram rather than an X-ray.
-COLOUR_SPREAD = 12.0
-
 
 class InputError(ValueError):
     """The upload cannot be used; the message says why, for the uploader."""
@@ -71,7 +67,6 @@ def decode(source) -> Decoded:
     else:
         image, warnings = _decode_image(data)
         kind = "image"
-    warnings += _colour_warning(image)
     return Decoded(image, warnings, kind)
 
 
@@ -175,16 +170,6 @@ def stretch_to_uint8(values: np.ndarray) -> np.ndarray:
     if high <= low:
         return np.zeros(values.shape, dtype=np.uint8)
     return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
-
-
-def _colour_warning(image: Image.Image) -> list[str]:
-    if image.mode != "RGB":
-        return []
-    thumb = np.asarray(image.resize((64, 64), Image.Resampling.BILINEAR), dtype=np.int16)
-    spread = (thumb.max(axis=-1) - thumb.min(axis=-1)).mean()
-    if spread > COLOUR_SPREAD:
-        return ["This is a colour image; chest X-rays are greyscale, so it may not be an X-ray."]
-    return []
 
 
 # --- DICOM -----------------------------------------------------------------

@@ -60,6 +60,22 @@ class LoadedModel:
         return check
 
     @functools.cached_property
+    def population_check(self):
+        """The run folder's fitted population check, or None (pneumo/population.py)."""
+        from .population import PopulationCheck
+
+        try:
+            check = PopulationCheck.load(self.identity["path"])
+        except (OSError, ValueError, KeyError, TypeError) as error:  # a broken file must not stop serving
+            log.warning("population.npz unreadable (%s): no population check", error)
+            return None
+        channels = self.features_and_probabilities.outputs[0].shape[-1]
+        if check is not None and check.coef.shape != (channels,):
+            log.warning("population.npz was fitted for another model: no population check")
+            return None
+        return check
+
+    @functools.cached_property
     def fast(self):
         """The int8 ONNX model for probabilities without heatmap, or None (see pneumo/fast.py)."""
         from .fast import load_fast

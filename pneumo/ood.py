@@ -9,8 +9,8 @@ included, so two checks run before a verdict is trusted:
   (fitted by training/ood.py, saved as ood.npz in the run folder). A run
   folder without ood.npz skips this check.
 
-Either one flags the image: the warnings then hold the code NOT_CHEST_XRAY
-and a sentence with the reason.
+Either one refuses the image (pneumo/scope.py turns that into the scope
+`not_chest_xray` and a sentence with the reason).
 """
 
 from dataclasses import dataclass
@@ -20,7 +20,6 @@ import numpy as np
 from PIL import Image
 
 FILE = "ood.npz"
-NOT_CHEST_XRAY = "not_chest_xray"
 
 # Thresholds of the statistics, on a 64 x 64 thumbnail. Measured on the
 # 304 val X-rays: colourfulness 0 (all greyscale), grey std 24-78, neighbour
@@ -107,14 +106,11 @@ class FeatureCheck:
             return cls(**{key: data[key].astype(np.float64) for key in cls.__dataclass_fields__})
 
 
-def ood_warnings(image: Image.Image | None, pooled, check: FeatureCheck | None) -> list[str]:
-    """[] for what looks like a chest X-ray, else [NOT_CHEST_XRAY, the reason as a sentence].
-    Without the image, or without features and a fitted check, that part is skipped."""
-    reason = statistics_reason(image) if image is not None else None
-    if reason is None and pooled is not None and check is not None:
-        if check.distance(np.asarray(pooled)[None])[0] > check.threshold:
-            reason = "it is unlike the chest X-rays the model was trained on"
-    if reason is None:
-        return []
-    return [NOT_CHEST_XRAY, f"This does not look like a chest X-ray: {reason}. "
-                            "The model's answer for it means nothing."]
+def feature_distance_reason(pooled, check: FeatureCheck | None) -> tuple[str | None, float | None]:
+    """(why the model's features say this is no chest X-ray or None, the distance or None)."""
+    if pooled is None or check is None:
+        return None, None
+    distance = float(check.distance(np.asarray(pooled)[None])[0])
+    if distance > check.threshold:
+        return "it is unlike the chest X-rays the model was trained on", distance
+    return None, distance

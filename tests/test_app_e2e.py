@@ -15,8 +15,11 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-RESULT_KEYS = {"label", "pneumonia_probability", "probabilities", "warnings", "model"}
-MODEL_KEYS = {"name", "source", "repo", "revision", "commit", "sha256", "threshold", "fallback_reason"}
+from pneumo import analysis as pneumo_analysis  # noqa: E402
+
+RESULT_KEYS = {"scope", "reason", "label", "pneumonia_probability", "probabilities", "warnings", "research", "checks",
+               "model"}
+MODEL_KEYS = set(pneumo_analysis.MODEL_KEYS)
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +80,7 @@ def dicom_bytes(pixels):
 
 def assert_verdict(result, heatmap, tiny_run):
     assert set(result) == RESULT_KEYS
+    assert result["scope"] == "ok" and result["reason"] is None and result["research"] is None
     assert result["label"] in ("NORMAL", "PNEUMONIA")
     assert set(result["probabilities"]) == {"NORMAL", "BACTERIAL", "VIRAL"}
     assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)

@@ -9,7 +9,10 @@ import pytest
 
 from tests.conftest import ROOT, synthetic_xray
 
-MODEL_KEYS = {"source", "repo", "revision", "commit", "sha256", "name"}
+from pneumo.analysis import MODEL_KEYS
+
+RESULT_KEYS = {"path", "scope", "reason", "label", "pneumonia_probability", "probabilities", "warnings", "research",
+               "checks", "model"}
 
 
 def run_cli(*args, model_path):
@@ -33,8 +36,9 @@ def xrays(tmp_path_factory):
 
 
 def assert_prediction_line(line, path):
-    assert set(line) == {"path", "label", "pneumonia_probability", "probabilities", "warnings", "model"}
+    assert set(line) == RESULT_KEYS
     assert line["path"] == str(path)
+    assert line["scope"] == "ok" and line["reason"] is None and line["research"] is None
     assert line["label"] in ("NORMAL", "PNEUMONIA")
     assert 0.0 <= line["pneumonia_probability"] <= 1.0
     assert set(line["probabilities"]) == {"NORMAL", "BACTERIAL", "VIRAL"}
@@ -42,7 +46,7 @@ def assert_prediction_line(line, path):
     assert line["pneumonia_probability"] == pytest.approx(
         line["probabilities"]["BACTERIAL"] + line["probabilities"]["VIRAL"], abs=1e-4)
     assert isinstance(line["warnings"], list)
-    assert set(line["model"]) == MODEL_KEYS
+    assert set(line["model"]) == set(MODEL_KEYS)
     assert line["model"]["source"] == "path" and len(line["model"]["sha256"]) == 64
 
 
@@ -80,7 +84,7 @@ def test_info_prints_the_identity(tiny_run):
     result = run_cli("info", model_path=tiny_run)
     assert result.returncode == 0, result.stderr
     identity = json.loads(result.stdout)
-    assert MODEL_KEYS <= set(identity)
+    assert set(MODEL_KEYS) <= set(identity)
     assert {"classes", "threshold", "metrics", "fallback_reason"} <= set(identity)
     assert identity["source"] == "path"
     assert identity["classes"] == ["NORMAL", "BACTERIAL", "VIRAL"]

@@ -15,7 +15,7 @@ from PIL import Image
 from pneumo.calibration import calibrate
 from pneumo.fast import INT8_FILE, INT8_REPORT
 from pneumo.loading import load_model
-from pneumo.predict import predict_batch, predict_inputs
+from pneumo.analysis import analyse, analyse_many
 from pneumo.preprocess import preprocess
 from tests.conftest import ROOT, require, synthetic_xray
 
@@ -64,12 +64,12 @@ def test_int8_agrees_with_keras(int8_run, images, monkeypatch):
     assert int8_raw.shape == keras_raw.shape == (len(images), 3)
     np.testing.assert_allclose(int8_raw.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(int8_raw, keras_raw, atol=TOLERANCE)
-    # predict_batch goes through it, in batches of any size
-    fast = predict_batch(loaded, images, batch_size=4)
+    # analyse_many goes through it, in batches of any size
+    fast = analyse_many(images, loaded, batch_size=4)
     calibrated = calibrate(int8_raw, loaded.config)
-    sick = [p.pneumonia_probability for p in fast]
+    sick = [model_probability(a) for a in fast]
     np.testing.assert_allclose(sick, calibrated[:, 1] + calibrated[:, 2], atol=1e-5)
-    keras_sick = [p.pneumonia_probability for p in _keras_predictions(int8_run, images, monkeypatch)]
+    keras_sick = [model_probability(a) for a in _keras_predictions(int8_run, images, monkeypatch)]
     np.testing.assert_allclose(sick, keras_sick, atol=2 * TOLERANCE)
 
 
@@ -81,7 +81,7 @@ def test_int8_gives_the_ood_checks_features_too(int8_run, images, tmp_path, monk
     run = tmp_path / "run"
     shutil.copytree(int8_run, run)
     channels = load_model(int8_run).features_and_probabilities.outputs[0].shape[-1]
-    # A check that flags nothing: enough to make predict_inputs ask for features.
+    # A check that flags nothing: enough to make the analysis ask for features.
     FeatureCheck(mean=np.zeros(channels), components=np.eye(2, channels), scales=np.ones(2),
                  residual_variance=1.0, threshold=1e9).save(run / FILE)
     monkeypatch.delenv("PNEUMO_RUNTIME", raising=False)
@@ -97,23 +97,28 @@ def test_int8_gives_the_ood_checks_features_too(int8_run, images, tmp_path, monk
         raise AssertionError("Keras ran although the int8 model answers")
 
     loaded.__dict__["features_and_probabilities"] = no_keras
-    assert len(predict_batch(loaded, images)) == len(images)
+    assert len(analyse_many(images, loaded)) == len(images)
+
+
+def model_probability(analysis):
+    """P(pneumonia) as the model computed it, in scope or not."""
+    return analysis.pneumonia_probability if analysis.research is None else analysis.research["pneumonia_probability"]
 
 
 def _keras_predictions(run, images, monkeypatch):
     monkeypatch.setenv("PNEUMO_RUNTIME", "keras")
-    return predict_batch(load_model(run), images)
+    return analyse_many(images, load_model(run))
 
 
 def test_pneumo_runtime_keras_forces_keras(int8_run, images, monkeypatch):
     monkeypatch.setenv("PNEUMO_RUNTIME", "keras")
     loaded = load_model(int8_run)
     assert loaded.fast is None
-    inputs = preprocess(images[1], loaded.config["image_size"])
+    inputs = preprocess(images[1].convert("L"), loaded.config["image_size"])
     expected = np.asarray(loaded.keras_model(inputs, training=False))[0]
-    got = predict_inputs(loaded, inputs)[0]
+    got = analyse(images[1], loaded, with_heatmap=False)
     calibrated = calibrate(expected, loaded.config)
-    assert got.pneumonia_probability == pytest.approx(float(calibrated[1] + calibrated[2]), abs=1e-6)
+    assert model_probability(got) == pytest.approx(float(calibrated[1] + calibrated[2]), abs=1e-6)
 
 
 def test_keras_without_an_int8_model(tiny_run, monkeypatch):

@@ -39,12 +39,12 @@ LOAD = textwrap.dedent("""
     from pathlib import Path
     from PIL import Image
     from pneumo import loading
-    from pneumo.predict import predict_image
+    from pneumo.analysis import analyse
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)).convert("RGB")
     for spec in json.loads(sys.argv[1]):
         loaded = loading.load_model(**spec)
-        p = predict_image(loaded, image, with_heatmap=False)
-        print(json.dumps({"identity": loaded.identity, "probabilities": p.probabilities}))
+        a = analyse(image, loaded, with_heatmap=False)
+        print(json.dumps({"identity": loaded.identity, "probabilities": (a.research or a.as_dict())["probabilities"]}))
 """)
 
 

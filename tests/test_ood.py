@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 from pneumo.loading import BUNDLED_DIR, load_model
-from pneumo.ood import FILE, NOT_CHEST_XRAY, FeatureCheck, ood_warnings, statistics_reason
-from pneumo.predict import predict_batch, predict_image
+from pneumo.analysis import analyse, analyse_many
+from pneumo.ood import FILE, FeatureCheck, feature_distance_reason, statistics_reason
+from pneumo.scope import NOT_CHEST_XRAY, OK
 from tests.conftest import SHARED_DATA, require, synthetic_xray
 from tests.test_cli import run_cli
 from training import ood as training_ood
@@ -56,10 +57,11 @@ def test_the_tiny_model_flags_them_and_not_an_xray(tiny_run):
     loaded = load_model(tiny_run)
     assert not (tiny_run / FILE).exists() and loaded.ood_check is None
     for name, image in not_xrays().items():
-        warnings = predict_image(loaded, image).warnings
-        assert warnings[0] == NOT_CHEST_XRAY and warnings[1].startswith("This does not look like a chest X-ray"), name
-    batch = predict_batch(loaded, [synthetic_xray("virus", seed=3, size=128), not_xrays()["noise"]])
-    assert batch[0].warnings == [] and NOT_CHEST_XRAY in batch[1].warnings
+        analysis = analyse(image, loaded)
+        assert analysis.scope == NOT_CHEST_XRAY and analysis.label is None, name
+        assert analysis.reason.startswith(("This does not look like a chest X-ray", "This photo does not")), name
+    batch = analyse_many([synthetic_xray("virus", seed=3, size=128), not_xrays()["noise"]], loaded)
+    assert batch[0].scope == OK and batch[1].scope == NOT_CHEST_XRAY
 
 
 # --- the feature check, on synthetic features ---------------------------------------
@@ -102,8 +104,8 @@ def test_saved_check_is_small_and_loads_back(tmp_path):
     np.testing.assert_allclose(loaded.distance(probe), check.distance(probe), rtol=1e-4)
     assert FeatureCheck.load(tmp_path / "elsewhere") is None
     far = np.expm1(FeatureCheck.transform(probe[0]) + 1.0)
-    assert ood_warnings(None, far, loaded)[0] == NOT_CHEST_XRAY
-    assert ood_warnings(None, far, None) == []  # no fitted check: nothing to say without the image
+    assert feature_distance_reason(far, loaded)[0] is not None
+    assert feature_distance_reason(far, None) == (None, None)  # no fitted check: nothing to say
 
 
 def test_fit_in_the_run_folder_and_serve_it(tiny_run, synthetic_data, tmp_path, monkeypatch):
@@ -124,7 +126,7 @@ def test_fit_in_the_run_folder_and_serve_it(tiny_run, synthetic_data, tmp_path, 
     assert loaded.ood_check is not None
     # Both paths give the same features, so the same answer from the check.
     image = synthetic_xray("normal", seed=5, size=96)
-    assert predict_image(loaded, image).warnings == predict_batch(loaded, [image])[0].warnings
+    assert analyse(image, loaded).checks == pytest.approx(analyse_many([image], loaded)[0].checks, rel=1e-3)
 
     (run / FILE).write_bytes(b"not an npz")
     assert load_model(run).ood_check is None  # a broken file: statistics only, still serving
@@ -140,10 +142,10 @@ def test_cli_marks_a_photo(tiny_run, tmp_path):
     result = run_cli("predict", "--json", photo, xray, model_path=tiny_run)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert NOT_CHEST_XRAY in lines[0]["warnings"]
-    assert NOT_CHEST_XRAY not in lines[1]["warnings"]
+    assert lines[0]["scope"] == NOT_CHEST_XRAY and lines[0]["label"] is None
+    assert lines[1]["scope"] == OK and lines[1]["label"] in ("NORMAL", "PNEUMONIA")
     table = run_cli("predict", photo, model_path=tiny_run)
-    assert f"warning: {NOT_CHEST_XRAY}" in table.stdout
+    assert f"no verdict ({NOT_CHEST_XRAY})" in table.stdout
 
 
 def test_app_shows_no_verdict_for_a_photo(tiny_run, monkeypatch, tmp_path):
@@ -160,14 +162,17 @@ def test_app_shows_no_verdict_for_a_photo(tiny_run, monkeypatch, tmp_path):
     path = tmp_path / "chelsea.png"
     path.write_bytes(photo.getvalue())
     result, heatmap = app.predict(str(path))
-    assert NOT_CHEST_XRAY in result["warnings"] and heatmap is None
+    assert result["scope"] == NOT_CHEST_XRAY and result["label"] is None and heatmap is None
     verdict, breakdown, notes = app.show(result)
     assert verdict == {"label": "No verdict", "confidences": []} and breakdown is None
-    assert "does not look like a chest X-ray" in notes and NOT_CHEST_XRAY not in notes
+    assert "does not seem to show a chest X-ray" in notes or "does not look like a chest X-ray" in notes
+    assert NOT_CHEST_XRAY not in notes
 
-    xray = {**result, "warnings": []}
-    verdict, breakdown, notes = app.show(xray)
-    assert verdict["label"] == result["label"] and "calibrated on the validation X-rays" in notes
+    synthetic_xray("virus", 4, 128).save(tmp_path / "xray.png")
+    result, heatmap = app.predict(str(tmp_path / "xray.png"))
+    verdict, breakdown, notes = app.show(result)
+    assert result["scope"] == OK and verdict["label"] == result["label"] and heatmap is not None
+    assert "calibrated on the validation X-rays" in notes
 
 
 # --- the real model -------------------------------------------------------------------
@@ -185,12 +190,12 @@ def test_real_model_passes_val_xrays(bundled, shared_data):
     for path in paths:
         with Image.open(path) as image:
             images.append(image.convert("L"))
-    flagged = [NOT_CHEST_XRAY in p.warnings for p in predict_batch(bundled, images)]
+    flagged = [a.scope == NOT_CHEST_XRAY for a in analyse_many(images, bundled)]
     assert np.mean(flagged) <= 0.03  # the threshold lets at most 1% of all of val/ through
 
 
 def test_real_model_flags_grey_pictures(bundled):
     """Greyscale photos and documents, mostly past the statistics: the features must catch them."""
     images = [Image.fromarray(getattr(skimage_data, name)()) for name in GREY_PICTURES]
-    flagged = [NOT_CHEST_XRAY in p.warnings for p in predict_batch(bundled, images)]
+    flagged = [a.scope == NOT_CHEST_XRAY for a in analyse_many(images, bundled)]
     assert all(flagged), dict(zip(GREY_PICTURES, flagged))

@@ -155,7 +155,7 @@ def test_calibration_softens_overconfidence_and_corrects_class_balance():
 
 def test_tiny_run_writes_a_folder_that_pneumo_serves(tiny_run):
     from pneumo.loading import load_model
-    from pneumo.predict import predict_image
+    from pneumo.analysis import analyse
 
     for name in ("model.keras", "config.json", "metrics.json", "README.md", "roc.png", "reliability.png",
                  "training.png"):
@@ -164,10 +164,10 @@ def test_tiny_run_writes_a_folder_that_pneumo_serves(tiny_run):
     assert config["classes"] == ["NORMAL", "BACTERIAL", "VIRAL"] and config["image_size"] == 32
     assert 0 < config["threshold"] < 1
     loaded = load_model(tiny_run)
-    prediction = predict_image(loaded, synthetic_xray("virus", 7, size=100))
-    assert prediction.label in ("NORMAL", "PNEUMONIA")
-    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
-    assert prediction.heatmap.min() >= 0 and prediction.heatmap.max() <= 1
+    analysis = analyse(synthetic_xray("virus", 7, size=100), loaded)
+    assert analysis.scope == "ok" and analysis.label in ("NORMAL", "PNEUMONIA")
+    assert sum(analysis.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert analysis.heatmap.min() >= 0 and analysis.heatmap.max() <= 1
 
 
 def test_model_card_metadata_parses(tiny_run):

@@ -1,0 +1,105 @@
+"""The one path from an upload to an answer.
+
+    analyse(source) -> Analysis          one file, with a heatmap
+    analyse_many(sources) -> [Analysis]  a batch, without heatmaps (the CLI)
+
+The web UI, `/predict`, `/predict_dicom`, the CLI and the MCP tool all call
+these and only shape the result; none of them assembles a verdict itself,
+so they agree by construction.
+
+    file ─▶ decode ─▶ photo of a film? take the film ─▶ model ─▶ scope ─▶ calibration ─▶ Analysis
+
+The model may answer only when the scope check says `ok`. Otherwise `label`,
+`pneumonia_probability` and `probabilities` are None, `reason` says why in a
+sentence, and the model's raw numbers survive only under `research`, a field
+named so that nobody mistakes it for a verdict.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from .calibration import calibrate
+from .classes import CLASSES, pneumonia_probability
+from .decode import Decoded, decode
+from .photo import film_of
+from .predict import model_outputs
+from .preprocess import preprocess
+from .scope import OK, assess_scope
+
+# The keys of the model's identity that every result repeats.
+MODEL_KEYS = ("name", "source", "repo", "revision", "commit", "sha256", "threshold", "fallback_reason")
+
+
+@dataclass
+class Analysis:
+    scope: str  # "ok", "not_chest_xray" or "outside_population" (pneumo/scope.py)
+    reason: str | None  # why there is no verdict, for people; None when scope is "ok"
+    label: str | None  # "NORMAL" or "PNEUMONIA" by the model's threshold; None outside scope
+    pneumonia_probability: float | None  # calibrated P(bacterial) + P(viral); None outside scope
+    probabilities: dict | None  # calibrated NORMAL, BACTERIAL, VIRAL; None outside scope
+    warnings: list[str]  # notes that do not stop a verdict (from decoding, from the photo step)
+    research: dict | None  # outside scope only: what the model computed anyway; not a verdict
+    checks: dict  # the scope checks' scores and thresholds
+    model: dict  # which model answered
+    heatmap: np.ndarray | None = field(default=None, repr=False)  # (h, w) in [0, 1]; only in scope
+    image: Image.Image | None = field(default=None, repr=False)  # what the model saw (the film of a photo)
+
+    def as_dict(self) -> dict:
+        """The JSON result of every entry point (README: "The result")."""
+        return {key: getattr(self, key) for key in
+                ("scope", "reason", "label", "pneumonia_probability", "probabilities", "warnings", "research",
+                 "checks", "model")}
+
+
+def analyse(source, loaded=None, with_heatmap=True) -> Analysis:
+    """One file (a path or its bytes), a Decoded or a PIL image -> Analysis.
+    Raises pneumo.decode.InputError for files that cannot be read."""
+    return _analyse_decoded([_as_decoded(source)], loaded, with_heatmap)[0]
+
+
+def analyse_many(sources, loaded=None, batch_size=16) -> list[Analysis]:
+    """Many decoded inputs -> Analyses without heatmaps, in batches."""
+    decoded = [_as_decoded(source) for source in sources]
+    return [a for start in range(0, len(decoded), batch_size)
+            for a in _analyse_decoded(decoded[start:start + batch_size], loaded, with_heatmap=False)]
+
+
+def _as_decoded(source) -> Decoded:
+    if isinstance(source, Decoded):
+        return source
+    if isinstance(source, Image.Image):
+        return Decoded(source)
+    return decode(source)
+
+
+def _analyse_decoded(decoded: list[Decoded], loaded, with_heatmap) -> list[Analysis]:
+    if loaded is None:
+        from .loading import get_model
+
+        loaded = get_model()
+    films = [film_of(d.image) for d in decoded]
+    inputs = np.concatenate([preprocess(film.image, loaded.config["image_size"]) for film in films])
+    outputs = model_outputs(loaded, inputs, with_heatmap)
+    pooled = outputs.pooled if outputs.pooled is not None else [None] * len(films)
+    heatmaps = outputs.heatmaps if outputs.heatmaps is not None else [None] * len(films)
+    model = {key: loaded.identity.get(key) for key in MODEL_KEYS}
+    return [_result(loaded, d, film, raw, features, heatmap, model)
+            for d, film, raw, features, heatmap in zip(decoded, films, outputs.raw, pooled, heatmaps)]
+
+
+def _result(loaded, decoded, film, raw, pooled, heatmap, model) -> Analysis:
+    scope = assess_scope(film, pooled, loaded)
+    probabilities = calibrate(raw, loaded.config)
+    sick = float(pneumonia_probability(probabilities))
+    numbers = {"pneumonia_probability": sick,
+               "probabilities": {name: float(p) for name, p in zip(CLASSES, probabilities)}}
+    warnings = decoded.warnings + film.warnings
+    if scope.code != OK:
+        # A heatmap or a label here would look like evidence: only the raw numbers stay, by name.
+        return Analysis(scope.code, scope.reason, None, None, None, warnings, numbers, scope.scores, model,
+                        image=film.image)
+    label = "PNEUMONIA" if sick >= loaded.config["threshold"] else "NORMAL"
+    return Analysis(OK, None, label, sick, numbers["probabilities"], warnings, None, scope.scores, model,
+                    heatmap=heatmap, image=film.image)

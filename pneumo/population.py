@@ -1,0 +1,52 @@
+"""Is this chest X-ray from the population the model knows?
+
+The model learnt from children aged 1-5 at one hospital in Guangzhou. On
+adults it misses most pneumonia (measured on the NIH films: see the model
+card), so an adult film gets no verdict. A logistic regression on the
+model's own pooled features tells the two apart; training/population.py
+fits it (children of train/ and val/ against adult films, with the same
+augmentations applied to both so that it cannot lean on how one hospital's
+files look) and saves it as population.npz in the run folder.
+
+Serving needs only numpy: P(outside) = sigmoid(coef . standardise(log1p(features)) + intercept).
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FILE = "population.npz"
+
+
+@dataclass
+class PopulationCheck:
+    mean: np.ndarray  # (features,) of log1p(features) in the fit
+    scale: np.ndarray  # (features,) their standard deviation
+    coef: np.ndarray  # (features,) logistic-regression weights
+    intercept: float
+    threshold: float  # P(outside) at or above it: outside the population
+    # What the pneumonia model did on the adult films, measured when fitted: the reason the check exists.
+    adult_sensitivity: float = float("nan")
+    adult_auc: float = float("nan")
+
+    def outside_probability(self, pooled) -> np.ndarray:
+        """(N, features) -> (N,) P(outside the population)."""
+        z = (np.log1p(np.maximum(np.asarray(pooled, np.float64), 0.0)) - self.mean) / self.scale
+        return 1.0 / (1.0 + np.exp(-(z @ self.coef + self.intercept)))
+
+    def save(self, path):
+        np.savez_compressed(path, **{key: np.asarray(getattr(self, key), np.float32)
+                                     for key in self.__dataclass_fields__})
+
+    @classmethod
+    def load(cls, folder) -> "PopulationCheck | None":
+        path = Path(folder) / FILE
+        if not path.is_file():
+            return None  # a run folder without the check: no population gate (pneumo info says so)
+        with np.load(path) as data:
+            values = {key: data[key].astype(np.float64) for key in cls.__dataclass_fields__ if key in data}
+        for key in ("intercept", "threshold", "adult_sensitivity", "adult_auc"):
+            if key in values:
+                values[key] = float(values[key])
+        return cls(**values)
