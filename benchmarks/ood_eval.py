@@ -9,7 +9,7 @@ them: at most 1% by construction), among the patients held out of train/
 ship, so that it runs offline: scikit-image's bundled images, scikit-learn's
 and Matplotlib's sample images, pydicom's CT and MR test files, and
 generated blank, gradient and noise images. Every image takes the app's own
-path: encoded, decoded by pneumo.decode, predicted by pneumo.predict.
+path: encoded, decoded by pneumo.decode, analysed by pneumo.analysis.
 Targets: <= 1% of X-rays, >= 95% of non-X-rays.
 """
 
@@ -30,9 +30,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pneumo.decode import InputError, decode  # noqa: E402
 from pneumo.loading import load_model  # noqa: E402
-from pneumo.ood import NOT_CHEST_XRAY, statistics_reason  # noqa: E402
-from pneumo.predict import predict_batch  # noqa: E402
+from pneumo.analysis import analyse_many  # noqa: E402
+from pneumo.ood import statistics_reason  # noqa: E402
+from pneumo.photo import film_of  # noqa: E402
+from pneumo.predict import model_outputs  # noqa: E402
 from pneumo.preprocess import preprocess  # noqa: E402
+from pneumo.scope import NOT_CHEST_XRAY  # noqa: E402
 
 # scikit-image images bundled in its wheel (the others need a download).
 SKIMAGE = {
@@ -113,12 +116,13 @@ def load(item):
 
 def flags(loaded, images):
     """(flagged by the app's path, by the statistics alone, by the features alone) per image."""
-    app = [NOT_CHEST_XRAY in p.warnings for p in predict_batch(loaded, images)]
-    statistics = [statistics_reason(image) is not None for image in images]
+    app = [a.scope == NOT_CHEST_XRAY for a in analyse_many(images, loaded)]
+    films = [film_of(image).image for image in images]  # what the checks see: the film of a photo
+    statistics = [statistics_reason(film) is not None for film in films]
     features = [False] * len(images)
     if loaded.ood_check is not None:
-        inputs = np.concatenate([preprocess(image, loaded.config["image_size"]) for image in images])
-        pooled = np.asarray(loaded.features_and_probabilities(inputs, training=False)[0])
+        inputs = np.concatenate([preprocess(film, loaded.config["image_size"]) for film in films])
+        pooled = model_outputs(loaded, inputs).pooled
         features = list(loaded.ood_check.distance(pooled) > loaded.ood_check.threshold)
     return np.array([app, statistics, features], dtype=float).T
 

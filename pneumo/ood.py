@@ -36,10 +36,15 @@ def statistics(image: Image.Image) -> dict:
     """Colourfulness, grey spread and neighbour correlation of a decoded image."""
     rgb = np.asarray(image.convert("RGB").resize((STATS_SIZE, STATS_SIZE), Image.Resampling.BILINEAR), np.float64)
     grey = rgb.mean(axis=-1)
-    rg, yb = rgb[..., 0] - rgb[..., 1], (rgb[..., 0] + rgb[..., 1]) / 2 - rgb[..., 2]
-    colourfulness = np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())
-    return {"colourfulness": float(colourfulness), "grey_std": float(grey.std()),
+    return {"colourfulness": colourfulness(rgb), "grey_std": float(grey.std()),
             "neighbour_correlation": _neighbour_correlation(grey)}
+
+
+def colourfulness(rgb: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Hasler and Suesstrunk's colourfulness of RGB pixels (0-255), of those in `mask` if given."""
+    pixels = np.asarray(rgb, np.float64).reshape(-1, 3) if mask is None else np.asarray(rgb, np.float64)[mask]
+    rg, yb = pixels[:, 0] - pixels[:, 1], (pixels[:, 0] + pixels[:, 1]) / 2 - pixels[:, 2]
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
 
 def _neighbour_correlation(grey):

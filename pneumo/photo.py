@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .ood import MAX_COLOURFULNESS, statistics
+from .ood import MAX_COLOURFULNESS, colourfulness
 
 # Channels of a grey image stored as RGB differ by rounding at most; a real
 # cast shifts them by more than this (mean over the image, of 255).
@@ -53,19 +53,22 @@ def film_of(image: Image.Image) -> Film:
     rgb = np.asarray(image.convert("RGB"), np.float32)
     if np.abs(rgb - rgb.mean(axis=-1, keepdims=True)).mean() <= GREY_SPREAD:
         return Film(image.convert("L"))  # a grey X-ray saved as RGB
-    box, gains = _find_film(image.convert("RGB"))
-    crop = np.asarray(image.convert("RGB").crop(box), np.float32) * gains
-    balanced = Image.fromarray(np.uint8(np.clip(crop, 0, 255)))
-    if statistics(balanced)["colourfulness"] > MAX_COLOURFULNESS:
-        return Film(image)  # colourful even without the cast: not a film (scope refuses it)
-    return Film(balanced.convert("L"), is_photo=True, warnings=[PHOTO_NOTE], box=box)
-
-
-def _find_film(image: Image.Image) -> tuple[tuple, np.ndarray]:
-    """(the film's box in `image`, per-channel gains that neutralise the cast)."""
-    small = image.copy()
+    small = image.convert("RGB")
     small.thumbnail((WORK_SIDE, WORK_SIDE))
-    rgb = np.asarray(small.filter(ImageFilter.BoxBlur(1)), np.float32)
+    small = np.asarray(small.filter(ImageFilter.BoxBlur(1)), np.float32)
+    cast, mask = _cast_and_film(small)
+    gains = (1.0 / 3.0) / np.maximum(cast, 1e-3)
+    if colourfulness(np.clip(small * gains, 0, 255), mask) > MAX_COLOURFULNESS:
+        return Film(image)  # colourful even without the cast: not a film (the scope check refuses it)
+    box = _scaled_box(Image.fromarray(np.uint8(mask) * 255).getbbox(), small.shape, image.size)
+    crop = np.asarray(image.convert("RGB").crop(box), np.float32) * gains
+    film = Image.fromarray(np.uint8(np.clip(crop, 0, 255))).convert("L")
+    return Film(film, is_photo=True, warnings=[PHOTO_NOTE], box=box)
+
+
+def _cast_and_film(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the cast: the film's typical chromaticity, a mask of the film) on a small photo.
+    The mask is the whole photo when no film-sized region shares the cast."""
     chroma = rgb / np.maximum(rgb.sum(axis=-1, keepdims=True), 1.0)
     bright = rgb.mean(axis=-1) >= DARK
     h, w = bright.shape
@@ -74,20 +77,23 @@ def _find_film(image: Image.Image) -> tuple[tuple, np.ndarray]:
     sample = chroma[centre & bright] if (centre & bright).any() else chroma.reshape(-1, 3)
     cast = np.median(sample, axis=0)
     belongs = (np.abs(chroma - cast).sum(axis=-1) < CAST_TOLERANCE) | ~bright
-    box = _component_box(belongs, (w // 2, h // 2))
-    if box is None or (box[2] - box[0]) * (box[3] - box[1]) < MIN_FILM_SHARE * w * h:
-        box = (0, 0, w, h)
-    scale = image.width / w, image.height / h
-    full = (int(box[0] * scale[0]), int(box[1] * scale[1]),
-            int(np.ceil(box[2] * scale[0])), int(np.ceil(box[3] * scale[1])))
-    return full, (1.0 / 3.0) / np.maximum(cast, 1e-3)
+    film = _component(belongs, (w // 2, h // 2))
+    if film is None or film.mean() < MIN_FILM_SHARE:
+        film = np.ones_like(belongs)
+    return cast, film
 
 
-def _component_box(mask: np.ndarray, seed: tuple) -> tuple | None:
-    """The bounding box of the connected part of `mask` that holds `seed`
-    (after closing small gaps), or None when the seed is not in the mask."""
+def _component(mask: np.ndarray, seed: tuple) -> np.ndarray | None:
+    """The connected part of `mask` that holds `seed` (after closing small
+    gaps), or None when the seed is not in the mask."""
     image = Image.fromarray(np.uint8(mask) * 255).filter(ImageFilter.MaxFilter(3)).filter(ImageFilter.MinFilter(3))
     if image.getpixel(seed) != 255:
         return None
     ImageDraw.floodfill(image, seed, 128)
-    return Image.fromarray(np.uint8(np.asarray(image) == 128) * 255).getbbox()
+    return np.asarray(image) == 128
+
+
+def _scaled_box(box, small_shape, size) -> tuple:
+    """A box on the small copy -> the same box on the full image."""
+    sy, sx = size[1] / small_shape[0], size[0] / small_shape[1]
+    return (int(box[0] * sx), int(box[1] * sy), int(np.ceil(box[2] * sx)), int(np.ceil(box[3] * sy)))

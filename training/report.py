@@ -3,6 +3,8 @@
     model.keras   float16 weights (half the size; loaded back as float32)
     config.json   what `pneumo` needs to serve it
     ood.npz       the not-a-chest-X-ray check's fitted features (training/ood.py)
+    population.npz, population.json
+                  the population check and its cross-validated figures (training/population.py)
     metrics.json  every figure on every evaluated split
     roc.png  training.png  reliability.png
     README.md     the model card
@@ -31,6 +33,7 @@ from .data import labels_of, load_pixels
 from .metrics import choose_threshold, evaluate
 from .model import GRADCAM_LAYERS
 from .ood import fit_and_save as fit_ood_check
+from .population import fit_and_save as fit_population_check
 from .plots import plot_reliability, plot_roc, plot_training
 
 FORMAT_VERSION = 1
@@ -62,6 +65,10 @@ def write_run_folder(args, splits, checkpoint_dir, log):
     (out / "config.json").write_text(json.dumps(config, indent=2))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     fit_ood_check(model, splits, args.image_size, config["gradcam_layer"], out, log, seed=args.seed)
+    if args.adult_data:
+        fit_population_check(out, args.data, args.adult_data, seed=args.seed, log=log)
+    else:
+        log("population check: no --adult-data, so no population.npz: adults will get verdicts")
     plot_roc({n: (*calibrated[n], figures[n]) for n in calibrated if figures[n]["roc_auc"] is not None}, out / "roc.png")
     plot_reliability(*calibrated[splits.selection_name], out / "reliability.png")
     if state["history"]:

@@ -58,6 +58,9 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     p.add_argument("--strategy", choices=STRATEGIES, default="auto",
                    help="tf.distribute strategy: auto picks a TPU, then several GPUs, then the default")
+    p.add_argument("--adult-data", default=env("PNEUMO_ADULT_DATA_DIR"),
+                   help="adult chest X-rays to fit the population check (pneumo/population.py) against; "
+                        "without them the run has no such check [PNEUMO_ADULT_DATA_DIR]")
     p.add_argument("--push-to-hub", metavar="REPO", default=None, help="upload the run folder to this Hub model repo")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     return p.parse_args(argv)

@@ -1,0 +1,102 @@
+"""Who gets a verdict? The scope checks (pneumo/scope.py) measured per set.
+
+    python benchmarks/scope_eval.py [--model RUN_FOLDER] [--data ../shared/data/chest_xray]
+                                    [--adult-data ../shared/data/adult_cxr] [--seed 0]
+
+Sets, and how each is scored so that no image meets a check fitted on it:
+
+- val/ children and the adult films: cross-validated (training/population.py:
+  five folds by patient, each scored by a check fitted without it), with
+  phone photos of the films and, for the adults, re-renderings the fit never
+  saw (a proxy for other hospitals);
+- the patients held out of train/ (never in the fit) and phone photos of
+  their films: the run folder's own check, through pneumo.analysis;
+- non-X-rays (benchmarks/ood_eval.py's offline corpus): the same.
+
+Then what the pneumonia model would have said on the adult films without the
+check: sensitivity, specificity and ROC AUC at its threshold.
+Targets: adults >= 90% no verdict; val/ children <= 2% lose theirs; photos
+of children's films >= 80% keep theirs; non-X-rays >= 95% refused; the
+not-a-chest-X-ray check refuses <= 1% of real children's X-rays.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from ood_eval import load as load_non_xray, non_xrays  # noqa: E402
+
+from pneumo.analysis import analyse_many  # noqa: E402
+from pneumo.loading import BUNDLED_DIR, load_model  # noqa: E402
+from pneumo.scope import NOT_CHEST_XRAY, OK, OUTSIDE_POPULATION  # noqa: E402
+from training import population  # noqa: E402
+from training.data import load_splits  # noqa: E402
+from training.photos import photo_of_film  # noqa: E402
+
+
+def cross_validated_rows(measured):
+    """(name, scopes) for val/ and the adults, out of fold, per variant."""
+    (_, val), (_, adults) = measured.parts[1], measured.parts[2]
+    names = {"original": "", "photo": ", phone photos", "site": ", re-framed/re-compressed",
+             "unseen": ", re-rendered unlike the fit (other-hospital proxy)"}
+    for variant, (children_scores, adult_scores) in measured.cross_validated.items():
+        for label, variants, scores in (("val/ children", val, children_scores), ("adult films", adults, adult_scores)):
+            if variant in variants:
+                yield label + names[variant], scopes_of(variants[variant].not_chest_xray, scores, measured.threshold)
+
+
+def scopes_of(refused, scores, threshold):
+    return np.where(refused, NOT_CHEST_XRAY, np.where(scores >= threshold, OUTSIDE_POPULATION, OK))
+
+
+def served_rows(loaded, data_dir, seed):
+    """(name, scopes) through pneumo.analysis with the run folder's own checks."""
+    holdout = population.children(load_splits(data_dir, seed=seed).reports["train_holdout"])
+    rng = np.random.default_rng(seed + 100)
+    yield "train/ held-out patients", [a.scope for a in analyse_many(holdout.images, loaded)]
+    photos = [photo_of_film(image, rng) for image in holdout.images]
+    yield "train/ held-out patients, phone photos", [a.scope for a in analyse_many(photos, loaded)]
+    images = [load_non_xray(item) for _, _, item in non_xrays()]
+    yield "non-X-rays (photos, documents, CT/MR, noise...)", [a.scope for a in analyse_many(images, loaded)]
+
+
+def print_scope_table(rows):
+    print("| set | images | verdict | not a chest X-ray | outside the population |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, scopes in rows:
+        scopes = np.asarray(scopes)
+        shares = [np.mean(scopes == code) for code in (OK, NOT_CHEST_XRAY, OUTSIDE_POPULATION)]
+        print(f"| {name} | {len(scopes)} | " + " | ".join(f"{s:.1%}" for s in shares) + " |")
+
+
+def print_adult_model(figures):
+    print(f"\nWithout the check, on {figures['adult_films']} adult films ({figures['adult_pneumonia']} pneumonia, "
+          f"the others normal), the pneumonia model at its threshold:")
+    print("| sensitivity | specificity | ROC AUC |\n| --- | --- | --- |")
+    print(f"| {figures['sensitivity']:.2f} | {figures['specificity']:.2f} | {figures['roc_auc']:.2f} |")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=str(BUNDLED_DIR), help="run folder (with its population.npz)")
+    p.add_argument("--data", default=os.environ.get("PNEUMO_DATA_DIR", "../shared/data/chest_xray"))
+    p.add_argument("--adult-data", default=os.environ.get(population.ADULT_DIR_ENV, population.DEFAULT_ADULT_DIR))
+    p.add_argument("--seed", type=int, default=0, help="the seed the run's check was fitted with")
+    args = p.parse_args()
+    loaded = load_model(args.model)
+    measured = population.measure(loaded, args.data, args.adult_data, args.seed, log=lambda m: print(m, file=sys.stderr))
+    print(f"Population check threshold (from cross-validation): P(outside) >= {measured.threshold:.3f}\n")
+    print_scope_table([*cross_validated_rows(measured), *served_rows(loaded, args.data, args.seed)])
+    print_adult_model(population.adult_model_figures(loaded, measured.parts[2][0]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Who the model is for: the scope of an answer, on real images, through every entry point."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pneumo.analysis import MODEL_KEYS, analyse
+from pneumo.loading import BUNDLED_DIR, load_model
+from pneumo.photo import film_of
+from pneumo.population import FILE as POPULATION_FILE
+from pneumo.scope import NOT_CHEST_XRAY, OK, OUTSIDE_POPULATION, SCOPES
+from tests.app_server import running_app
+from tests.conftest import SHARED_DATA, require
+from tests.test_cli import run_cli
+from training import population
+from training.photos import photo_of_film
+
+ADULT_DATA = SHARED_DATA.parent / "adult_cxr"
+RESULT_KEYS = {"scope", "reason", "label", "pneumonia_probability", "probabilities", "warnings", "research", "checks",
+               "model"}
+skimage_data = pytest.importorskip("skimage.data")
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    assert (BUNDLED_DIR / POPULATION_FILE).is_file(), "the bundled model ships its population check"
+    return load_model(BUNDLED_DIR)
+
+
+@pytest.fixture(scope="module")
+def files(shared_data, tmp_path_factory):
+    """One file per case, as a user would upload it."""
+    require(ADULT_DATA.is_dir(), f"adult X-rays not found at {ADULT_DATA}")
+    folder = tmp_path_factory.mktemp("scope")
+    child = sorted((shared_data / "val" / "PNEUMONIA").glob("*bacteria*.jpeg"))[0]
+    adult = sorted(ADULT_DATA.glob("*.jpeg"))[0]
+    paths = {"child": folder / "child.jpeg", "adult": folder / "adult.jpeg", "photo of a child's film": folder /
+             "photo.jpeg", "photo of a cat": folder / "cat.png"}
+    paths["child"].write_bytes(child.read_bytes())
+    paths["adult"].write_bytes(adult.read_bytes())
+    with Image.open(child) as image:
+        photo_of_film(image, np.random.default_rng(3), cast="warm lamp", background="wooden desk", blur=0.6).save(
+            paths["photo of a child's film"], quality=90)
+    Image.fromarray(skimage_data.chelsea()).save(paths["photo of a cat"])
+    return paths
+
+
+EXPECTED = {"child": OK, "photo of a child's film": OK, "adult": OUTSIDE_POPULATION, "photo of a cat": NOT_CHEST_XRAY}
+
+
+def assert_schema(result):
+    assert set(result) == RESULT_KEYS and result["scope"] in SCOPES
+    assert set(result["model"]) == set(MODEL_KEYS)
+    json.dumps(result)  # plain JSON all the way down
+    if result["scope"] == OK:
+        assert result["reason"] is None and result["research"] is None
+        assert result["label"] in ("NORMAL", "PNEUMONIA") and 0 <= result["pneumonia_probability"] <= 1
+        assert set(result["probabilities"]) == {"NORMAL", "BACTERIAL", "VIRAL"}
+    else:  # no verdict: nothing that reads as one, the raw numbers only under `research`
+        assert result["label"] is None and result["pneumonia_probability"] is None and result["probabilities"] is None
+        assert isinstance(result["reason"], str) and len(result["reason"]) > 40
+        assert set(result["research"]) == {"pneumonia_probability", "probabilities"}
+
+
+def test_scopes_of_real_images(bundled, files):
+    for case, path in files.items():
+        analysis = analyse(path, bundled)
+        assert analysis.scope == EXPECTED[case], (case, analysis.reason, analysis.checks)
+        assert_schema(analysis.as_dict())
+        assert (analysis.heatmap is not None) == (analysis.scope == OK), case
+    adult = analyse(files["adult"], bundled)
+    assert adult.reason.startswith("This looks like an adult chest X-ray") and "no verdict" in adult.reason
+    photo = analyse(files["photo of a child's film"], bundled)
+    assert any("photo of an X-ray" in w for w in photo.warnings)
+
+
+def test_a_photo_keeps_the_label_of_its_film(bundled, files):
+    film = analyse(files["child"], bundled)
+    photo = analyse(files["photo of a child's film"], bundled)
+    assert photo.label == film.label == "PNEUMONIA"
+
+
+def test_a_photo_is_cropped_to_its_film(shared_data):
+    with Image.open(sorted((shared_data / "val" / "NORMAL").glob("*.jpeg"))[0]) as image:
+        xray = image.convert("L")
+    photo = photo_of_film(xray, np.random.default_rng(0), cast="blue monitor", background="wooden desk", film_share=0.5,
+                          tilt=0.0)
+    film = film_of(photo)
+    assert film.is_photo and film.image.mode == "L"
+    left, top, right, bottom = film.box
+    assert 0.4 < (right - left) * (bottom - top) / (photo.width * photo.height) < 0.75  # the desk is cut away
+
+
+def test_every_entry_point_agrees(bundled, files, tmp_path):
+    """The same file gives the same scope and label through the UI's handler,
+    gradio_client and the CLI: they all call pneumo.analysis."""
+    from gradio_client import Client, handle_file
+
+    expected = {case: analyse(path, bundled).as_dict() for case, path in files.items()}
+    with running_app(BUNDLED_DIR, tmp_path) as app:
+        client = Client(app.url, verbose=False)
+        for case, path in files.items():
+            result, heatmap = client.predict(handle_file(str(path)), api_name="/predict")
+            assert_schema(result)
+            assert (result["scope"], result["label"]) == (expected[case]["scope"], expected[case]["label"]), case
+            assert (heatmap is None) == (result["scope"] != OK), case
+            if case == "adult":
+                assert result["label"] is None and result["reason"] == expected[case]["reason"]
+    cli = run_cli("predict", "--json", *files.values(), model_path=BUNDLED_DIR)
+    assert cli.returncode == 0, cli.stderr
+    for case, line in zip(files, map(json.loads, cli.stdout.splitlines())):
+        assert (line["scope"], line["label"]) == (expected[case]["scope"], expected[case]["label"]), case
+
+
+def test_the_ui_shows_a_reason_not_a_verdict(files, monkeypatch):
+    import importlib
+
+    from pneumo import loading
+
+    monkeypatch.setenv("PNEUMO_MODEL_PATH", str(BUNDLED_DIR))
+    loading.get_model.cache_clear()
+    try:
+        app = importlib.import_module("app")
+    finally:
+        loading.get_model.cache_clear()
+    result, heatmap = app.predict(str(files["adult"]))
+    verdict, breakdown, notes = app.show(result)
+    assert heatmap is None and breakdown is None and verdict["label"] == "No verdict"
+    assert "adult chest X-ray" in notes and "young children" in notes
+
+
+# --- the fit ---------------------------------------------------------------------------------
+
+
+def fake_part(rng, n, outside, shift, variants=("site",)):
+    """An Images stand-in with features: adults differ from children along a few directions."""
+    pooled = lambda: np.expm1(np.abs(rng.normal(1.0 + shift * np.r_[np.ones(4), np.zeros(28)], 0.3, (n, 32))))  # noqa: E731
+    data = population.Images([None] * n, np.full(n, outside), np.array([f"p{outside}{i}" for i in range(n)]),
+                             np.zeros(n, int))
+    features = {name: population.Variant(pooled(), np.zeros(n, bool)) for name in ("original", *variants)}
+    return data, features
+
+
+def test_population_fit_is_deterministic_and_separates():
+    def once():
+        rng = np.random.default_rng(7)
+        parts = [fake_part(rng, 120, 0, 0.0), fake_part(rng, 60, 0, 0.0), fake_part(rng, 60, 1, 0.8)]
+        scores = population.cross_validate(*parts, seed=3)
+        check = population.fit(*population.training_rows(parts), seed=3)
+        return check, scores
+
+    (first, scores), (second, again) = once(), once()
+    np.testing.assert_array_equal(first.coef, second.coef)
+    for name in scores:
+        np.testing.assert_array_equal(scores[name][0], again[name][0])
+    children, adults = scores["original"]
+    threshold = population.threshold_for(children)
+    assert np.mean(children >= threshold) <= population.GATED_CHILDREN
+    assert np.mean(adults >= threshold) > 0.9
+
+
+def test_check_saves_and_loads(tmp_path):
+    rng = np.random.default_rng(1)
+    parts = [fake_part(rng, 50, 0, 0.0), fake_part(rng, 50, 1, 0.8)]
+    check = population.fit(*population.training_rows(parts))
+    check.threshold, check.adult_sensitivity = 0.7, 0.34
+    check.save(tmp_path / POPULATION_FILE)
+    loaded = type(check).load(tmp_path)
+    probe = parts[1][1]["original"].pooled[:5]
+    np.testing.assert_allclose(loaded.outside_probability(probe), check.outside_probability(probe), rtol=1e-4)
+    assert loaded.threshold == pytest.approx(0.7) and loaded.adult_sensitivity == pytest.approx(0.34)
