@@ -176,6 +176,13 @@ def _decode_image(data: bytes) -> tuple[Image.Image, list[str]]:
 
 def open_image(data: bytes, formats) -> Image.Image:
     """Read the header only, and refuse bombs and tiny images before any decoding."""
+    image = open_header(data, formats)
+    check_size(*image.size)
+    return image
+
+
+def open_header(data: bytes, formats) -> Image.Image:
+    """Pillow's view of the file from its header alone; refuses what Pillow calls a bomb."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -186,7 +193,6 @@ def open_image(data: bytes, formats) -> Image.Image:
         except Exception:  # UnidentifiedImageError, SyntaxError, struct errors of a broken header
             raise InputError(f"This file is not an image that can be read. Please upload a {SUPPORTED} "
                              "file.") from None
-    check_size(*image.size)
     return image
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .decode import (MAX_INFLATED_BYTES, InputError, block_mean, check_size, decode_frame, open_image,
+from .decode import (MAX_INFLATED_BYTES, InputError, block_mean, check_size, decode_frame, open_header,
                      reduction_factor, stretch_to_uint8)
 
 PILLOW_FORMATS = {"1.2.840.10008.1.2.4.50": ("JPEG",),  # JPEG Baseline (8-bit)
@@ -166,9 +166,9 @@ def _pillow_frame(ds, header: Header, formats) -> np.ndarray:
     except Exception:
         raise InputError(DAMAGED) from None
     try:
-        image = open_image(frame, formats)
-    except InputError:
-        raise InputError(DAMAGED) from None
+        image = open_header(frame, formats)
+    except InputError as error:
+        raise InputError(str(error) if "megapixels" in str(error) else DAMAGED) from None
     if image.size != (header.columns, header.rows):
         raise InputError(f"The compressed image inside this DICOM file is {image.size[0]} x {image.size[1]} "
                          f"pixels, but the file's header says {header.columns} x {header.rows}; the file "
