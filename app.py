@@ -142,15 +142,15 @@ analyse(Image.new("L", (64, 64), 128), MODEL)  # warm up: traces the Grad-CAM gr
 # Four at a time: a hostile upload holds its slot until its decoder is stopped (at most
 # PNEUMO_DECODE_TIMEOUT_S); with 3 decoders, two such uploads leave room for everyone else.
 demo = build(MODEL).queue(default_concurrency_limit=4, max_size=32)
-SWEEPER = UploadSweeper(demo)
-SWEEPER.sweep_once()  # leftovers of an earlier run
-SWEEPER.start()
+SWEEPER = UploadSweeper(demo)  # started with the server: it empties GRADIO_TEMP_DIR (default /tmp/gradio)
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Serve the Pneumonia Detector on "
                                      "GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (default 127.0.0.1:7860).")
     parser.add_argument("--share", action="store_true", help="also ask for a public gradio.live link")
     share = parser.parse_args().share or os.environ.get("GRADIO_SHARE", "").lower() in ("1", "true")
+    SWEEPER.sweep_once()  # leftovers of an earlier run
+    SWEEPER.start()
     demo.launch(share=share, max_file_size=MAX_FILE_BYTES, prevent_thread_lock=True, run_history=False)
     if share and not demo.share_url:
         print("No public link could be created (no internet?); serving locally only.", flush=True)

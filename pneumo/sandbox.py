@@ -10,8 +10,8 @@ seconds in whatever process decodes it. Here that process is a worker
 (pneumo/sandbox_worker.py) with its own limits:
 
     address space   PNEUMO_DECODE_MEMORY_MB   (default 1024)  RLIMIT_AS
-    CPU per file    PNEUMO_DECODE_CPU_S       (default 8)     RLIMIT_CPU
-    wall clock      PNEUMO_DECODE_TIMEOUT_S   (default 9)     enforced here: kill
+    CPU per file    PNEUMO_DECODE_CPU_S       (default 7)     RLIMIT_CPU
+    wall clock      PNEUMO_DECODE_TIMEOUT_S   (default 8)     enforced here: kill
 
 A worker that runs out of memory, of CPU or of time is killed; that request
 gets an InputError saying so, a fresh worker takes its place, and the other
@@ -42,8 +42,8 @@ from .sandbox_worker import LENGTH, MAX_FRAME_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
 MEMORY_MB = int(os.environ.get("PNEUMO_DECODE_MEMORY_MB", "1024"))
-CPU_S = int(os.environ.get("PNEUMO_DECODE_CPU_S", "8"))
-TIMEOUT_S = float(os.environ.get("PNEUMO_DECODE_TIMEOUT_S", "9"))
+CPU_S = int(os.environ.get("PNEUMO_DECODE_CPU_S", "7"))
+TIMEOUT_S = float(os.environ.get("PNEUMO_DECODE_TIMEOUT_S", "8"))
 START_TIMEOUT_S = 60  # importing numpy, Pillow and pydicom on a busy machine
 WAIT_FOR_WORKER_S = 120  # a request waits this long for a free worker before "busy"
 RECYCLE_AFTER = 200  # requests per worker: memory fragmentation never builds up
@@ -51,8 +51,8 @@ CHANNELS = {"L": 1, "RGB": 3}
 
 TOO_COSTLY = ("Decoding this file needed more memory or time than this server allows, so it was stopped. "
               "Please upload an ordinary export of the X-ray (PNG or JPEG).")
-TOO_SLOW = ("Decoding this file took longer than {seconds:.0f} s, so it was stopped. Please upload an "
-            "ordinary export of the X-ray (PNG or JPEG).")
+TOO_SLOW = ("Decoding this file took longer than {seconds:.0f} s, more than this server allows, so it was "
+            "stopped. Please upload an ordinary export of the X-ray (PNG or JPEG).")
 BUSY = "The server is busy decoding other uploads; please try again in a minute."
 
 

@@ -73,7 +73,7 @@ def handle(request: dict) -> tuple[dict, bytes]:
     except InputError as error:
         return {"ok": False, "message": str(error)}, b""
     except MemoryError:
-        return {"ok": False, "message": "This file needs more memory to decode than this server allows."}, b""
+        return {"ok": False, "message": "This file needs more memory to decode than this server allows, so it was refused."}, b""
     image = decoded.image
     header = {"ok": True, "mode": image.mode, "width": image.width, "height": image.height,
               "warnings": decoded.warnings, "kind": decoded.kind}

@@ -130,6 +130,25 @@ def lying_jpeg_dicom(real_side=13000) -> bytes:
     return saved(ds)
 
 
+def element_flood_dicom(elements=2_600_000) -> bytes:
+    """A valid 128 x 128 DICOM padded with `elements` tiny private elements (31 MB):
+    it passes every cheap check, yet parsing it costs pydicom seconds and gigabytes.
+    It stands for whatever slow file the checks do not know: the sandbox stops it."""
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = dicom_dataset(128, 128, syntax=ExplicitVRLittleEndian)
+    ds.PixelData = xray_like(128, 128).tobytes()
+    plain = saved(ds)
+    meta_end = _meta_end(plain)
+    flood = np.zeros(elements, dtype=[("group", "<u2"), ("element", "<u2"), ("vr", "S2"), ("length", "<u2"),
+                                       ("value", "<u4")])
+    index = np.arange(elements)
+    flood["group"] = 0x0009 + 2 * (index // 0xE000)  # private groups, before (0008,...) is fine for pydicom
+    flood["element"] = 0x1000 + index % 0xE000
+    flood["vr"], flood["length"], flood["value"] = b"UL", 4, index
+    return plain[:meta_end] + flood.tobytes() + plain[meta_end:]
+
+
 # --- ordinary formats -----------------------------------------------------------
 
 
@@ -189,6 +208,7 @@ CORPUS = {
     "frame-table.dcm": (frame_table_dicom, "damaged or incomplete"),
     "jpeg-13000px-in-64px.dcm": (lying_jpeg_dicom, "megapixels"),
     "jpeg-4000px-in-64px.dcm": (lambda: lying_jpeg_dicom(4000), "header says 64 x 64"),
+    "2.6m-elements.dcm": (element_flood_dicom, "than this server allows"),
     "progressive-2000-scans.jpeg": (many_scans_jpeg, "scans"),
     "60000-ifds.tiff": (many_ifds_tiff, None),
     "49mp-16bit.png": (limit_png_16bit, None),
@@ -197,7 +217,8 @@ CORPUS = {
     "xray.gif": (gif, None),
     "animated.gif": (lambda: gif(3), None),
 }
-HOSTILE = ("deflate-bomb.dcm", "frame-table.dcm", "jpeg-13000px-in-64px.dcm", "jpeg-4000px-in-64px.dcm", "progressive-2000-scans.jpeg", "60000-ifds.tiff")
+HOSTILE = ("deflate-bomb.dcm", "frame-table.dcm", "jpeg-13000px-in-64px.dcm", "jpeg-4000px-in-64px.dcm",
+           "2.6m-elements.dcm", "progressive-2000-scans.jpeg", "60000-ifds.tiff")
 
 
 def build_corpus(folder: Path) -> dict[str, Case]:
