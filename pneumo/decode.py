@@ -82,6 +82,9 @@ ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_18
                 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
 
 
+TOO_LARGE_TO_DECODE = "This file needs more memory to decode than this server allows, so it was refused."
+
+
 class InputError(ValueError):
     """The upload cannot be used; the message says why, for the uploader."""
 
@@ -107,7 +110,7 @@ def decode(source) -> Decoded:
     except InputError:
         raise
     except MemoryError:
-        raise InputError("This file needs more memory to decode than this server allows; it was refused.") from None
+        raise InputError(TOO_LARGE_TO_DECODE) from None
     except Exception:  # a decoder's own error text may quote the file: never pass it on
         raise InputError(f"This file could not be decoded; it may be damaged. Please upload a {SUPPORTED} "
                          "file.") from None
@@ -190,6 +193,8 @@ def open_header(data: bytes, formats) -> Image.Image:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise InputError(f"The image claims more than {MAX_PIXELS // 1_000_000} megapixels and was "
                              "refused.") from None
+        except MemoryError:
+            raise
         except Exception:  # UnidentifiedImageError, SyntaxError, struct errors of a broken header
             raise InputError(f"This file is not an image that can be read. Please upload a {SUPPORTED} "
                              "file.") from None
@@ -216,6 +221,8 @@ def decode_frame(image: Image.Image, data: bytes) -> None:
         image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError("The image is larger than it claims and was refused.") from None
+    except MemoryError:
+        raise  # decode() says so; it is not damage
     except Exception:
         raise InputError("The image file is truncated or corrupt; please upload it again.") from None
 

@@ -81,7 +81,7 @@ def read_dicom(data: bytes):
     quiet_pydicom()
     try:
         return pydicom.dcmread(io.BytesIO(_inflated(data)), force=True)
-    except InputError:
+    except (InputError, MemoryError):
         raise
     except Exception:
         raise InputError("This DICOM file cannot be read; it may be damaged.") from None
@@ -149,6 +149,8 @@ def _pydicom_frame(ds) -> np.ndarray:
     try:
         ds.pixel_array_options(index=0)  # decode the first frame only
         return ds.pixel_array
+    except MemoryError:
+        raise
     except Exception:
         raise InputError(_undecodable(ds)) from None
 

@@ -66,14 +66,14 @@ def allow_cpu_seconds(seconds: int) -> None:
 
 
 def handle(request: dict) -> tuple[dict, bytes]:
-    from pneumo.decode import InputError, decode
+    from pneumo.decode import TOO_LARGE_TO_DECODE, InputError, decode
 
     try:
         decoded = decode(request["path"])
     except InputError as error:
         return {"ok": False, "message": str(error)}, b""
     except MemoryError:
-        return {"ok": False, "message": "This file needs more memory to decode than this server allows, so it was refused."}, b""
+        return {"ok": False, "message": TOO_LARGE_TO_DECODE}, b""
     image = decoded.image
     header = {"ok": True, "mode": image.mode, "width": image.width, "height": image.height,
               "warnings": decoded.warnings, "kind": decoded.kind}
