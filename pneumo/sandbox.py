@@ -64,7 +64,9 @@ class Worker:
     """One worker process and its pipes."""
 
     def __init__(self, memory_mb: int, cpu_s: int):
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+        # A bare environment: no HF_TOKEN or other secret of the server's reaches a decoder.
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
         self.process = subprocess.Popen(
             [sys.executable, "-s", "-m", "pneumo.sandbox_worker", str(memory_mb << 20), str(cpu_s)],
             cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
