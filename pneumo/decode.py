@@ -20,7 +20,7 @@ Limits (a file outside them is refused):
     MIN_SIDE           = 64 pixels      smaller images hold too little detail
     MAX_JPEG_SCANS     = 64             progressive JPEGs with more scans (each
                                         one re-reads the whole image) are refused
-    MAX_INFLATED_BYTES = 104 MB         a deflated DICOM may expand to this much
+    MAX_INFLATED_BYTES = 99 MB          a deflated DICOM may expand to this much
 
 Size of the result: images whose longest side exceeds MAX_SIDE (2048 px)
 are shrunk by a whole factor (box filter; JPEGs are decoded at 1/2, 1/4 or
