@@ -185,14 +185,30 @@ def test_folders_in_the_upload_folder_are_refused(app, path):
     assert "event: error" in events and "Only files uploaded to this app" in events
 
 
-def test_one_file_per_request(app, client, tmp_path):
-    body = json.dumps({"data": [[{"path": "a.png", "meta": {"_type": "gradio.FileData"}}] * 2]})
+def upload_raw(app, path: Path) -> str:
+    """Upload one file to /gradio_api/upload as the browser does; Gradio's path for it."""
+    boundary = "pneumoboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{path.name}\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(f"{app.url}gradio_api/upload", body,
+                                     {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())[0]
+
+
+def test_one_file_per_request(app, tmp_path):
+    files = [{"path": upload_raw(app, good_png(tmp_path, f"one-of-two-{i}.png")), "meta": {"_type": "gradio.FileData"}}
+             for i in range(2)]
+    body = json.dumps({"data": [files]})
     request = urllib.request.Request(f"{app.url}gradio_api/call/predict", body.encode(),
                                      {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as response:
         event_id = json.loads(response.read())["event_id"]
     with urllib.request.urlopen(f"{app.url}gradio_api/call/predict/{event_id}", timeout=WAIT_S) as response:
-        assert "event: error" in response.read().decode()
+        events = response.read().decode()
+    # Refused by Gradio's own validation of the component's file data (without a message);
+    # pneumo.uploads.uploaded_path refuses lists as well, should one ever get through.
+    assert "event: error" in events and "event: complete" not in events
 
 
 # --- nothing kept ------------------------------------------------------------------------
