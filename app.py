@@ -10,37 +10,29 @@ gives no verdict: `label` is None, `reason` says why, `heatmap_path` is None.
 """
 
 import argparse
-import contextlib
 import html
 import os
-from pathlib import Path
 
-import gradio as gr
-from PIL import Image
+# Nothing of a visit is kept: no run history in the browser or a bucket, no telemetry.
+os.environ["GRADIO_RUN_HISTORY"] = "False"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
-from pneumo.analysis import analyse
-from pneumo.decode import MAX_FILE_BYTES, InputError, decode
-from pneumo.gradcam import overlay
-from pneumo.loading import get_model
-from pneumo.scope import OK
+import gradio as gr  # noqa: E402  (after the settings above)
+from PIL import Image  # noqa: E402
+
+from pneumo.analysis import analyse  # noqa: E402
+from pneumo.decode import MAX_FILE_BYTES, InputError  # noqa: E402
+from pneumo.gradcam import overlay  # noqa: E402
+from pneumo.loading import get_model  # noqa: E402
+from pneumo.sandbox import DecoderPool  # noqa: E402
+from pneumo.scope import OK  # noqa: E402
+from pneumo.uploads import UploadOnlyFile, UploadOnlyImage, UploadSweeper, discard_upload, uploaded_path  # noqa: E402
 
 DISCLAIMER = (
     "**Research demo, not a diagnosis.** The model was trained on one public collection of paediatric "
     "chest X-rays; its figures are estimates from that data and may not hold for other hospitals, "
     "machines or patients. Do not use it to make medical decisions."
 )
-
-
-def discard_upload(path):
-    """Delete Gradio's temporary copy of an upload (uploads are medical data)."""
-    upload_dir = Path(gr.utils.get_upload_folder()).resolve()
-    file = Path(path).resolve()
-    if upload_dir not in file.parents:
-        return  # not an upload (a direct Python call): never delete it
-    file.unlink(missing_ok=True)
-    if file.parent != upload_dir:
-        with contextlib.suppress(OSError):
-            file.parent.rmdir()  # Gradio's per-upload folder, once empty
 
 
 def model_panel(identity):
@@ -72,14 +64,9 @@ def predict(upload):
     otherwise open the file with Pillow first, failing on DICOM and on broken
     files with a generic error instead of the decoder's explanation.
     """
-    path = upload["path"] if isinstance(upload, dict) else upload
-    if not path:
-        raise gr.Error("Please upload a chest X-ray first.", print_exception=False)
-    if not Path(path).is_file():
-        raise gr.Error("Uploads are deleted after each analysis: please upload the image again.",
-                       print_exception=False)
+    path = uploaded_path(upload)  # one file, uploaded to this app: never a URL or a server path
     try:
-        decoded = decode(path)
+        decoded = DECODERS.decode(path)  # in a sandboxed worker process (pneumo/sandbox.py)
     except InputError as error:
         raise gr.Error(html.escape(str(error), quote=False), print_exception=False) from None
     finally:
@@ -117,16 +104,17 @@ def show(result):
 
 
 def build(loaded):
-    with gr.Blocks(title="Pneumonia Detector", delete_cache=(300, 900)) as demo:
+    # delete_cache stays off: UploadSweeper (pneumo/uploads.py) does that job and survives bad requests.
+    with gr.Blocks(title="Pneumonia Detector", analytics_enabled=False) as demo:
         gr.Markdown("# Pneumonia Detector\nUpload a frontal chest X-ray. The model estimates whether it shows "
                     "pneumonia, whether bacterial or viral, and highlights the areas it relied on.")
         gr.Markdown(DISCLAIMER)
         with gr.Row():
             with gr.Column():
-                image = gr.Image(label="Chest X-ray (JPEG, PNG, ...)", type="filepath", sources=["upload"],
+                image = UploadOnlyImage(label="Chest X-ray (JPEG, PNG, ...)", type="filepath", sources=["upload"],
                                  height=360, elem_id="xray")
                 submit = gr.Button("Analyse", variant="primary")
-                dicom = gr.File(label="…or a DICOM file (.dcm), analysed on upload", height=130)
+                dicom = UploadOnlyFile(label="…or a DICOM file (.dcm), analysed on upload", height=130)
             with gr.Column():
                 verdict = gr.Label(label="Verdict (the model's estimate)", elem_id="verdict")
                 breakdown = gr.Label(label="Normal / bacterial / viral (the model's estimates)",
@@ -147,16 +135,23 @@ def build(loaded):
     return demo
 
 
+DECODERS = DecoderPool()  # started first: the workers start up while the model loads
+
 MODEL = get_model()  # loaded once, before the first request
 analyse(Image.new("L", (64, 64), 128), MODEL)  # warm up: traces the Grad-CAM graph now
-demo = build(MODEL).queue(default_concurrency_limit=2, max_size=32)
+# Four at a time: a hostile upload holds its slot until its decoder is stopped (at most
+# PNEUMO_DECODE_TIMEOUT_S); with 3 decoders, two such uploads leave room for everyone else.
+demo = build(MODEL).queue(default_concurrency_limit=4, max_size=32)
+SWEEPER = UploadSweeper(demo)  # started with the server: it empties GRADIO_TEMP_DIR (default /tmp/gradio)
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Serve the Pneumonia Detector on "
                                      "GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (default 127.0.0.1:7860).")
     parser.add_argument("--share", action="store_true", help="also ask for a public gradio.live link")
     share = parser.parse_args().share or os.environ.get("GRADIO_SHARE", "").lower() in ("1", "true")
-    demo.launch(share=share, max_file_size=MAX_FILE_BYTES, prevent_thread_lock=True)
+    SWEEPER.sweep_once()  # leftovers of an earlier run
+    SWEEPER.start()
+    demo.launch(share=share, max_file_size=MAX_FILE_BYTES, prevent_thread_lock=True, run_history=False)
     if share and not demo.share_url:
         print("No public link could be created (no internet?); serving locally only.", flush=True)
     demo.block_thread()

@@ -2,49 +2,87 @@
 
     decode(path_or_bytes) -> Decoded(image, warnings, kind)
 
-Accepted: JPEG, PNG, BMP, TIFF, WebP (8- or 16-bit, greyscale, palette or
-colour, with or without alpha) and DICOM. The image comes back in mode "L"
-or "RGB" with its EXIF rotation applied. Anything else raises InputError
-with a message meant for the person who uploaded the file.
+Accepted: JPEG, PNG, BMP, TIFF, WebP, GIF (8- or 16-bit or float, greyscale,
+palette or colour, with or without alpha) and DICOM. The image comes back in
+mode "L" or "RGB" with its EXIF rotation applied. Anything else raises
+InputError with a message meant for the person who uploaded the file; no
+exception of any other kind leaves decode().
+
+The app runs decode() in a sandboxed worker process (pneumo/sandbox.py);
+the checks here are the cheap first line: they refuse most hostile files
+before any pixel is decoded, and keep honest large files within memory.
 
 Limits (a file outside them is refused):
 
-    MAX_FILE_BYTES = 32 MB          larger files are not read at all
-    MAX_PIXELS     = 50 megapixels  width x height, checked from the header
-                                    before any decoding (decompression bombs)
-    MIN_SIDE       = 64 pixels      smaller images hold too little detail
+    MAX_FILE_BYTES     = 32 MB          larger files are not read at all
+    MAX_PIXELS         = 50 megapixels  width x height, checked from the header
+                                        before any decoding (decompression bombs)
+    MIN_SIDE           = 64 pixels      smaller images hold too little detail
+    MAX_JPEG_SCANS     = 64             progressive JPEGs with more scans (each
+                                        one re-reads the whole image) are refused
+    MAX_INFLATED_BYTES = 99 MB          a deflated DICOM may expand to this much
+
+Size of the result: images whose longest side exceeds MAX_SIDE (2048 px)
+are shrunk by a whole factor (box filter; JPEGs are decoded at 1/2, 1/4 or
+1/8 scale straight away), so the result is at most 2048 x 2048. The model
+sees 128 x 128 px, so nothing it uses is lost, and no caller ever holds a
+50-megapixel array. Only the first image of a multi-image file (GIF, TIFF,
+WebP, DICOM) is decoded.
 
 How pixels are converted:
 
-- 16-bit and 32-bit images are stretched to 8 bits by their own darkest and
-  brightest pixel (the model standardises contrast per image anyway).
+- 16-bit, 32-bit and float images are stretched to 8 bits by their own
+  darkest and brightest pixel (the model standardises contrast per image
+  anyway); NaN and infinite pixels are left out of that range and shown
+  as the darkest (NaN, -inf) or brightest (+inf) value.
 - Transparent areas are composited on black, the usual X-ray background.
-- DICOM: the modality LUT (rescale slope/intercept) then the VOI LUT or
-  window are applied, the result is stretched to 8 bits (8-bit data without
-  any LUT are kept as they are), and MONOCHROME1 is inverted so that bone is
-  white. Compressed DICOM decodes when a pydicom decoder for its transfer
-  syntax is installed (Pillow covers JPEG Baseline and JPEG 2000; pydicom
-  itself RLE and Deflate); otherwise the error names the transfer syntax.
-  Patient data are never read into warnings or errors.
+- DICOM: the header (rows, columns, frames, bits) is checked before any
+  pixel work; the modality LUT (rescale slope/intercept) then the VOI LUT
+  or window are applied, the result is stretched to 8 bits (8-bit data
+  without any LUT are kept as they are), and MONOCHROME1 is inverted so
+  that bone is white. JPEG and JPEG 2000 frames are decoded here with
+  Pillow, after checking that the embedded image's own header agrees with
+  the DICOM header; RLE and Deflate by pydicom; other compressed transfer
+  syntaxes are refused with their name. Patient data are never read into
+  warnings or errors, and pydicom never writes to the log.
 """
 
 import io
+import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 MAX_FILE_BYTES = 32 * 1024 * 1024
 MAX_PIXELS = 50_000_000
 MIN_SIDE = 64
+MAX_SIDE = 2048
+MAX_JPEG_SCANS = 64
+# One 50-megapixel 16-bit frame plus room for the header.
+MAX_INFLATED_BYTES = 2 * MAX_PIXELS + 4 * 1024 * 1024
+
+# Pillow refuses images of more than twice this outright and warns above it;
+# the warning is turned into a refusal below, so Pillow agrees with MAX_PIXELS.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 # Only these Pillow decoders are tried: fewer parsers exposed to uploads, and
 # none that shells out (EPS runs Ghostscript). "JPEG" also opens the MPO
 # files of many cameras and phones.
-IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP")
-SUPPORTED = "JPEG, PNG, BMP, TIFF, WebP or DICOM"
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF")
+SUPPORTED = "JPEG, PNG, BMP, TIFF, WebP, GIF or DICOM"
 DICOM_SUFFIXES = {".dcm", ".dicom"}
+PIXELS_PER_BAND = 4_000_000  # high-bit-depth images are converted this many pixels at a time
+
+# EXIF orientation -> the transpose that shows the picture upright.
+ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+                6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+
+
+TOO_LARGE_TO_DECODE = "This file needs more memory to decode than this server allows, so it was refused."
 
 
 class InputError(ValueError):
@@ -53,21 +91,29 @@ class InputError(ValueError):
 
 @dataclass
 class Decoded:
-    image: Image.Image  # mode "L" or "RGB"
+    image: Image.Image  # mode "L" or "RGB", longest side at most MAX_SIDE
     warnings: list[str] = field(default_factory=list)
     kind: str = "image"  # "image" or "dicom"
 
 
 def decode(source) -> Decoded:
-    """A path (str or Path) or the file's bytes -> Decoded; raises InputError."""
+    """A path (str or Path) or the file's bytes -> Decoded; raises InputError only."""
     data, suffix = _read(source)
-    if data[128:132] == b"DICM" or suffix in DICOM_SUFFIXES:
-        image, warnings = _decode_dicom(data)
-        kind = "dicom"
-    else:
-        image, warnings = _decode_image(data)
-        kind = "image"
-    return Decoded(image, warnings, kind)
+    try:
+        if data[128:132] == b"DICM" or suffix in DICOM_SUFFIXES:
+            from .dicom import decode_dicom  # pydicom is imported only for DICOM files
+
+            image, notes = decode_dicom(data)
+            return Decoded(image, notes, "dicom")
+        image, notes = _decode_image(data)
+        return Decoded(image, notes, "image")
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError(TOO_LARGE_TO_DECODE) from None
+    except Exception:  # a decoder's own error text may quote the file: never pass it on
+        raise InputError(f"This file could not be decoded; it may be damaged. Please upload a {SUPPORTED} "
+                         "file.") from None
 
 
 def check_size(width: int, height: int) -> None:
@@ -82,6 +128,11 @@ def check_size(width: int, height: int) -> None:
             f"The image is only {width} x {height} pixels; at least {MIN_SIDE} pixels on each "
             "side are needed to read an X-ray."
         )
+
+
+def reduction_factor(width: int, height: int) -> int:
+    """The whole factor that brings the longest side to MAX_SIDE or less."""
+    return max(1, math.ceil(max(width, height) / MAX_SIDE))
 
 
 def _read(source) -> tuple[bytes, str]:
@@ -112,123 +163,169 @@ def _read(source) -> tuple[bytes, str]:
 
 
 def _decode_image(data: bytes) -> tuple[Image.Image, list[str]]:
-    refused_bomb = InputError(f"The image claims more than {MAX_PIXELS // 1_000_000} megapixels and was refused.")
-    try:
-        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
-    except Image.DecompressionBombError:
-        raise refused_bomb from None
-    except (OSError, SyntaxError, ValueError, EOFError):  # UnidentifiedImageError is an OSError
-        raise InputError(f"This file is not an image that can be read. Please upload a {SUPPORTED} file.") from None
-    # Opening read only the header: refuse bombs and tiny images before decoding.
+    image = open_image(data, IMAGE_FORMATS)
+    notes = []
+    if getattr(image, "is_animated", False):
+        # is_animated looks for a second frame only; n_frames would walk all
+        # of them (a TIFF can chain 60,000 image directories).
+        notes.append("The file holds several images; only the first was used.")
+    orientation = _orientation(image, notes)
+    decode_frame(image, data)
+    image = _to_l_or_rgb(image, notes)
+    if orientation in ORIENTATIONS:
+        image = image.transpose(ORIENTATIONS[orientation])
+    return image, notes
+
+
+def open_image(data: bytes, formats) -> Image.Image:
+    """Read the header only, and refuse bombs and tiny images before any decoding."""
+    image = open_header(data, formats)
     check_size(*image.size)
-    warnings = []
+    return image
+
+
+def open_header(data: bytes, formats) -> Image.Image:
+    """Pillow's view of the file from its header alone; refuses what Pillow calls a bomb."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=formats)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InputError(f"The image claims more than {MAX_PIXELS // 1_000_000} megapixels and was "
+                             "refused.") from None
+        except MemoryError:
+            raise
+        except Exception:  # UnidentifiedImageError, SyntaxError, struct errors of a broken header
+            raise InputError(f"This file is not an image that can be read. Please upload a {SUPPORTED} "
+                             "file.") from None
+    return image
+
+
+def _orientation(image: Image.Image, notes: list[str]) -> int | None:
     try:
-        if getattr(image, "n_frames", 1) > 1:
-            warnings.append(f"The file holds {image.n_frames} images; only the first was used.")
-            image.seek(0)
-        image.load()  # force the full decode now, so truncation shows here
-    except (OSError, SyntaxError, ValueError, EOFError):
-        raise InputError("The image file is truncated or corrupt; please upload it again.") from None
-    try:
-        image = ImageOps.exif_transpose(image)
+        return image.getexif().get(0x0112)
     except Exception:  # a damaged EXIF block should not cost the picture
-        warnings.append("The photo's orientation tag could not be read; the image is shown as stored.")
-    return _to_l_or_rgb(image, warnings), warnings
+        notes.append("The photo's orientation tag could not be read; the image is shown as stored.")
+        return None
 
 
-def _to_l_or_rgb(image: Image.Image, warnings: list[str]) -> Image.Image:
+def decode_frame(image: Image.Image, data: bytes) -> None:
+    """Decode the first frame now (truncation shows here), JPEGs at a reduced scale."""
+    if image.format in ("JPEG", "MPO"):
+        check_jpeg_scans(data)
+        width, height = image.size
+        factor = reduction_factor(width, height)
+        if factor > 1:
+            image.draft(None, (math.ceil(width / factor), math.ceil(height / factor)))
+    try:
+        image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError("The image is larger than it claims and was refused.") from None
+    except MemoryError:
+        raise  # decode() says so; it is not damage
+    except Exception:
+        raise InputError("The image file is truncated or corrupt; please upload it again.") from None
+
+
+def check_jpeg_scans(data: bytes) -> None:
+    """Refuse JPEGs with very many scans before decoding: each progressive
+    scan passes over the whole image (2000 scans: over 20 s of CPU). Entropy-
+    coded data escape 0xFF as FF 00, so FF DA is only ever a start-of-scan."""
+    scans = data.count(b"\xff\xda")
+    if scans > MAX_JPEG_SCANS:
+        raise InputError(f"This JPEG is stored in {scans} passes (scans), more than the {MAX_JPEG_SCANS} "
+                         "accepted. Please save it again as an ordinary JPEG or PNG.")
+
+
+def _to_l_or_rgb(image: Image.Image, notes: list[str]) -> Image.Image:
+    """Any decoded mode -> "L" or "RGB", shrunk to MAX_SIDE on the way."""
+    if image.mode.startswith(("I", "F")):  # 16-bit (I;16*), 32-bit int or float
+        return Image.fromarray(_stretch_bands(image))
     mode = image.mode
-    if mode in ("L", "RGB"):
+    image = _shrink(_reducible(image))
+    if image.mode == "RGBA":
+        return _drop_alpha(image, "L" if mode in ("LA", "La") else "RGB", notes)
+    if image.mode == "LA":
+        return _drop_alpha(image.convert("RGBA"), "L", notes)
+    return image
+
+
+def _reducible(image: Image.Image) -> Image.Image:
+    """A mode that Image.reduce accepts and that loses nothing of the picture."""
+    mode = image.mode
+    if mode in ("L", "RGB", "RGBA", "LA"):
         return image
     if mode == "1":
         return image.convert("L")
     if mode in ("P", "PA"):
         has_alpha = mode == "PA" or "transparency" in image.info
-        image = image.convert("RGBA" if has_alpha else "RGB")
-        return _drop_alpha(image, "RGB", warnings) if has_alpha else image
-    if mode in ("LA", "La"):
-        return _drop_alpha(image.convert("RGBA"), "L", warnings)
-    if mode in ("RGBA", "RGBa"):
-        return _drop_alpha(image.convert("RGBA"), "RGB", warnings)
-    if mode.startswith(("I", "F")):  # 16-bit (I;16*), 32-bit int or float
-        return Image.fromarray(stretch_to_uint8(np.asarray(image)))
+        return image.convert("RGBA" if has_alpha else "RGB")
+    if mode in ("La", "RGBa"):
+        return image.convert("RGBA")
     return image.convert("RGB")  # CMYK, YCbCr, LAB, HSV
 
 
-def _drop_alpha(rgba: Image.Image, mode: str, warnings: list[str]) -> Image.Image:
+def _shrink(image: Image.Image) -> Image.Image:
+    factor = reduction_factor(*image.size)
+    return image.reduce(factor) if factor > 1 else image
+
+
+def _drop_alpha(rgba: Image.Image, mode: str, notes: list[str]) -> Image.Image:
     """Composite on black: transparent borders of an X-ray are background."""
     if rgba.getchannel("A").getextrema()[0] < 255:
-        warnings.append("Transparent areas of the image were filled with black.")
+        notes.append("Transparent areas of the image were filled with black.")
     black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
     return Image.alpha_composite(black, rgba).convert(mode)
 
 
+# --- high bit depth -----------------------------------------------------------
+
+
+def _stretch_bands(image: Image.Image) -> np.ndarray:
+    """A 16-bit, 32-bit or float image -> stretched, shrunk uint8, a band of
+    rows at a time: a 50-megapixel float image never exists as a second full
+    copy (the old whole-array float64 path peaked at 1.3 GB)."""
+    width, height = image.size
+    factor = reduction_factor(width, height)
+    rows = max(factor, PIXELS_PER_BAND // width // factor * factor)
+    bands = [(top, min(top + rows, height)) for top in range(0, height, rows)]
+    low, high = math.inf, -math.inf
+    for top, bottom in bands:
+        band_low, band_high = finite_range(np.asarray(image.crop((0, top, width, bottom))))
+        low, high = min(low, band_low), max(high, band_high)
+    out = [_to_uint8(block_mean(np.asarray(image.crop((0, top, width, bottom))), factor), low, high)
+           for top, bottom in bands if bottom - top >= factor]
+    return np.concatenate(out)
+
+
+def finite_range(values: np.ndarray) -> tuple[float, float]:
+    """The darkest and brightest finite value; (inf, -inf) when there is none."""
+    if values.dtype.kind == "f":
+        values = values[np.isfinite(values)]
+    if values.size == 0:
+        return math.inf, -math.inf
+    return float(values.min()), float(values.max())
+
+
+def block_mean(values: np.ndarray, factor: int) -> np.ndarray:
+    """Shrink a 2-D (or 2-D x channels) array by `factor` (box filter) to float32;
+    rows and columns beyond the last whole block are dropped."""
+    if factor == 1:
+        return values.astype(np.float32)
+    height, width = values.shape[0] // factor * factor, values.shape[1] // factor * factor
+    blocks = values[:height, :width].reshape(height // factor, factor, width // factor, factor, *values.shape[2:])
+    return blocks.mean(axis=(1, 3), dtype=np.float32)
+
+
+def _to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map low to 0 and high to 255 linearly; NaN and -inf to 0, +inf to 255."""
+    if not high > low:  # flat, or no finite pixel at all
+        return np.where(values == np.inf, 255, 0).astype(np.uint8)
+    values = np.nan_to_num(values.astype(np.float32, copy=False), nan=low, posinf=high, neginf=low)
+    scaled = (values - np.float32(low)) * np.float32(255.0 / (high - low))
+    return np.round(np.clip(scaled, 0, 255)).astype(np.uint8)
+
+
 def stretch_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Map the darkest value to 0 and the brightest to 255, linearly."""
-    values = values.astype(np.float64)
-    low, high = float(values.min()), float(values.max())
-    if high <= low:
-        return np.zeros(values.shape, dtype=np.uint8)
-    return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
-
-
-# --- DICOM -----------------------------------------------------------------
-
-
-def _decode_dicom(data: bytes) -> tuple[Image.Image, list[str]]:
-    # pydicom is imported here so that plain images never pay for it.
-    import pydicom
-    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
-
-    # No exception text is passed on: pydicom's could quote element values,
-    # and those may identify the patient.
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    except Exception:
-        raise InputError("This DICOM file cannot be read; it may be damaged.") from None
-    if "PixelData" not in ds:
-        raise InputError("This DICOM file holds no image (it has no pixel data).")
-    try:
-        check_size(int(ds.Columns), int(ds.Rows))
-    except (AttributeError, TypeError, ValueError):
-        raise InputError("This DICOM file does not say how large its image is.") from None
-    warnings = []
-    try:
-        pixels = ds.pixel_array
-    except Exception:
-        raise InputError(_undecodable(ds)) from None
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        warnings.append(f"The DICOM file holds {frames} images; only the first was used.")
-        pixels = pixels[0]
-    if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
-        try:
-            pixels = apply_color_lut(pixels, ds)
-        except Exception:
-            raise InputError("This DICOM file's colour palette is invalid.") from None
-    if pixels.ndim == 3:
-        # Colour (pydicom already turned YBR into RGB): rare for X-rays.
-        rgb = pixels if pixels.dtype == np.uint8 else stretch_to_uint8(pixels)
-        return Image.fromarray(rgb), warnings
-    try:
-        values = apply_voi_lut(apply_modality_lut(pixels, ds), ds, index=0)
-    except Exception:
-        raise InputError("This DICOM file's grey-level tables (modality or VOI LUT) are invalid.") from None
-    untouched = values.dtype == pixels.dtype and np.array_equal(values, pixels)
-    if untouched and pixels.dtype == np.uint8:
-        grey = pixels  # 8-bit data with no LUT: keep the pixels as stored
-    else:
-        grey = stretch_to_uint8(values)
-    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
-        grey = 255 - grey  # MONOCHROME1 shows low values white: make bone white
-    return Image.fromarray(np.ascontiguousarray(grey)), warnings
-
-
-def _undecodable(ds) -> str:
-    syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
-    if syntax is not None and syntax.is_compressed:
-        return (
-            f"This DICOM image is compressed as {syntax.name} ({syntax}), which this server cannot "
-            "decode. Please export it uncompressed or as PNG/JPEG."
-        )
-    return "The image data in this DICOM file are damaged or incomplete."
+    """Map the darkest finite value to 0 and the brightest to 255, linearly (float32)."""
+    return _to_uint8(values, *finite_range(values))

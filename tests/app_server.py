@@ -21,6 +21,7 @@ class App:
     url: str
     temp_dir: Path  # GRADIO_TEMP_DIR: where uploads land
     log: Path  # the server's stdout and stderr
+    pid: int = 0  # the server process
 
 
 def free_port():
@@ -30,14 +31,16 @@ def free_port():
 
 
 @contextmanager
-def running_app(model_path, workdir: Path):
-    """Start app.py serving `model_path` (None: the app's own choice); yield an App; stop it afterwards."""
+def running_app(model_path, workdir: Path, extra_env: dict | None = None):
+    """Start app.py serving `model_path` (None: the app's own choice), with `extra_env` added to its
+    environment; yield an App; stop it afterwards."""
     port = free_port()
     temp_dir, log = workdir / "gradio_tmp", workdir / "app.log"
     temp_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "GRADIO_TEMP_DIR": str(temp_dir),
            "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
            "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
+    env.update(extra_env or {})
     env.pop("GRADIO_SHARE", None)
     if model_path is not None:
         env["PNEUMO_MODEL_PATH"] = str(model_path)
@@ -60,6 +63,6 @@ def running_app(model_path, workdir: Path):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"app.py did not answer in {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield App(url, temp_dir, log)
+        yield App(url, temp_dir, log, process.pid)
     finally:
         stop(process)

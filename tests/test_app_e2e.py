@@ -149,7 +149,7 @@ def test_uploads_are_deleted_and_never_logged(app, client, uploads):
     left = [path for path in app.temp_dir.rglob("*") if path.is_file()]
     assert not [path for path in left if path.name in uploads]
     assert not [path for path in left if hashlib.sha256(path.read_bytes()).hexdigest() in sent]
-    # What stays are the heatmaps sent back (Gradio's delete_cache removes them later).
+    # What stays are the heatmaps sent back (the app's upload sweeper removes them later).
     assert all(path.suffix == ".png" for path in left), left
     log = app.log.read_text()
     assert not [name for name in uploads if name in log or name.rsplit(".", 1)[0] in log]

@@ -352,3 +352,104 @@ def test_dicom_never_reveals_the_patient():
             texts.append(str(err))
     for text in texts:
         assert "Doe" not in text and "Jane" not in text and PATIENT_ID not in text
+
+
+# --- hostile and odd files (the corpus of tests/hostile_files.py, decoded in process) ----------
+
+
+def test_gif_and_animated_gif_use_the_first_frame():
+    from tests.hostile_files import gif
+
+    still, animated = decode(gif(1)), decode(gif(3))
+    assert still.image.size == (300, 256) and still.warnings == []
+    np.testing.assert_array_equal(np.asarray(animated.image), np.asarray(still.image))
+    assert any("only the first" in note for note in animated.warnings)
+
+
+def test_float_tiff_ignores_non_finite_pixels():
+    from tests.hostile_files import nan_float_tiff
+
+    shown = grey(decode(nan_float_tiff()))
+    assert shown.max() == 255 and shown.std() > 30  # one NaN no longer turns the picture black
+    assert (shown[10:20, 10:20] == 0).all()  # NaN shows as the darkest value
+
+
+def test_deflated_dicom_is_inflated_with_a_cap():
+    from tests.hostile_files import deflate_bomb
+
+    assert "expand to more than" in refusal(deflate_bomb(inflated_gb=1))
+
+
+def test_deflated_dicom_within_the_cap_decodes(real_xray):
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    decoded = decode(dicom(real_xray, syntax=DeflatedExplicitVRLittleEndian))
+    np.testing.assert_array_equal(np.asarray(decoded.image), real_xray)
+
+
+def test_jpeg_in_dicom_must_match_the_dicom_header():
+    from tests.hostile_files import lying_jpeg_dicom
+
+    assert "header says 64 x 64" in refusal(lying_jpeg_dicom(4000))
+    assert "megapixels" in refusal(lying_jpeg_dicom(13000))
+
+
+def test_dicom_frame_table_pointing_at_one_fragment_is_refused():
+    from tests.hostile_files import frame_table_dicom
+
+    assert "damaged or incomplete" in refusal(frame_table_dicom(4000))
+
+
+def test_progressive_jpeg_with_thousands_of_scans_is_refused_before_decoding():
+    from tests.hostile_files import many_scans_jpeg
+
+    assert "2005 passes" in refusal(many_scans_jpeg(2000))
+
+
+def test_tiff_with_60000_directories_is_not_walked():
+    from tests.hostile_files import many_ifds_tiff
+
+    decoded = decode(many_ifds_tiff())
+    assert decoded.image.size == (128, 128)
+    assert any("only the first" in note for note in decoded.warnings)
+
+
+def test_large_images_are_shrunk_to_2048_px():
+    from pneumo.decode import MAX_SIDE
+
+    decoded = decode(encode(Image.fromarray(np.tile(synthetic_xray(), (20, 20))), "PNG"))  # 3200 x 2560
+    assert max(decoded.image.size) <= MAX_SIDE and decoded.image.size == (1600, 1280)
+
+
+@pytest.mark.parametrize("builder", ["limit_png_16bit", "limit_float_tiff"])
+def test_16_bit_and_float_at_the_size_limit_stay_under_600_mb(tmp_path, builder):
+    """Decoded in a fresh process so that its peak memory is the decoder's alone (VmHWM:
+    ru_maxrss would carry over the parent's peak across fork and exec)."""
+    import subprocess
+    import sys
+
+    from tests import hostile_files
+    from tests.conftest import ROOT
+
+    path = tmp_path / "limit.bin"
+    path.write_bytes(getattr(hostile_files, builder)())
+    script = ("import re, sys; from pneumo.decode import decode; d = decode(sys.argv[1]); "
+              "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) // 1024)")
+    out = subprocess.run([sys.executable, "-c", script, str(path)], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert int(out[-1]) < 600, f"peak {out[-1]} MB"
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_garbage_only_ever_raises_input_error(seed):
+    """Random damage to real files: a message or an image, never another exception."""
+    rng = np.random.default_rng(seed)
+    sources = [encode(Image.fromarray(synthetic_xray()), fmt) for fmt in ("PNG", "JPEG", "TIFF", "GIF")]
+    sources.append(dicom(synthetic_xray()))
+    data = bytearray(sources[seed % len(sources)])
+    for position in rng.integers(0, len(data), 20):
+        data[position] = rng.integers(0, 256)
+    try:
+        decode(bytes(data))
+    except InputError:
+        pass

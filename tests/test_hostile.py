@@ -1,0 +1,255 @@
+"""Hostile and odd uploads through the real app (`python app.py`, gradio_client), and what stays behind.
+
+The corpus (tests/hostile_files.py) is built here, once for the module.
+Nothing is timed (benchmarks/hostile.py measures): the tests check that each
+file gets a verdict or a clear refusal, that the server's memory stays
+bounded, that a good image is answered while two slow hostile uploads hold
+decoders, that URLs and server paths are refused before anything is
+fetched, and that the upload folder empties itself.
+"""
+
+import http.client
+import http.server
+import io
+import json
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.app_server import free_port, running_app
+from tests.conftest import synthetic_xray
+from tests.hostile_files import CORPUS, build_corpus, element_flood_dicom
+
+gradio_client = pytest.importorskip("gradio_client")
+psutil = pytest.importorskip("psutil")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+SERVER_GROWTH_LIMIT_MB = 500
+WAIT_S = 120  # upper bound for conditions polled below (never a speed target)
+SLOW_REFUSAL = "than this server allows"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return build_corpus(tmp_path_factory.mktemp("hostile"))
+
+
+@pytest.fixture(scope="module")
+def app(tiny_run, tmp_path_factory):
+    # Files may stay 2 s instead of 60, so that the sweep can be watched.
+    env = {"PNEUMO_KEEP_UPLOADS_S": "2", "PNEUMO_SWEEP_EVERY_S": "0.5"}
+    with running_app(tiny_run, tmp_path_factory.mktemp("app"), extra_env=env) as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def server_peak_before(app):
+    return peak_rss_mb(app.pid)
+
+
+@pytest.fixture(scope="module")
+def client(app, tmp_path_factory):
+    return Client(app.url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+
+
+def peak_rss_mb(pid) -> float:
+    """The process's peak resident memory so far (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def good_png(folder: Path, name="good.png") -> Path:
+    path = folder / name
+    synthetic_xray("bacteria", seed=3, size=128).save(path)
+    return path
+
+
+def refusal_of(client, path, api_name="/predict") -> str:
+    with pytest.raises(AppError) as error:
+        client.predict(handle_file(path), api_name=api_name)
+    return str(error.value)
+
+
+def wait_for(condition, what):
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.2)
+
+
+# --- every file: a verdict or a clear refusal, through the API --------------------------
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_each_file_is_answered_or_clearly_refused(client, corpus, server_peak_before, name):
+    case = corpus[name]
+    if case.refusal is None:
+        result, _ = client.predict(handle_file(case.path), api_name="/predict")
+        assert result["scope"] in ("ok", "not_chest_xray", "outside_population")
+        if name in ("animated.gif", "60000-ifds.tiff"):
+            assert any("only the first" in note for note in result["warnings"])
+    else:
+        message = refusal_of(client, case.path)
+        assert case.refusal in message
+        assert "Traceback" not in message and "Error:" not in message
+
+
+def test_server_memory_stays_bounded(app, server_peak_before):
+    """After the whole corpus (bombs included), the server's peak memory grew by less than 500 MB."""
+    assert peak_rss_mb(app.pid) - server_peak_before < SERVER_GROWTH_LIMIT_MB
+
+
+def test_good_image_is_answered_while_two_hostile_uploads_are_in_flight(app, tmp_path):
+    slow = []
+    for index, elements in enumerate((2_600_000, 2_590_000)):  # distinct bytes: Gradio stores uploads by hash
+        slow.append(tmp_path / f"slow-{index}.dcm")
+        slow[-1].write_bytes(element_flood_dicom(elements))
+    good = good_png(tmp_path, "good-in-flight.png")
+    clients = [Client(app.url, verbose=False, download_files=str(tmp_path)) for _ in range(3)]
+    with ThreadPoolExecutor(2) as pool:
+        hostile = [pool.submit(refusal_of, c, path) for c, path in zip(clients, slow)]
+        # In flight: both uploads have reached the server's upload folder.
+        wait_for(lambda: all(list(app.temp_dir.rglob(path.name)) or future.done()
+                             for path, future in zip(slow, hostile)), "the hostile uploads")
+        result, _ = clients[2].predict(handle_file(good), api_name="/predict")
+        assert not all(future.done() for future in hostile), "the good image waited for the hostile ones"
+        assert result["scope"] in ("ok", "not_chest_xray", "outside_population")
+        for future in hostile:
+            assert SLOW_REFUSAL in future.result()
+
+
+# --- only uploaded files ---------------------------------------------------------------
+
+
+class CountingHandler(http.server.BaseHTTPRequestHandler):
+    requests = 0
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        type(self).requests += 1
+        body = io.BytesIO()
+        synthetic_xray("normal", seed=1, size=128).save(body, "PNG")
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.end_headers()
+        self.wfile.write(body.getvalue())
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def file_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), CountingHandler)
+    CountingHandler.requests = 0
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/xray.png"
+    server.shutdown()
+    server.server_close()
+
+
+def call_raw(app, api_name, file_data) -> str:
+    """POST one FileData as it is (no client-side upload) to /gradio_api/call/<api>; the event stream."""
+    body = json.dumps({"data": [{"meta": {"_type": "gradio.FileData"}, "orig_name": "x.png", **file_data}]})
+    request = urllib.request.Request(f"{app.url}gradio_api/call/{api_name}", body.encode(),
+                                     {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        event_id = json.loads(response.read())["event_id"]
+    with urllib.request.urlopen(f"{app.url}gradio_api/call/{api_name}/{event_id}", timeout=WAIT_S) as response:
+        return response.read().decode()
+
+
+@pytest.mark.parametrize("api_name", ["predict", "predict_dicom"])
+def test_a_url_is_refused_without_being_fetched(app, file_server, api_name):
+    events = call_raw(app, api_name, {"path": file_server, "url": file_server})
+    assert "event: error" in events and "Only files uploaded to this app" in events
+    assert CountingHandler.requests == 0
+
+
+def test_server_paths_are_refused(app):
+    # Gradio itself refuses paths outside its upload folder, before our check (with no message).
+    assert "event: error" in call_raw(app, "predict", {"path": "/etc/hostname"})
+
+
+@pytest.mark.parametrize("path", ["{temp}", "{temp}/a-folder"])
+def test_folders_in_the_upload_folder_are_refused(app, path):
+    (app.temp_dir / "a-folder").mkdir(exist_ok=True)
+    events = call_raw(app, "predict", {"path": path.format(temp=app.temp_dir)})
+    assert "event: error" in events and "Only files uploaded to this app" in events
+
+
+def upload_raw(app, path: Path) -> str:
+    """Upload one file to /gradio_api/upload as the browser does; Gradio's path for it."""
+    boundary = "pneumoboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{path.name}\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(f"{app.url}gradio_api/upload", body,
+                                     {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())[0]
+
+
+def test_one_file_per_request(app, tmp_path):
+    files = [{"path": upload_raw(app, good_png(tmp_path, f"one-of-two-{i}.png")), "meta": {"_type": "gradio.FileData"}}
+             for i in range(2)]
+    body = json.dumps({"data": [files]})
+    request = urllib.request.Request(f"{app.url}gradio_api/call/predict", body.encode(),
+                                     {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        event_id = json.loads(response.read())["event_id"]
+    with urllib.request.urlopen(f"{app.url}gradio_api/call/predict/{event_id}", timeout=WAIT_S) as response:
+        events = response.read().decode()
+    # Refused by Gradio's own validation of the component's file data (without a message);
+    # pneumo.uploads.uploaded_path refuses lists as well, should one ever get through.
+    assert "event: error" in events and "event: complete" not in events
+
+
+# --- nothing kept ------------------------------------------------------------------------
+
+
+def abort_an_upload(app, data: bytes):
+    """Send half of a multipart upload to /gradio_api/upload, then hang up."""
+    boundary = "pneumoboundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"half.dcm\"\r\n"
+            "Content-Type: application/dicom\r\n\r\n").encode()
+    connection = http.client.HTTPConnection("127.0.0.1", int(app.url.rsplit(":", 1)[1].strip("/")), timeout=30)
+    connection.putrequest("POST", "/gradio_api/upload")
+    connection.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+    connection.putheader("Content-Length", str(len(head) + len(data) + 100))
+    connection.endheaders()
+    connection.send(head + data[: len(data) // 2])
+    connection.close()
+
+
+def test_nothing_stays_in_the_upload_folder(app, client, corpus, tmp_path):
+    """Uploads, heatmaps, folders named by requests and partial uploads all go (here after 2 s)."""
+    client.predict(handle_file(good_png(tmp_path)), api_name="/predict")  # leaves a heatmap
+    abort_an_upload(app, corpus["frame-table.dcm"].path.read_bytes())
+    (app.temp_dir / "a-folder").mkdir(exist_ok=True)
+    wait_for(lambda: not any(app.temp_dir.iterdir()), "an empty upload folder")
+    # The sweep runs on: the next request's files go as well.
+    client.predict(handle_file(good_png(tmp_path, "again.png")), api_name="/predict")
+    wait_for(lambda: not any(app.temp_dir.iterdir()), "an empty upload folder, again")
+
+
+def test_run_history_is_off(app):
+    with urllib.request.urlopen(f"{app.url}config", timeout=30) as response:
+        config = json.loads(response.read())
+    assert config["run_history"] is False
+    assert "runs" not in config.get("footer_links", [])
+    assert config.get("analytics_enabled") is False
+
+
+def test_the_log_holds_no_patient_data_and_no_pydicom_warnings(app):
+    """Every corpus DICOM names a patient; none of it, and nothing of pydicom or of our
+    decoding, reaches the log (Gradio's own tracebacks for refused paths may)."""
+    log = app.log.read_text()
+    assert "Doe" not in log and "Jane" not in log
+    assert "pydicom" not in log.lower() and "pneumo/" not in log
