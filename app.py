@@ -7,19 +7,26 @@ API: `Client(url).predict(handle_file("xray.jpeg"), api_name="/predict")`
 returns `(result, heatmap_path)`; `result` is pneumo.analysis.Analysis as a
 dict (README: "The result"). When `result["scope"]` is not "ok" the model
 gives no verdict: `label` is None, `reason` says why, `heatmap_path` is None.
+
+MCP (`--mcp` or GRADIO_MCP_SERVER=True): the one tool is `analyse_chest_xray`
+(pneumo/mcp_tool.py); /predict and /predict_dicom then leave the API page,
+since Gradio makes every documented endpoint a tool, but still answer clients.
 """
 
 import argparse
 import contextlib
 import html
 import os
+import sys
 from pathlib import Path
 
 import gradio as gr
 from PIL import Image
 
+from pneumo import mcp_tool
 from pneumo.analysis import analyse
 from pneumo.decode import MAX_FILE_BYTES, InputError, decode
+from pneumo.fetch import read_reference
 from pneumo.gradcam import overlay
 from pneumo.loading import get_model
 from pneumo.scope import OK
@@ -30,13 +37,26 @@ DISCLAIMER = (
     "machines or patients. Do not use it to make medical decisions."
 )
 
+# Clickable examples: public films (examples/README.md), named for their label in the UI.
+EXAMPLES = [Path(__file__).with_name("examples") / f"{name}.jpeg" for name in
+            ("child-normal", "child-bacterial-pneumonia", "child-viral-pneumonia", "adult")]
+MCP = mcp_tool.requested(sys.argv[1:], os.environ)
+# Local runs may let the MCP tool fetch from localhost or the LAN; a Space never should.
+ALLOW_PRIVATE_URLS = os.environ.get("PNEUMO_ALLOW_PRIVATE_URLS", "").lower() in ("1", "true")
+
+
+def is_example(file):
+    """Gradio's cached copy of an example: not an upload, and needed for the next click."""
+    size = file.stat().st_size
+    return any(size == example.stat().st_size and file.read_bytes() == example.read_bytes() for example in EXAMPLES)
+
 
 def discard_upload(path):
     """Delete Gradio's temporary copy of an upload (uploads are medical data)."""
     upload_dir = Path(gr.utils.get_upload_folder()).resolve()
     file = Path(path).resolve()
-    if upload_dir not in file.parents:
-        return  # not an upload (a direct Python call): never delete it
+    if upload_dir not in file.parents or not file.is_file() or is_example(file):
+        return  # not an upload (a direct Python call, an example): never delete it
     file.unlink(missing_ok=True)
     if file.parent != upload_dir:
         with contextlib.suppress(OSError):
@@ -89,6 +109,20 @@ def predict(upload):
     return analysis.as_dict(), heatmap
 
 
+def analyse_chest_xray(image: str) -> str:
+    """The MCP tool (its description: pneumo.mcp_tool.TOOL_DESCRIPTION).
+
+    Args:
+        image: the chest X-ray file as a base64 data URI (data:image/jpeg;base64,...) or an http(s) URL.
+    """
+    try:
+        data = read_reference(image, allow_private=ALLOW_PRIVATE_URLS)
+        decoded = decode(data)
+    except InputError as error:
+        raise gr.Error(str(error), print_exception=False) from None
+    return mcp_tool.tool_result(analyse(decoded, MODEL, with_heatmap=False))
+
+
 def label_data(headline, confidences):
     """gr.Label's own format, sent as is (postprocess=False) so that the
     headline is the verdict by the model's threshold, not the largest bar."""
@@ -126,6 +160,9 @@ def build(loaded):
                 image = gr.Image(label="Chest X-ray (JPEG, PNG, ...)", type="filepath", sources=["upload"],
                                  height=360, elem_id="xray")
                 submit = gr.Button("Analyse", variant="primary")
+                gr.Examples([[str(path)] for path in EXAMPLES], [image], cache_examples=False,
+                            label="No X-ray at hand? Try one (then press Analyse)",
+                            example_labels=[path.stem.replace("-", " ").capitalize() for path in EXAMPLES])
                 dicom = gr.File(label="…or a DICOM file (.dcm), analysed on upload", height=130)
             with gr.Column():
                 verdict = gr.Label(label="Verdict (the model's estimate)", elem_id="verdict")
@@ -140,10 +177,12 @@ def build(loaded):
             result = gr.JSON(label="result")
 
         outputs = [verdict, breakdown, notes, heatmap, result]
-        image.upload(lambda: [None] * len(outputs), outputs=outputs, api_visibility="private", queue=False)
+        image.change(lambda: [None] * len(outputs), outputs=outputs, api_visibility="private", queue=False)
         for event, source, name in ((submit.click, image, "predict"), (dicom.upload, dicom, "predict_dicom")):
-            event(predict, source, [result, heatmap], api_name=name, preprocess=False).success(
+            event(predict, source, [result, heatmap], api_name=name, preprocess=False,
+                  api_visibility="undocumented" if MCP else "public").success(
                 show, result, [verdict, breakdown, notes], api_visibility="private", postprocess=False)
+        gr.api(analyse_chest_xray, api_name="analyse_chest_xray", api_description=mcp_tool.TOOL_DESCRIPTION)
     return demo
 
 
@@ -155,8 +194,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Serve the Pneumonia Detector on "
                                      "GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (default 127.0.0.1:7860).")
     parser.add_argument("--share", action="store_true", help="also ask for a public gradio.live link")
+    parser.add_argument("--mcp", action="store_true", help="also serve the analysis as an MCP tool at "
+                        "/gradio_api/mcp/ (same as GRADIO_MCP_SERVER=True)")
     share = parser.parse_args().share or os.environ.get("GRADIO_SHARE", "").lower() in ("1", "true")
-    demo.launch(share=share, max_file_size=MAX_FILE_BYTES, prevent_thread_lock=True)
+    demo.launch(share=share, max_file_size=MAX_FILE_BYTES, prevent_thread_lock=True, mcp_server=MCP)
+    if MCP and not demo.mcp_server:  # Gradio only prints why; an MCP run without MCP must not look fine
+        sys.exit(demo.mcp_error or "The MCP server did not start.")
     if share and not demo.share_url:
         print("No public link could be created (no internet?); serving locally only.", flush=True)
     demo.block_thread()

@@ -30,8 +30,9 @@ def free_port():
 
 
 @contextmanager
-def running_app(model_path, workdir: Path):
-    """Start app.py serving `model_path` (None: the app's own choice); yield an App; stop it afterwards."""
+def running_app(model_path, workdir: Path, args=(), extra_env=None):
+    """Start `app.py ARGS` serving `model_path` (None: the app's own choice), with `extra_env` added to the
+    environment; yield an App; stop it afterwards."""
     port = free_port()
     temp_dir, log = workdir / "gradio_tmp", workdir / "app.log"
     temp_dir.mkdir(parents=True, exist_ok=True)
@@ -39,11 +40,13 @@ def running_app(model_path, workdir: Path):
            "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
            "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
     env.pop("GRADIO_SHARE", None)
+    env.pop("GRADIO_MCP_SERVER", None)
+    env.update(extra_env or {})
     if model_path is not None:
         env["PNEUMO_MODEL_PATH"] = str(model_path)
         env.pop("PNEUMO_MODEL_REPO", None)
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out,
+        process = subprocess.Popen([sys.executable, "app.py", *args], cwd=ROOT, env=env, stdout=out,
                                    stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
