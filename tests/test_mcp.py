@@ -122,3 +122,14 @@ def test_the_ui_endpoints_still_answer_clients(app, shared_data):
 ])
 def test_mcp_is_asked_for_by_flag_or_gradios_variable(argv, environ, expected):
     assert mcp_tool.requested(argv, environ) is expected
+
+
+def test_the_sse_transport_lists_the_same_tool(app):
+    from mcp.client.sse import sse_client
+
+    async def run():
+        async with sse_client(app.url + "gradio_api/mcp/sse") as (read, write):
+            async with mcp.ClientSession(read, write) as session:
+                await session.initialize()
+                return await session.list_tools()
+    assert [tool.name for tool in asyncio.run(run()).tools] == [TOOL]
