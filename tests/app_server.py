@@ -1,5 +1,6 @@
 """`python app.py` as a subprocess on a free local port, for end-to-end tests."""
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -66,3 +67,12 @@ def running_app(model_path, workdir: Path, args=(), extra_env=None):
         yield App(url, temp_dir, log)
     finally:
         stop(process)
+
+
+def left_in_temp(app: App) -> list[Path]:
+    """Files in the app's temp folder, less Gradio's start-up copies of the clickable examples."""
+    def sha256(path):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    examples = {sha256(path) for path in (ROOT / "examples").glob("*.jpeg")}
+    return [path for path in app.temp_dir.rglob("*") if path.is_file() and sha256(path) not in examples]

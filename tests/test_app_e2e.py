@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.app_server import running_app
-from tests.conftest import ROOT, synthetic_xray
+from tests.app_server import left_in_temp, running_app
+from tests.conftest import synthetic_xray
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -146,14 +146,11 @@ def test_uploads_are_deleted_and_never_logged(app, client, uploads):
         except AppError:
             pass
     sent = {hashlib.sha256(path.read_bytes()).hexdigest() for path in uploads.values()}
-    left = [path for path in app.temp_dir.rglob("*") if path.is_file()]
+    left = left_in_temp(app)
     assert not [path for path in left if path.name in uploads]
     assert not [path for path in left if hashlib.sha256(path.read_bytes()).hexdigest() in sent]
-    # What stays are the heatmaps sent back (Gradio's delete_cache removes them later)
-    # and Gradio's copies of the clickable examples, made at start-up.
-    examples = {hashlib.sha256(path.read_bytes()).hexdigest() for path in (ROOT / "examples").glob("*.jpeg")}
-    assert all(path.suffix == ".png" or hashlib.sha256(path.read_bytes()).hexdigest() in examples
-               for path in left), left
+    # What stays are the heatmaps sent back (Gradio's delete_cache removes them later).
+    assert all(path.suffix == ".png" for path in left), left
     log = app.log.read_text()
     assert not [name for name in uploads if name in log or name.rsplit(".", 1)[0] in log]
 
