@@ -25,6 +25,9 @@ from .decode import MAX_FILE_BYTES, InputError
 TIMEOUT_S = 10  # connect and per-read timeout
 DEADLINE_S = 30  # the whole download, so a server trickling bytes cannot hold a worker
 MAX_REDIRECTS = 3
+# Inside a Space, the Hub's own hosts resolve to private addresses (DNS splitting),
+# yet they are public: Gradio trusts the same names for the same reason.
+HUB_HOSTS = ("hf.co", "huggingface.co")
 LIMIT_MB = MAX_FILE_BYTES // (1024 * 1024)
 
 
@@ -91,7 +94,9 @@ def _read_capped(response: httpx.Response, deadline: float) -> bytes:
 def _refuse_private_host(url: str) -> None:
     """Every address the host name resolves to must be public. (A host whose
     DNS answer changes between this check and the connection is not caught.)"""
-    host = urlsplit(url).hostname or ""
+    host = (urlsplit(url).hostname or "").lower()
+    if any(host == name or host.endswith("." + name) for name in HUB_HOSTS):
+        return
     try:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
     except (socket.gaierror, UnicodeError):

@@ -147,3 +147,13 @@ def test_private_addresses_are_refused_unless_allowed(url):
 def test_unknown_hosts_are_named():
     with pytest.raises(InputError, match="could not be found"):
         fetch.read_reference("http://no-such-host.invalid/x.png")
+
+
+def test_the_hubs_own_hosts_are_trusted_though_spaces_resolve_them_privately(monkeypatch):
+    private = [(0, 0, 0, "", ("10.0.0.7", 443))]
+    monkeypatch.setattr(fetch.socket, "getaddrinfo", lambda *args, **kwargs: private)
+    for url in ("https://huggingface.co/x.png", "https://cdn-lfs.hf.co/x.png"):
+        fetch._refuse_private_host(url)
+    for url in ("https://evilhuggingface.co/x.png", "https://huggingface.co.evil.example/x.png"):
+        with pytest.raises(InputError, match="private"):
+            fetch._refuse_private_host(url)
