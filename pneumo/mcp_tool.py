@@ -53,5 +53,10 @@ def _summary(analysis) -> str:
     kind = "bacterial" if p["BACTERIAL"] >= p["VIRAL"] else "viral"
     sign = f", more likely {kind}" if analysis.label == "PNEUMONIA" else ""
     return (f"The model's answer is {analysis.label}{sign}: estimated probability of pneumonia "
-            f"{analysis.pneumonia_probability:.0%} (it answers PNEUMONIA from "
+            f"{_percent(analysis.pneumonia_probability)} (it answers PNEUMONIA from "
             f"{analysis.model['threshold']:.0%}).")
+
+
+def _percent(p) -> str:
+    """Never "0%" or "100%": a model's estimate is not certainty."""
+    return "under 1%" if p < 0.005 else "over 99%" if p > 0.995 else f"{p:.0%}"

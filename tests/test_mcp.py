@@ -133,3 +133,13 @@ def test_the_sse_transport_lists_the_same_tool(app):
                 await session.initialize()
                 return await session.list_tools()
     assert [tool.name for tool in asyncio.run(run()).tools] == [TOOL]
+
+
+@pytest.mark.parametrize("p, words", [(0.9998, "over 99%"), (0.0001, "under 1%"), (0.42, "42%")])
+def test_the_summary_never_claims_certainty(p, words):
+    from types import SimpleNamespace
+
+    analysis = SimpleNamespace(label="PNEUMONIA" if p >= 0.39 else "NORMAL", pneumonia_probability=p,
+                               probabilities={"NORMAL": 1 - p, "BACTERIAL": p / 2, "VIRAL": p / 2},
+                               model={"threshold": 0.39}, reason=None)
+    assert f"estimated probability of pneumonia {words} (it answers PNEUMONIA from 39%)" in mcp_tool._summary(analysis)
