@@ -7,11 +7,17 @@ API: `Client(url).predict(handle_file("xray.jpeg"), api_name="/predict")`
 returns `(result, heatmap_path)`; `result` is pneumo.analysis.Analysis as a
 dict (README: "The result"). When `result["scope"]` is not "ok" the model
 gives no verdict: `label` is None, `reason` says why, `heatmap_path` is None.
+
+MCP (`--mcp` or GRADIO_MCP_SERVER=True): the one tool is `analyse_chest_xray`
+(pneumo/mcp_tool.py); /predict and /predict_dicom then leave the API page,
+since Gradio makes every documented endpoint a tool, but still answer clients.
 """
 
 import argparse
 import html
 import os
+import sys
+from pathlib import Path
 
 # Nothing of a visit is kept: no run history in the browser or a bucket, no telemetry.
 os.environ["GRADIO_RUN_HISTORY"] = "False"
@@ -20,19 +26,31 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 import gradio as gr  # noqa: E402  (after the settings above)
 from PIL import Image  # noqa: E402
 
+from pneumo import mcp_tool  # noqa: E402
 from pneumo.analysis import analyse  # noqa: E402
 from pneumo.decode import MAX_FILE_BYTES, InputError  # noqa: E402
+from pneumo.fetch import read_reference  # noqa: E402
 from pneumo.gradcam import overlay  # noqa: E402
 from pneumo.loading import get_model  # noqa: E402
 from pneumo.sandbox import DecoderPool  # noqa: E402
 from pneumo.scope import OK  # noqa: E402
-from pneumo.uploads import UploadOnlyFile, UploadOnlyImage, UploadSweeper, discard_upload, uploaded_path  # noqa: E402
+from pneumo.uploads import (  # noqa: E402
+    UploadOnlyFile, UploadOnlyImage, UploadSweeper, discard_upload, keep_copies_of, uploaded_path)
 
 DISCLAIMER = (
     "**Research demo, not a diagnosis.** The model was trained on one public collection of paediatric "
     "chest X-rays; its figures are estimates from that data and may not hold for other hospitals, "
     "machines or patients. Do not use it to make medical decisions."
 )
+
+
+# Clickable examples: public films (examples/README.md), named for their label in the UI.
+EXAMPLES = [Path(__file__).with_name("examples") / f"{name}.jpeg" for name in
+            ("child-normal", "child-bacterial-pneumonia", "child-viral-pneumonia", "adult")]
+keep_copies_of(EXAMPLES)  # Gradio's copies of them are needed for the next click: never swept
+MCP = mcp_tool.requested(sys.argv[1:], os.environ)
+# Local runs may let the MCP tool fetch from localhost or the LAN; a Space never should.
+ALLOW_PRIVATE_URLS = os.environ.get("PNEUMO_ALLOW_PRIVATE_URLS", "").lower() in ("1", "true")
 
 
 def model_panel(identity):
@@ -76,6 +94,20 @@ def predict(upload):
     return analysis.as_dict(), heatmap
 
 
+def analyse_chest_xray(image: str) -> str:
+    """The MCP tool (its description: pneumo.mcp_tool.TOOL_DESCRIPTION).
+
+    Args:
+        image: the chest X-ray file as a base64 data URI (data:image/jpeg;base64,...) or an http(s) URL.
+    """
+    try:
+        data = read_reference(image, allow_private=ALLOW_PRIVATE_URLS)  # size-capped, time-limited
+        decoded = DECODERS.decode_bytes(data)  # in a sandboxed worker process, as uploads are
+    except InputError as error:
+        raise gr.Error(str(error), print_exception=False) from None
+    return mcp_tool.tool_result(analyse(decoded, MODEL, with_heatmap=False))
+
+
 def label_data(headline, confidences):
     """gr.Label's own format, sent as is (postprocess=False) so that the
     headline is the verdict by the model's threshold, not the largest bar."""
@@ -114,6 +146,9 @@ def build(loaded):
                 image = UploadOnlyImage(label="Chest X-ray (JPEG, PNG, ...)", type="filepath", sources=["upload"],
                                  height=360, elem_id="xray")
                 submit = gr.Button("Analyse", variant="primary")
+                gr.Examples([[str(path)] for path in EXAMPLES], [image], cache_examples=False,
+                            label="No X-ray at hand? Try one (then press Analyse)",
+                            example_labels=[path.stem.replace("-", " ").capitalize() for path in EXAMPLES])
                 dicom = UploadOnlyFile(label="…or a DICOM file (.dcm), analysed on upload", height=130)
             with gr.Column():
                 verdict = gr.Label(label="Verdict (the model's estimate)", elem_id="verdict")
@@ -128,10 +163,13 @@ def build(loaded):
             result = gr.JSON(label="result")
 
         outputs = [verdict, breakdown, notes, heatmap, result]
-        image.upload(lambda: [None] * len(outputs), outputs=outputs, api_visibility="private", queue=False)
+        image.change(lambda: [None] * len(outputs), outputs=outputs, api_visibility="private", queue=False)
         for event, source, name in ((submit.click, image, "predict"), (dicom.upload, dicom, "predict_dicom")):
-            event(predict, source, [result, heatmap], api_name=name, preprocess=False).success(
+            event(predict, source, [result, heatmap], api_name=name, preprocess=False,
+                  api_visibility="undocumented" if MCP else "public").success(
                 show, result, [verdict, breakdown, notes], api_visibility="private", postprocess=False)
+        if MCP:  # the tool fetches URLs (bounded, pneumo/fetch.py): only served when asked for
+            gr.api(analyse_chest_xray, api_name="analyse_chest_xray", api_description=mcp_tool.TOOL_DESCRIPTION)
     return demo
 
 
@@ -148,10 +186,15 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Serve the Pneumonia Detector on "
                                      "GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (default 127.0.0.1:7860).")
     parser.add_argument("--share", action="store_true", help="also ask for a public gradio.live link")
+    parser.add_argument("--mcp", action="store_true", help="also serve the analysis as an MCP tool at "
+                        "/gradio_api/mcp/ (same as GRADIO_MCP_SERVER=True)")
     share = parser.parse_args().share or os.environ.get("GRADIO_SHARE", "").lower() in ("1", "true")
     SWEEPER.sweep_once()  # leftovers of an earlier run
     SWEEPER.start()
-    demo.launch(share=share, max_file_size=MAX_FILE_BYTES, prevent_thread_lock=True, run_history=False)
+    demo.launch(share=share, max_file_size=MAX_FILE_BYTES, prevent_thread_lock=True, run_history=False,
+                mcp_server=MCP)
+    if MCP and not demo.mcp_server:  # Gradio only prints why; an MCP run without MCP must not look fine
+        sys.exit(demo.mcp_error or "The MCP server did not start.")
     if share and not demo.share_url:
         print("No public link could be created (no internet?); serving locally only.", flush=True)
     demo.block_thread()

@@ -28,6 +28,7 @@ import atexit
 import json
 import os
 import queue
+import tempfile
 import select
 import subprocess
 import sys
@@ -169,6 +170,14 @@ class DecoderPool:
             raise InputError(TOO_COSTLY) from None
         finally:
             self._give_back(worker, healthy)
+
+    def decode_bytes(self, data: bytes) -> Decoded:
+        """The same for bytes that were never uploaded (the MCP tool's): they
+        sit in a private temporary file only while the worker decodes them."""
+        with tempfile.NamedTemporaryFile(prefix="pneumo-") as file:
+            file.write(data)
+            file.flush()
+            return self.decode(file.name)
 
     def close(self) -> None:
         with self._lock:

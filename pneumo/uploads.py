@@ -23,6 +23,7 @@ can stop it. The app turns `delete_cache` off.
 """
 
 import contextlib
+import hashlib
 import os
 import threading
 import time
@@ -98,12 +99,33 @@ def uploaded_path(upload) -> Path:
     return check_uploaded(path)
 
 
+# (size, sha256) of files whose copies in the upload folder are the app's own (its examples).
+_KEPT: set = set()
+
+
+def keep_copies_of(paths) -> None:
+    """Never delete copies of these files: Gradio serves its examples from copies in the upload folder."""
+    _KEPT.update(_fingerprint(Path(path)) for path in paths)
+
+
+def _fingerprint(path: Path) -> tuple:
+    return path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _is_kept(path) -> bool:
+    try:
+        return bool(_KEPT) and os.path.isfile(path) and any(size == os.path.getsize(path) for size, _ in _KEPT) \
+            and _fingerprint(Path(path)) in _KEPT
+    except OSError:
+        return False
+
+
 def discard_upload(path) -> None:
     """Delete Gradio's temporary copy of an upload (uploads are medical data)."""
     file = Path(path).resolve()
     folder = upload_folder()
-    if folder not in file.parents:
-        return  # not an upload (a direct Python call): never delete it
+    if folder not in file.parents or _is_kept(file):
+        return  # not an upload (a direct Python call, an example's copy): never delete it
     with contextlib.suppress(OSError):
         file.unlink(missing_ok=True)
     if file.parent != folder:
@@ -125,7 +147,7 @@ def sweep(folder: Path, keep_s: float) -> int:
 
 def _remove_if_old(path: str, cutoff: float, remove) -> int:
     try:
-        if os.lstat(path).st_mtime < cutoff:
+        if os.lstat(path).st_mtime < cutoff and not _is_kept(path):
             remove(path)
             return 1
     except OSError:  # gone already, not empty, not ours to delete: next round

@@ -1,5 +1,6 @@
 """`python app.py` as a subprocess on a free local port, for end-to-end tests."""
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -31,8 +32,8 @@ def free_port():
 
 
 @contextmanager
-def running_app(model_path, workdir: Path, extra_env: dict | None = None):
-    """Start app.py serving `model_path` (None: the app's own choice), with `extra_env` added to its
+def running_app(model_path, workdir: Path, args=(), extra_env: dict | None = None):
+    """Start `app.py ARGS` serving `model_path` (None: the app's own choice), with `extra_env` added to the
     environment; yield an App; stop it afterwards."""
     port = free_port()
     temp_dir, log = workdir / "gradio_tmp", workdir / "app.log"
@@ -40,13 +41,14 @@ def running_app(model_path, workdir: Path, extra_env: dict | None = None):
     env = {**os.environ, "GRADIO_TEMP_DIR": str(temp_dir),
            "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
            "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
-    env.update(extra_env or {})
     env.pop("GRADIO_SHARE", None)
+    env.pop("GRADIO_MCP_SERVER", None)
+    env.update(extra_env or {})
     if model_path is not None:
         env["PNEUMO_MODEL_PATH"] = str(model_path)
         env.pop("PNEUMO_MODEL_REPO", None)
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out,
+        process = subprocess.Popen([sys.executable, "app.py", *args], cwd=ROOT, env=env, stdout=out,
                                    stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -66,3 +68,12 @@ def running_app(model_path, workdir: Path, extra_env: dict | None = None):
         yield App(url, temp_dir, log, process.pid)
     finally:
         stop(process)
+
+
+def left_in_temp(app: App) -> list[Path]:
+    """Files in the app's temp folder, less Gradio's start-up copies of the clickable examples."""
+    def sha256(path):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    examples = {sha256(path) for path in (ROOT / "examples").glob("*.jpeg")}
+    return [path for path in app.temp_dir.rglob("*") if path.is_file() and sha256(path) not in examples]

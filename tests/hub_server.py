@@ -5,8 +5,10 @@ repos), so one HF_ENDPOINT serves push and pull.
     python tests/hub_server.py --port P --mirrors DIR --upstream http://127.0.0.1:OLAH_PORT
 
 Pushes become commits in `DIR/models/<org>/<name>` (non-bare git repos,
-olah's layout); LFS files go to `.git/lfs/objects/aa/bb/<oid>` and their
-pointer blobs are committed. Refs move with `git update-ref OLD NEW`, so a
+olah's layout), or `DIR/spaces/<org>/<name>` for Space repos; LFS files go
+to `.git/lfs/objects/aa/bb/<oid>` and their pointer blobs are committed.
+Spaces also get their file listing (`/api/spaces/.../tree/REV`) and their
+variables (`/api/spaces/.../variables`, kept in memory) from this server. Refs move with `git update-ref OLD NEW`, so a
 stale parentCommit gets 412 like on the Hub.
 
 Two things it does beyond the Hub, both for tests:
@@ -31,7 +33,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-REPO = r"/api/models/(?P<org>[\w.-]+)/(?P<name>[\w.-]+)"
+REPO = r"/api/(?P<kind>models|spaces)/(?P<org>[\w.-]+)/(?P<name>[\w.-]+)"
+SPACE = r"/api/spaces/(?P<org>[\w.-]+)/(?P<name>[\w.-]+)"
+KINDS = {"model": "models", "space": "spaces"}  # repo type -> folder and URL segment
 LFS_THRESHOLD = 10 * 1024 * 1024  # the Hub's rule: big files, or binary ones, go to LFS
 GIT_ENV = {"GIT_AUTHOR_NAME": "hub", "GIT_AUTHOR_EMAIL": "hub@localhost",
            "GIT_COMMITTER_NAME": "hub", "GIT_COMMITTER_EMAIL": "hub@localhost"}
@@ -53,12 +57,13 @@ class Hub:
         self.mirrors = Path(mirrors)
         self.lock = threading.Lock()  # one writer at a time keeps refs and indexes simple
         self.corrupt = set()
+        self.variables = {}  # "org/name" of a Space -> {key: {"value", "description", "updatedAt"}}
 
-    def path(self, org, name):
-        return self.mirrors / "models" / org / name
+    def path(self, org, name, kind="models"):
+        return self.mirrors / kind / org / name
 
-    def repo(self, org, name):
-        path = self.path(org, name)
+    def repo(self, org, name, kind="models"):
+        path = self.path(org, name, kind)
         if not (path / ".git").is_dir():
             raise HubError(404, f"Repository {org}/{name} not found", "RepoNotFound")
         return path
@@ -77,10 +82,11 @@ class Hub:
         except HubError:
             raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound") from None
 
-    def create(self, org, name):
-        path = self.path(org, name)
+    def create(self, org, name, kind="models"):
+        path = self.path(org, name, kind)
         if (path / ".git").is_dir():
-            raise HubError(409, "You already created this model repo", url=f"/{org}/{name}")
+            url = f"/{org}/{name}" if kind == "models" else f"/{kind}/{org}/{name}"
+            raise HubError(409, f"You already created this {kind[:-1]} repo", url=url)
         path.mkdir(parents=True)
         self.git(path, "init", "--quiet", "--initial-branch=main")
         # The Hub starts every repo with a .gitattributes commit, so `main` exists at once.
@@ -88,8 +94,8 @@ class Hub:
         self.git(path, "add", ".gitattributes")
         self.git(path, "commit", "--quiet", "-m", "initial commit")
 
-    def commit(self, org, name, branch, lines):
-        path = self.repo(org, name)
+    def commit(self, org, name, branch, lines, kind="models"):
+        path = self.repo(org, name, kind)
         header = lines[0]["value"]
         ref = f"refs/heads/{branch}"
         with self.lock:
@@ -126,7 +132,7 @@ class Hub:
         return path / ".git" / "lfs" / "objects" / oid[:2] / oid[2:4] / oid
 
     def set_ref(self, org, name, kind, ref_name, start):
-        path = self.repo(org, name)
+        path = self.repo(org, name)  # model repos only
         with self.lock:
             commit = self.resolve(path, start)
             if self.git(path, "for-each-ref", f"refs/{kind}/{ref_name}"):
@@ -172,8 +178,14 @@ class Handler(BaseHTTPRequestHandler):
             ("POST", r"/api/repos/create", self.create_repo),
             ("POST", r"/api/validate-yaml", lambda: {"errors": [], "warnings": []}),
             ("POST", REPO + r"/preupload/(?P<rev>[^/]+)", self.preupload),
-            ("POST", r"/(?P<org>[\w.-]+)/(?P<name>[\w.-]+)\.git/info/lfs/objects/batch", self.lfs_batch),
-            ("PUT", r"/_lfs/(?P<org>[\w.-]+)/(?P<name>[\w.-]+)/(?P<oid>[0-9a-f]{64})", self.lfs_put),
+            ("POST", r"/(?:(?P<kind>spaces)/)?(?P<org>[\w.-]+)/(?P<name>[\w.-]+)\.git/info/lfs/objects/batch",
+             self.lfs_batch),
+            ("PUT", r"/_lfs/(?P<kind>models|spaces)/(?P<org>[\w.-]+)/(?P<name>[\w.-]+)/(?P<oid>[0-9a-f]{64})",
+             self.lfs_put),
+            ("GET", SPACE + r"/tree/(?P<rev>[^/]+)", self.space_tree),
+            ("GET", SPACE + r"/variables", self.space_variables),
+            ("POST", SPACE + r"/variables", self.add_space_variable),
+            ("DELETE", SPACE + r"/variables", self.delete_space_variable),
             ("POST", REPO + r"/commit/(?P<rev>[^/]+)", self.commit),
             ("POST", REPO + r"/branch/(?P<rev>[^/]+)", self.create_branch),
             ("POST", REPO + r"/tag/(?P<rev>[^/]+)", self.create_tag),
@@ -182,7 +194,9 @@ class Handler(BaseHTTPRequestHandler):
         for route_method, pattern, handler in routes:
             match = re.fullmatch(pattern, url.path)
             if method == route_method and match:
-                self.body, self.args = body, {k: unquote(v) for k, v in match.groupdict().items()}
+                self.body = body
+                self.args = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
+                self.kind = self.args.pop("kind", "models")
                 try:
                     self.reply(200, handler())
                 except HubError as e:
@@ -229,14 +243,21 @@ class Handler(BaseHTTPRequestHandler):
 
     def create_repo(self):
         payload = self.json()
-        if payload.get("type", "model") != "model" or not payload.get("organization"):
-            raise HubError(400, "this test Hub holds model repos named org/name only")
+        kind = KINDS.get(payload.get("type", "model"))
+        if not kind or not payload.get("organization"):
+            raise HubError(400, "this test Hub holds model and Space repos named org/name only")
+        if kind == "spaces" and payload.get("sdk") not in ("gradio", "docker", "static"):
+            raise HubError(400, f"invalid Space sdk {payload.get('sdk')!r}")
         org, name = payload["organization"], payload["name"]
-        self.hub.create(org, name)
-        return {"url": f"{self.base()}/{org}/{name}", "name": f"{org}/{name}"}
+        self.hub.create(org, name, kind)
+        prefix = "" if kind == "models" else f"{kind}/"
+        return {"url": f"{self.base()}/{prefix}{org}/{name}", "name": f"{org}/{name}"}
+
+    def repo_path(self):
+        return self.hub.repo(self.args["org"], self.args["name"], self.kind)
 
     def preupload(self):
-        self.hub.resolve(self.hub.repo(self.args["org"], self.args["name"]), self.args["rev"])
+        self.hub.resolve(self.repo_path(), self.args["rev"])
         files = self.json()["files"]
         return {"files": [{"path": f["path"], "shouldIgnore": False,
                            "uploadMode": "lfs" if f["size"] > LFS_THRESHOLD or b"\0" in base64.b64decode(f["sample"])
@@ -244,19 +265,20 @@ class Handler(BaseHTTPRequestHandler):
 
     def lfs_batch(self):
         org, name = self.args["org"], self.args["name"]
-        path = self.hub.repo(org, name)
+        path = self.repo_path()
         objects = []
         for obj in self.json()["objects"]:
             entry = {"oid": obj["oid"], "size": obj["size"]}
             if not self.hub.lfs_object(path, obj["oid"]).is_file():  # no actions: already stored
-                entry["actions"] = {"upload": {"href": f"{self.base()}/_lfs/{org}/{name}/{obj['oid']}"}}
+                href = f"{self.base()}/_lfs/{self.kind}/{org}/{name}/{obj['oid']}"
+                entry["actions"] = {"upload": {"href": href}}
             objects.append(entry)
         return {"transfer": "basic", "objects": objects}
 
     def lfs_put(self):
         if hashlib.sha256(self.body).hexdigest() != self.args["oid"]:
             raise HubError(400, "the uploaded bytes do not match their sha256 oid")
-        target = self.hub.lfs_object(self.hub.repo(self.args["org"], self.args["name"]), self.args["oid"])
+        target = self.hub.lfs_object(self.repo_path(), self.args["oid"])
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(".partial")
         partial.write_bytes(self.body)
@@ -268,8 +290,10 @@ class Handler(BaseHTTPRequestHandler):
         if not lines or lines[0].get("key") != "header":
             raise HubError(400, "the commit payload must start with a header line")
         org, name = self.args["org"], self.args["name"]
-        oid = self.hub.commit(org, name, self.args["rev"], lines)
-        return {"commitUrl": f"{self.base()}/{org}/{name}/commit/{oid}", "commitOid": oid, "pullRequestUrl": None}
+        oid = self.hub.commit(org, name, self.args["rev"], lines, self.kind)
+        prefix = "" if self.kind == "models" else f"{self.kind}/"
+        return {"commitUrl": f"{self.base()}/{prefix}{org}/{name}/commit/{oid}", "commitOid": oid,
+                "pullRequestUrl": None}
 
     def create_branch(self):
         start = self.json().get("startingPoint") or "main"
@@ -279,6 +303,39 @@ class Handler(BaseHTTPRequestHandler):
     def create_tag(self):
         self.hub.set_ref(self.args["org"], self.args["name"], "tags", self.json()["tag"], self.args["rev"])
         return {}
+
+    # --- Spaces: their files and variables (olah mirrors model repos only here) ---
+
+    def space_tree(self):
+        path = self.hub.repo(self.args["org"], self.args["name"], "spaces")
+        listing = self.hub.git(path, "ls-tree", "-r", "-l", self.hub.resolve(path, self.args["rev"]))
+        entries = []
+        for line in filter(None, listing.splitlines()):
+            meta, file = line.split("\t", 1)
+            _, _, oid, size = meta.split()
+            entries.append({"type": "file", "path": file, "oid": oid, "size": int(size)})
+        return entries
+
+    def space_key(self):
+        self.hub.repo(self.args["org"], self.args["name"], "spaces")  # 404 for a missing Space
+        return f"{self.args['org']}/{self.args['name']}"
+
+    def space_variables(self):
+        return self.hub.variables.get(self.space_key(), {})
+
+    def add_space_variable(self):
+        payload = self.json()
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", payload.get("key", "")) or "value" not in payload:
+            raise HubError(400, "a variable needs a key (a name for the environment) and a value")
+        variables = self.hub.variables.setdefault(self.space_key(), {})
+        variables[payload["key"]] = {"value": str(payload["value"]), "description": payload.get("description"),
+                                     "updatedAt": "2026-01-01T00:00:00.000Z"}
+        return variables
+
+    def delete_space_variable(self):
+        variables = self.hub.variables.setdefault(self.space_key(), {})
+        variables.pop(self.json().get("key"), None)
+        return variables
 
     # --- everything else: olah -------------------------------------------------
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.app_server import running_app
+from tests.app_server import left_in_temp, running_app
 from tests.conftest import synthetic_xray
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -146,7 +146,7 @@ def test_uploads_are_deleted_and_never_logged(app, client, uploads):
         except AppError:
             pass
     sent = {hashlib.sha256(path.read_bytes()).hexdigest() for path in uploads.values()}
-    left = [path for path in app.temp_dir.rglob("*") if path.is_file()]
+    left = left_in_temp(app)
     assert not [path for path in left if path.name in uploads]
     assert not [path for path in left if hashlib.sha256(path.read_bytes()).hexdigest() in sent]
     # What stays are the heatmaps sent back (the app's upload sweeper removes them later).

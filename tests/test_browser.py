@@ -114,3 +114,19 @@ def test_a_bad_image_is_explained(page):
     drag_and_drop(page, buffer.getvalue(), "small.png", "image/png")
     page.get_by_role("button", name="Analyse").click()
     assert "40 x 40 pixels" in error_toast(page)
+
+
+
+
+def test_examples_can_be_analysed_again_and_again(page):
+    """An example is not an upload: its copy stays for the next click, unlike uploads."""
+    verdict = page.locator('#verdict [data-testid="label-output-value"]')
+    for label in ("Child bacterial pneumonia", "Child normal", "Child bacterial pneumonia"):
+        page.get_by_text(label, exact=True).click()
+        page.locator("#xray img").wait_for()
+        verdict.wait_for(state="detached")  # a new image clears the last answer
+        page.get_by_role("button", name="Analyse").click()
+        verdict.wait_for()
+        assert verdict.inner_text().strip() in ("NORMAL", "PNEUMONIA")
+    assert page.get_by_text("Adult", exact=True).is_visible()
+    assert not page.get_by_test_id("toast-body").count()

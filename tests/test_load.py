@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.app_server import running_app
+from tests.app_server import left_in_temp, running_app
 from tests.conftest import synthetic_xray
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -132,7 +132,7 @@ def test_sixteen_clients_good_and_bad_files(tiny_run, tmp_path_factory):
         print(f"server RSS {before:.0f} MB after the first round, {after:.0f} MB after the second")
         assert after - before <= RSS_TOLERANCE_MB, f"server RSS grew from {before:.0f} MB to {after:.0f} MB"
         # Under concurrency too, every upload is deleted: only the heatmaps sent back remain.
-        left = [p for p in app.temp_dir.rglob("*") if p.is_file()]
+        left = left_in_temp(app)
         sent = {p.name for p in workdir.glob("round*/*.*")}
         assert sent and not [p for p in left if p.name in sent], left
         assert all(p.suffix == ".png" for p in left), left
