@@ -1,7 +1,8 @@
 """Pneumonia Detector: the Gradio app (the Hugging Face Space entry point).
 
 This file only wires the interface to `pneumo/`; the model, decoding and
-Grad-CAM live there. Run `python app.py` (add `--share` for a public link).
+the heatmap live there. On the default runtime (ONNX) neither TensorFlow
+nor Keras is imported. Run `python app.py` (add `--share` for a public link).
 
 API: `Client(url).predict(handle_file("xray.jpeg"), api_name="/predict")`
 returns `(result, heatmap_path)`; `result` is pneumo.analysis.Analysis as a
@@ -20,7 +21,7 @@ from PIL import Image
 
 from pneumo.analysis import analyse
 from pneumo.decode import MAX_FILE_BYTES, InputError, decode
-from pneumo.gradcam import overlay
+from pneumo.heatmap import overlay
 from pneumo.loading import get_model
 from pneumo.scope import OK
 
@@ -43,6 +44,14 @@ def discard_upload(path):
             file.parent.rmdir()  # Gradio's per-upload folder, once empty
 
 
+# What each runtime (pneumo/runtime.py) is, in the model panel's words.
+RUNTIMES = {
+    "onnx-int8": "ONNX Runtime, int8 (`onnx-int8`)",
+    "onnx-float": "ONNX Runtime, float32 (`onnx-float`)",
+    "keras": "Keras on TensorFlow (`keras`)",
+}
+
+
 def model_panel(identity):
     where = identity["source"]
     if identity.get("repo"):
@@ -51,6 +60,7 @@ def model_panel(identity):
             where += f" (commit `{identity['commit'][:10]}`)"
     lines = [
         f"**Model:** {identity.get('name') or 'unnamed'} · source: {where} · sha256 `{identity['sha256'][:12]}`",
+        f"**Runtime:** {RUNTIMES.get(identity.get('runtime'), identity.get('runtime'))}",
         f"**Decision threshold** on the estimated pneumonia probability: {identity['threshold']:.2f}",
     ]
     names = {"accuracy": "accuracy", "roc_auc": "ROC AUC", "sensitivity": "sensitivity",
@@ -66,7 +76,7 @@ def model_panel(identity):
 
 
 def predict(upload):
-    """One uploaded file (image or DICOM) -> (result dict, Grad-CAM overlay).
+    """One uploaded file (image or DICOM) -> (result dict, heatmap overlay).
 
     The events pass Gradio's raw file data (preprocess=False): gr.Image would
     otherwise open the file with Pillow first, failing on DICOM and on broken
@@ -148,7 +158,7 @@ def build(loaded):
 
 
 MODEL = get_model()  # loaded once, before the first request
-analyse(Image.new("L", (64, 64), 128), MODEL)  # warm up: traces the Grad-CAM graph now
+analyse(Image.new("L", (64, 64), 128), MODEL)  # warm up: the runtime allocates its buffers now
 demo = build(MODEL).queue(default_concurrency_limit=2, max_size=32)
 
 if __name__ == "__main__":
