@@ -30,8 +30,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pneumo.decode import InputError, decode  # noqa: E402
 from pneumo.loading import load_model  # noqa: E402
-from pneumo.ood import NOT_CHEST_XRAY, statistics_reason  # noqa: E402
-from pneumo.predict import predict_batch  # noqa: E402
+from pneumo.analysis import analyse_many  # noqa: E402
+from pneumo.ood import statistics_reason  # noqa: E402
+from pneumo.predict import model_outputs  # noqa: E402
+from pneumo.scope import NOT_CHEST_XRAY  # noqa: E402
 from pneumo.preprocess import preprocess  # noqa: E402
 
 # scikit-image images bundled in its wheel (the others need a download).
@@ -113,12 +115,12 @@ def load(item):
 
 def flags(loaded, images):
     """(flagged by the app's path, by the statistics alone, by the features alone) per image."""
-    app = [NOT_CHEST_XRAY in p.warnings for p in predict_batch(loaded, images)]
+    app = [a.scope == NOT_CHEST_XRAY for a in analyse_many(images, loaded)]
     statistics = [statistics_reason(image) is not None for image in images]
     features = [False] * len(images)
     if loaded.ood_check is not None:
         inputs = np.concatenate([preprocess(image, loaded.config["image_size"]) for image in images])
-        pooled = np.asarray(loaded.features_and_probabilities(inputs, training=False)[0])
+        pooled = model_outputs(loaded, inputs).pooled
         features = list(loaded.ood_check.distance(pooled) > loaded.ood_check.threshold)
     return np.array([app, statistics, features], dtype=float).T
 
