@@ -16,14 +16,17 @@ import html
 import os
 from pathlib import Path
 
-import gradio as gr
-from PIL import Image
+from pneumo.loading import get_model, load_in_background
 
-from pneumo.analysis import analyse
-from pneumo.decode import MAX_FILE_BYTES, InputError, decode
-from pneumo.heatmap import overlay
-from pneumo.loading import get_model
-from pneumo.scope import OK
+LOADING = load_in_background()  # first: the model loads while Gradio imports (most of the cold start)
+
+import gradio as gr  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from pneumo.analysis import analyse  # noqa: E402
+from pneumo.decode import MAX_FILE_BYTES, InputError, decode  # noqa: E402
+from pneumo.heatmap import overlay  # noqa: E402
+from pneumo.scope import OK  # noqa: E402
 
 DISCLAIMER = (
     "**Research demo, not a diagnosis.** The model was trained on one public collection of paediatric "
@@ -157,7 +160,8 @@ def build(loaded):
     return demo
 
 
-MODEL = get_model()  # loaded once, before the first request
+LOADING.join()
+MODEL = get_model()  # loaded once, before the first request; raises here if loading failed
 analyse(Image.new("L", (64, 64), 128), MODEL)  # warm up: the runtime allocates its buffers now
 demo = build(MODEL).queue(default_concurrency_limit=2, max_size=32)
 

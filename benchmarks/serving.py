@@ -362,6 +362,17 @@ def bench_in_process(model, files, args, runtime):
     return out
 
 
+def _time_calls(call, runs, warmup=3):
+    for i in range(warmup):
+        call(i)
+    times = []
+    for i in range(runs):
+        start = time.perf_counter()
+        call(i)
+        times.append(time.perf_counter() - start)
+    return _stats(times)
+
+
 def print_in_process(results):
     print("== In process: one decoded X-ray through pneumo.analysis.analyse (preprocessing, scope checks, "
           "calibration included) ==")

@@ -10,6 +10,7 @@ import functools
 import hashlib
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,23 @@ def load_model(path=None, repo=None, revision=None, runtime=None) -> LoadedModel
             log.warning("%s; serving the bundled model instead", reason)
             return _load_folder(BUNDLED_DIR, runtime, source="bundled", fallback_reason=reason)
     return _load_folder(BUNDLED_DIR, runtime, source="bundled")
+
+
+def load_in_background() -> threading.Thread:
+    """Start get_model() in a thread, so that the app imports Gradio meanwhile:
+    the model's load is mostly hashing and ONNX Runtime's session set-up,
+    native code that runs outside the GIL. Join the thread, then call
+    get_model(): it returns the loaded model, or raises what loading raised."""
+
+    def load():
+        try:
+            get_model()
+        except Exception:  # the caller's own get_model() raises it again, where it can be handled
+            pass
+
+    thread = threading.Thread(target=load, name="pneumo-model-load", daemon=True)
+    thread.start()
+    return thread
 
 
 @functools.cache
