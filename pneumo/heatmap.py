@@ -64,9 +64,13 @@ def overlay(image: Image.Image, heatmap: np.ndarray, max_side=512, strength=0.45
     grey = image.convert("L")
     grey.thumbnail((max_side, max_side))
     heat = Image.fromarray(np.uint8(np.clip(heatmap, 0, 1) * 255)).resize(grey.size, Image.Resampling.BICUBIC)
-    heat = np.asarray(heat, dtype=np.float32) / 255.0
-    anchors = np.linspace(0, 1, len(HEAT_COLOURS))
-    colours = np.stack([np.interp(heat, anchors, HEAT_COLOURS[:, c]) for c in range(3)], axis=-1)
-    base = np.repeat(np.asarray(grey, dtype=np.float32)[..., None], 3, axis=-1)
-    alpha = strength * heat[..., None]  # cold areas stay plain X-ray
+    heat = np.asarray(heat)
+    colours = _COLOUR_TABLE[heat]  # a table lookup per pixel: cheaper than interpolating each one
+    alpha = (strength / 255.0) * heat[..., None].astype(np.float32)  # cold areas stay plain X-ray
+    base = np.asarray(grey, dtype=np.float32)[..., None]
     return Image.fromarray(np.uint8(base * (1 - alpha) + colours * alpha))
+
+
+# HEAT_COLOURS spread over the 256 heat levels of an 8-bit heatmap.
+_COLOUR_TABLE = np.stack([np.interp(np.arange(256) / 255.0, np.linspace(0, 1, len(HEAT_COLOURS)), HEAT_COLOURS[:, c])
+                          for c in range(3)], axis=-1).astype(np.float32)
