@@ -1,7 +1,8 @@
 """Pneumonia Detector: the Gradio app (the Hugging Face Space entry point).
 
 This file only wires the interface to `pneumo/`; the model, decoding and
-Grad-CAM live there. Run `python app.py` (add `--share` for a public link).
+the heatmap live there. On the default runtime (ONNX) neither TensorFlow
+nor Keras is imported. Run `python app.py` (add `--share` for a public link).
 
 API: `Client(url).predict(handle_file("xray.jpeg"), api_name="/predict")`
 returns `(result, heatmap_path)`; `result` is pneumo.analysis.Analysis as a
@@ -23,6 +24,10 @@ from pathlib import Path
 os.environ["GRADIO_RUN_HISTORY"] = "False"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
+from pneumo.loading import get_model, load_in_background  # noqa: E402
+
+LOADING = load_in_background()  # first: the model loads while Gradio imports (most of the cold start)
+
 import gradio as gr  # noqa: E402  (after the settings above)
 from PIL import Image  # noqa: E402
 
@@ -30,8 +35,7 @@ from pneumo import mcp_tool  # noqa: E402
 from pneumo.analysis import analyse  # noqa: E402
 from pneumo.decode import MAX_FILE_BYTES, InputError  # noqa: E402
 from pneumo.fetch import read_reference  # noqa: E402
-from pneumo.gradcam import overlay  # noqa: E402
-from pneumo.loading import get_model  # noqa: E402
+from pneumo.heatmap import overlay  # noqa: E402
 from pneumo.sandbox import DecoderPool  # noqa: E402
 from pneumo.scope import OK  # noqa: E402
 from pneumo.uploads import (  # noqa: E402
@@ -53,6 +57,14 @@ MCP = mcp_tool.requested(sys.argv[1:], os.environ)
 ALLOW_PRIVATE_URLS = os.environ.get("PNEUMO_ALLOW_PRIVATE_URLS", "").lower() in ("1", "true")
 
 
+# What each runtime (pneumo/runtime.py) is, in the model panel's words.
+RUNTIMES = {
+    "onnx-int8": "ONNX Runtime, int8 (`onnx-int8`)",
+    "onnx-float": "ONNX Runtime, float32 (`onnx-float`)",
+    "keras": "Keras on TensorFlow (`keras`)",
+}
+
+
 def model_panel(identity):
     where = identity["source"]
     if identity.get("repo"):
@@ -61,6 +73,7 @@ def model_panel(identity):
             where += f" (commit `{identity['commit'][:10]}`)"
     lines = [
         f"**Model:** {identity.get('name') or 'unnamed'} · source: {where} · sha256 `{identity['sha256'][:12]}`",
+        f"**Runtime:** {RUNTIMES.get(identity.get('runtime'), identity.get('runtime'))}",
         f"**Decision threshold** on the estimated pneumonia probability: {identity['threshold']:.2f}",
     ]
     names = {"accuracy": "accuracy", "roc_auc": "ROC AUC", "sensitivity": "sensitivity",
@@ -76,7 +89,7 @@ def model_panel(identity):
 
 
 def predict(upload):
-    """One uploaded file (image or DICOM) -> (result dict, Grad-CAM overlay).
+    """One uploaded file (image or DICOM) -> (result dict, heatmap overlay).
 
     The events pass Gradio's raw file data (preprocess=False): gr.Image would
     otherwise open the file with Pillow first, failing on DICOM and on broken
@@ -173,10 +186,11 @@ def build(loaded):
     return demo
 
 
-DECODERS = DecoderPool()  # started first: the workers start up while the model loads
+DECODERS = DecoderPool()  # the workers start up while the model loads
 
-MODEL = get_model()  # loaded once, before the first request
-analyse(Image.new("L", (64, 64), 128), MODEL)  # warm up: traces the Grad-CAM graph now
+LOADING.join()
+MODEL = get_model()  # loaded once, before the first request; raises here if loading failed
+analyse(Image.new("L", (64, 64), 128), MODEL)  # warm up: the runtime allocates its buffers now
 # Four at a time: a hostile upload holds its slot until its decoder is stopped (at most
 # PNEUMO_DECODE_TIMEOUT_S); with 3 decoders, two such uploads leave room for everyone else.
 demo = build(MODEL).queue(default_concurrency_limit=4, max_size=32)

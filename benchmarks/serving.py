@@ -1,15 +1,17 @@
-"""Serving benchmarks: how fast and how big the served model is on this machine.
+"""Serving benchmarks: how fast and how big the served model is on this machine,
+for the Keras runtime and the default one side by side (pneumo/runtime.py).
 
-    python benchmarks/serving.py [--model RUN_FOLDER] [--images DIR] [--sweep] [--json OUT]
+    python benchmarks/serving.py [--model RUN_FOLDER] [--images DIR] [--runtimes keras,auto] [--sweep] [--json OUT]
 
 Prints the machine, then tables for
-  1. the app: cold start (`python app.py` to the first answered /predict),
-     end-to-end latency through gradio_client with the Grad-CAM heatmap at
-     1 and 8 concurrent clients (p50/p95), and the server's peak RSS;
-  2. in process: single-image latency (p50/p95) of Keras, the int8 ONNX
-     model (if the run folder has model.int8.onnx; see training/quantize.py)
-     and Keras with Grad-CAM, and batch throughput at batch 16.
---sweep also serves 8 clients at queue concurrency limits 1, 2 and 4.
+  1. the app, once per runtime (PNEUMO_RUNTIME): cold start (`python app.py`
+     to the first answered /predict), end-to-end latency through
+     gradio_client with the heatmap at 1, 8 and 16 concurrent clients
+     (p50/p95, errors), and the server's peak RSS;
+  2. in process, per runtime: one X-ray through pneumo.analysis.analyse with
+     the heatmap (p50/p95; decoded image in, result out), the model's pass
+     alone, and batch throughput at batch 16 without heatmaps.
+--sweep also serves 8 clients at queue concurrency limits 1, 2 and 4 (default runtime).
 
 Run it on an otherwise idle machine: the clients share its cores with the
 server. Images: the real X-rays of ../shared/data/chest_xray/val when there,
@@ -33,7 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.processes import stop  # noqa: E402 (needs the path above)
+from pneumo.run_folder import CONFIG, FLOAT_ONNX, INT8_ONNX, KERAS_MODEL  # noqa: E402 (needs the path above)
+from tests.processes import stop  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "pneumo" / "bundled_model"
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "chest_xray" / "val"
@@ -58,16 +61,16 @@ def main(argv=None):
     results = {"machine": machine(), "model": str(model)}
     print_machine(results["machine"], model)
     with tempfile.TemporaryDirectory(prefix="pneumo-bench-") as tmp:
-        files = image_files(args.images, Path(tmp) / "images", need=max(64, 8 * args.requests_per_client + 8))
+        files = image_files(args.images, Path(tmp) / "images", need=max(64, 16 * args.requests_per_client + 8))
         print(f"images: {len(files)} files from {files[0].parent}\n")
-        # The server first, while this process has not loaded TensorFlow yet.
-        results["app"] = bench_app(model, files, Path(tmp), args, limit=None)
+        # The servers first, while this process has not loaded TensorFlow yet.
+        results["app"] = {runtime: bench_app(model, files, Path(tmp), args, runtime) for runtime in args.runtimes}
         print_app(results["app"])
         if args.sweep:
-            results["sweep"] = {limit: bench_app(model, files, Path(tmp), args, limit=limit, clients=(8,))
+            results["sweep"] = {limit: bench_app(model, files, Path(tmp), args, "auto", limit=limit, clients=(8,))
                                 for limit in (1, 2, 4)}
             print_sweep(results["sweep"])
-        results["in_process"] = bench_in_process(model, files, args)
+        results["in_process"] = {runtime: bench_in_process(model, files, args, runtime) for runtime in args.runtimes}
         print_in_process(results["in_process"])
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
@@ -83,7 +86,9 @@ def parse_args(argv):
     p.add_argument("--batch", type=int, default=16, help="batch size for the throughput row")
     p.add_argument("--batches", type=int, default=6, help="batches timed per runtime")
     p.add_argument("--requests", type=int, default=20, help="sequential requests of the single client")
-    p.add_argument("--requests-per-client", type=int, default=5, help="requests of each of the 8 clients")
+    p.add_argument("--requests-per-client", type=int, default=5, help="requests of each of the 8 and 16 clients")
+    p.add_argument("--runtimes", type=lambda v: v.split(","), default=["keras", "auto"],
+                   help="PNEUMO_RUNTIME values to compare, comma-separated (default keras,auto)")
     p.add_argument("--sweep", action="store_true", help="also try queue concurrency limits 1, 2 and 4")
     p.add_argument("--json", metavar="OUT", help="also write every number to this JSON file")
     return p.parse_args(argv)
@@ -134,14 +139,15 @@ def print_machine(m, model):
           f"{m['logical_cores']} logical), {m['memory_gb']} GB RAM; {m['os']}")
     print(f"software: Python {m['python']}, TensorFlow {m['tensorflow']}, Keras {m['keras']}, "
           f"onnxruntime {m['onnxruntime']}, Gradio {m['gradio']}")
-    config = json.loads((model / "config.json").read_text()) if (model / "config.json").is_file() else {}
-    int8 = model / "model.int8.onnx"
-    print(f"model: {model} ({config.get('name')}, {config.get('image_size')} px); "
-          f"model.keras {_mb(model / 'model.keras')}, model.int8.onnx {_mb(int8) if int8.is_file() else 'absent'}")
+    config = json.loads((model / CONFIG).read_text()) if (model / CONFIG).is_file() else {}
+    sizes = ", ".join(f"{name} {_mb(model / name) if (model / name).is_file() else 'absent'}"
+                      for name in (KERAS_MODEL, INT8_ONNX, FLOAT_ONNX))
+    print(f"model: {model} ({config.get('name')}, {config.get('image_size')} px); {sizes}")
 
 
 def _mb(path):
-    return f"{path.stat().st_size / 1e6:.1f} MB"
+    size = path.stat().st_size
+    return f"{size / 1e6:.1f} MB" if size > 1e5 else f"{size / 1e3:.0f} KB"
 
 
 # ---------------------------------------------------------------- images
@@ -170,14 +176,15 @@ def image_files(folder, scratch, need):
 # ---------------------------------------------------------------- the app
 
 
-def bench_app(model, files, tmp, args, limit=None, clients=(1, 8)):
-    """Start the app, time the first answer, then the load rounds; stop it."""
+def bench_app(model, files, tmp, args, runtime, limit=None, clients=(1, 8, 16)):
+    """Start the app on `runtime`, time the first answer, then the load rounds; stop it."""
     import psutil
     from gradio_client import handle_file
 
     port = _free_port()
     workdir = Path(tempfile.mkdtemp(dir=tmp, prefix="app-"))
-    env = {**os.environ, "PNEUMO_MODEL_PATH": str(model), "GRADIO_TEMP_DIR": str(workdir / "gradio"),
+    env = {**os.environ, "PNEUMO_MODEL_PATH": str(model), "PNEUMO_RUNTIME": runtime,
+           "GRADIO_TEMP_DIR": str(workdir / "gradio"),
            "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
     for name in ("PNEUMO_MODEL_REPO", "GRADIO_SHARE"):
         env.pop(name, None)
@@ -192,8 +199,9 @@ def bench_app(model, files, tmp, args, limit=None, clients=(1, 8)):
     try:
         client = _connect(url, process, started, workdir / "app.log")
         out["ready_s"] = time.perf_counter() - started
-        client.predict(handle_file(files[0]), api_name="/predict")
+        result, _ = client.predict(handle_file(files[0]), api_name="/predict")
         out["cold_start_s"] = time.perf_counter() - started
+        out["runtime"] = result["model"]["runtime"]
         out["rss_idle_mb"] = _rss_mb(server)
         cursor = 1
         for n in clients:
@@ -290,19 +298,29 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def print_app(app):
-    print("== The app: python app.py, called through gradio_client (Grad-CAM heatmap included) ==")
-    _table(["", "value"], [
-        ["start to HTTP ready", f"{app['ready_s']:.1f} s"],
-        ["cold start: start to first /predict answered", f"{app['cold_start_s']:.1f} s"],
-        ["RSS after the first answer", f"{app['rss_idle_mb']:.0f} MB"],
-        ["RSS after the load below", f"{app['rss_after_mb']:.0f} MB"],
-        ["peak RSS", f"{app['peak_rss_mb']:.0f} MB"],
-    ])
+def print_app(apps):
+    print("== The app: python app.py, called through gradio_client (heatmap included) ==")
+    names = [f"{runtime} ({app['runtime']})" if runtime != app["runtime"] else runtime for runtime, app in apps.items()]
+    rows = [["start to HTTP ready", *[f"{a['ready_s']:.1f} s" for a in apps.values()]],
+            ["cold start: start to first /predict answered", *[f"{a['cold_start_s']:.1f} s" for a in apps.values()]],
+            ["RSS after the first answer", *[f"{a['rss_idle_mb']:.0f} MB" for a in apps.values()]],
+            ["RSS after the load below", *[f"{a['rss_after_mb']:.0f} MB" for a in apps.values()]],
+            ["peak RSS", *[f"{a['peak_rss_mb']:.0f} MB" for a in apps.values()]]]
+    for n in (1, 8, 16):
+        if all(f"clients_{n}" in a for a in apps.values()):
+            rows.append([f"{n} client(s): p50 / p95", *[_latency(a[f"clients_{n}"]) for a in apps.values()]])
+            rows.append([f"{n} client(s): requests/s, errors of requests",
+                         *[_throughput(a[f"clients_{n}"]) for a in apps.values()]])
+    _table(["", *names], rows)
     print()
-    _table(["clients", "requests", "p50", "p95", "mean", "throughput", "errors"],
-           [_load_row(n, app[f"clients_{n}"]) for n in (1, 8) if f"clients_{n}" in app])
-    print()
+
+
+def _latency(r):
+    return f"{_ms(r['p50'])} / {_ms(r['p95'])}"
+
+
+def _throughput(r):
+    return f"{r['throughput_rps']:.1f}, {len(r['errors'])} of {r['requests']}"
 
 
 def print_sweep(sweep):
@@ -321,31 +339,25 @@ def _load_row(n, r):
 # ---------------------------------------------------------------- in process
 
 
-def bench_in_process(model, files, args):
+def bench_in_process(model, files, args, runtime):
+    """One runtime in this process: analyse with the heatmap, the model's pass alone, batch throughput."""
+    from pneumo.analysis import analyse, analyse_many
     from pneumo.decode import decode
-    from pneumo.fast import INT8_FILE, OnnxModel
     from pneumo.loading import load_model
-    from pneumo.predict import predict_batch, predict_image
     from pneumo.preprocess import preprocess
 
-    loaded = load_model(model)
+    loaded = load_model(model, runtime=runtime)
     images = [decode(path).image for path in files[:max(args.batch, 16)]]
-    runtimes = {"keras": None}
-    if (model / INT8_FILE).is_file():
-        runtimes["int8"] = OnnxModel(model / INT8_FILE)
-    out = {"single": {}, "batch": {}}
-    for name, fast in runtimes.items():
-        loaded.__dict__["fast"] = fast  # the cached property, set by hand: this runtime answers
-        out["single"][name] = _time_calls(lambda i: predict_image(loaded, images[i % len(images)], with_heatmap=False),
-                                          args.runs)
-        batch = images[:args.batch]
-        times = _time_calls(lambda i: predict_batch(loaded, batch, batch_size=args.batch), args.batches, warmup=1)
-        out["batch"][name] = {"images_per_s": args.batch / times["p50"], **times}
-    loaded.__dict__["fast"] = None
     size = loaded.config["image_size"]
-    out["single"]["preprocessing only"] = _time_calls(lambda i: preprocess(images[i % len(images)], size), args.runs)
-    out["single"]["keras + Grad-CAM"] = _time_calls(lambda i: predict_image(loaded, images[i % len(images)]),
-                                                    args.runs)
+    inputs = [preprocess(image, size) for image in images]
+    pick = lambda i: images[i % len(images)]  # noqa: E731
+    out = {"runtime": loaded.identity["runtime"]}
+    out["analyse with heatmap"] = _time_calls(lambda i: analyse(pick(i), loaded, with_heatmap=True), args.runs)
+    out["analyse without heatmap"] = _time_calls(lambda i: analyse(pick(i), loaded, with_heatmap=False), args.runs)
+    out["model pass alone"] = _time_calls(lambda i: loaded.runtime(inputs[i % len(inputs)]), args.runs)
+    batch = images[:args.batch]
+    times = _time_calls(lambda i: analyse_many(batch, loaded, batch_size=args.batch), args.batches, warmup=1)
+    out["batch"] = {"images_per_s": args.batch / times["p50"], **times}
     out["batch_size"] = args.batch
     return out
 
@@ -361,21 +373,16 @@ def _time_calls(call, runs, warmup=3):
     return _stats(times)
 
 
-def print_in_process(r):
-    print("== In process: one decoded X-ray (greyscale, resize and standardise included) ==")
-    keras_p50 = r["single"]["keras"]["p50"]
-    _table(["runtime", "p50", "p95", "mean", "speed-up (p50)"],
-           [[name, _ms(t["p50"]), _ms(t["p95"]), _ms(t["mean"]),
-             "" if name == "preprocessing only" else f"{keras_p50 / t['p50']:.2f}x"]
-            for name, t in r["single"].items()])
-    print()
-    print(f"== In process: throughput at batch {r['batch_size']} (predict_batch, no heatmap) ==")
-    keras_rate = r["batch"]["keras"]["images_per_s"]
-    _table(["runtime", "images/s", "batch p50", "speed-up"],
-           [[name, f"{t['images_per_s']:.1f}", _ms(t["p50"]), f"{t['images_per_s'] / keras_rate:.2f}x"]
-            for name, t in r["batch"].items()])
-    if "int8" not in r["single"]:
-        print("(no model.int8.onnx in the run folder: make one with python -m training.quantize RUN --data DATA)")
+def print_in_process(results):
+    print("== In process: one decoded X-ray through pneumo.analysis.analyse (preprocessing, scope checks, "
+          "calibration included) ==")
+    names = [f"{runtime} ({r['runtime']})" if runtime != r["runtime"] else runtime for runtime, r in results.items()]
+    rows = [[f"{key}: p50 / p95", *[_latency(r[key]) for r in results.values()]]
+            for key in ("analyse with heatmap", "analyse without heatmap", "model pass alone")]
+    batch = next(iter(results.values()))["batch_size"]
+    rows.append([f"batch of {batch}, no heatmap: images/s", *[f"{r['batch']['images_per_s']:.1f}"
+                                                               for r in results.values()]])
+    _table(["", *names], rows)
 
 
 # ---------------------------------------------------------------- helpers

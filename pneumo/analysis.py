@@ -29,7 +29,7 @@ from .preprocess import preprocess
 from .scope import OK, assess_scope
 
 # The keys of the model's identity that every result repeats.
-MODEL_KEYS = ("name", "source", "repo", "revision", "commit", "sha256", "threshold", "fallback_reason")
+MODEL_KEYS = ("name", "source", "repo", "revision", "commit", "sha256", "runtime", "threshold", "fallback_reason")
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The model's three output classes, in output order."""
 
-CLASSES = ("NORMAL", "BACTERIAL", "VIRAL")
+from .run_folder import CLASSES  # part of the run folder's contract
+
 NORMAL, BACTERIAL, VIRAL = range(3)
 
 

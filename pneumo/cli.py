@@ -4,9 +4,10 @@
     python -m pneumo info                       which model would serve
 
 The model is chosen as in the app: PNEUMO_MODEL_PATH, else PNEUMO_MODEL_REPO
-(at PNEUMO_MODEL_REVISION), else the bundled model. `predict` uses the run's
-int8 model (model.int8.onnx, from `python -m training.quantize`) when it has
-one; PNEUMO_RUNTIME=keras forces Keras (see pneumo/fast.py).
+(at PNEUMO_MODEL_REVISION), else the bundled model. It runs on the run's ONNX
+models when it has them (int8 on CPUs with VNNI, else float) and on Keras
+otherwise; PNEUMO_RUNTIME chooses (pneumo/runtime.py), and `info` names the
+runtime that serves.
 """
 
 import argparse
@@ -29,12 +30,12 @@ def main(argv=None) -> int:
     if not args.command:
         _parser().print_help(sys.stderr)
         return EXIT_NO_MODEL
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off stderr
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the keras runtime: keep TensorFlow's start-up chatter off stderr
     from .loading import get_model
 
     try:
         loaded = get_model()
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, RuntimeError) as error:  # RuntimeError: a PNEUMO_RUNTIME that cannot serve
         print(f"error: cannot load the model: {error}", file=sys.stderr)
         return EXIT_NO_MODEL
     try:

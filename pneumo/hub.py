@@ -13,9 +13,11 @@ import os
 import zipfile
 from pathlib import Path
 
-REQUIRED = ("config.json", "model.keras")
-# Runs without ood.npz skip the feature check; without the int8 pair, Keras serves.
-OPTIONAL = ("metrics.json", "README.md", "ood.npz", "model.int8.onnx", "int8.json")
+from .run_folder import CONFIG, KERAS_MODEL, OPTIONAL, REQUIRED
+
+# REQUIRED starts with config.json, fetched first: its folder is the snapshot.
+# OPTIONAL: runs without the checks' files skip those checks; without the ONNX
+# models, Keras serves.
 # Seconds to wait for the Hub's answer about a file. huggingface_hub's own
 # default (10 s, then ~24 s of retries when nothing is cached) would stall
 # the app's start for half a minute when the Hub is down.
@@ -43,7 +45,7 @@ def download_run(repo: str, revision: str = "main") -> tuple[Path, str]:
         # What huggingface_hub itself does, minus its half-minute of retries.
         cache_only = f"the Hub at {constants.ENDPOINT} cannot be reached"
         log.warning("%s: looking for %s@%s in the cache", cache_only, repo, revision)
-    config = _download(repo, "config.json", revision, cache_only)
+    config = _download(repo, CONFIG, revision, cache_only)
     folder = config.parent
     commit = folder.name  # the cache's snapshot folder is named by the commit sha
     for filename in REQUIRED[1:] + OPTIONAL:
@@ -61,12 +63,12 @@ def _reachable(repo, revision):
     from huggingface_hub.errors import HfHubHTTPError
 
     try:
-        get_hf_file_metadata(hf_hub_url(repo, "config.json", revision=revision), timeout=TIMEOUT)
+        get_hf_file_metadata(hf_hub_url(repo, CONFIG, revision=revision), timeout=TIMEOUT)
         return True
     except HfHubHTTPError as e:
         if e.response is not None and e.response.status_code >= 500:
             return False
-        raise HubError(_reason(e, repo, revision, "config.json")) from e
+        raise HubError(_reason(e, repo, revision, CONFIG)) from e
     except Exception as e:  # connection refused, timeout, DNS: the transport's own errors
         log.debug("HEAD failed: %r", e)
         return False
@@ -137,7 +139,7 @@ def _check(path, where):
             json.loads(data)
         except ValueError as e:
             raise HubError(f"{path.name} of {where} is not valid JSON: {e}") from e
-    elif path.suffix == ".keras" and not zipfile.is_zipfile(blob):
+    elif path.name == KERAS_MODEL and not zipfile.is_zipfile(blob):
         raise HubError(f"{path.name} of {where} is not a .keras file (not a zip archive)")
 
 

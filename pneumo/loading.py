@@ -8,40 +8,25 @@ the app: it falls back to the bundled model and says why.
 
 import functools
 import hashlib
-import json
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from .run_folder import KERAS_MODEL, OOD, POPULATION, REQUIRED, read_config
+from .runtime import load_runtime
 
 log = logging.getLogger("pneumo")
 
 BUNDLED_DIR = Path(__file__).parent / "bundled_model"
-MODEL_FILE = "model.keras"
 
 
 @dataclass
 class LoadedModel:
-    keras_model: object
-    config: dict
-    identity: dict  # what the app and `pneumo info` show: where it came from, its figures
-
-    @functools.cached_property
-    def gradcam(self):
-        from .gradcam import GradCam
-
-        return GradCam(self.keras_model, self.config["gradcam_layer"])
-
-    @functools.cached_property
-    def features_and_probabilities(self):
-        """inputs -> [Grad-CAM layer's maps averaged over space, probabilities]:
-        the not-a-chest-X-ray check's features come with the same forward pass."""
-        import keras
-
-        maps = self.keras_model.get_layer(self.config["gradcam_layer"]).output
-        pooled = keras.layers.GlobalAveragePooling2D()(maps)
-        # One input tensor, not a list: batches are passed as one array.
-        return keras.Model(self.keras_model.input, [pooled, self.keras_model.output])
+    runtime: object  # computes probabilities and maps (pneumo/runtime.py)
+    config: dict  # the run folder's validated config.json
+    identity: dict  # what the app and `pneumo info` show: where it came from, its figures, the runtime
 
     @functools.cached_property
     def ood_check(self):
@@ -51,11 +36,10 @@ class LoadedModel:
         try:
             check = FeatureCheck.load(self.identity["path"])
         except (OSError, ValueError, KeyError) as error:  # a broken file must not stop serving
-            log.warning("ood.npz unreadable (%s): the not-a-chest-X-ray check uses image statistics only", error)
+            log.warning("%s unreadable (%s): the not-a-chest-X-ray check uses image statistics only", OOD, error)
             return None
-        channels = self.features_and_probabilities.outputs[0].shape[-1]
-        if check is not None and check.mean.shape != (channels,):
-            log.warning("ood.npz was fitted for another model: the check uses image statistics only")
+        if check is not None and check.mean.shape != (self.runtime.channels,):
+            log.warning("%s was fitted for another model: the check uses image statistics only", OOD)
             return None
         return check
 
@@ -67,38 +51,48 @@ class LoadedModel:
         try:
             check = PopulationCheck.load(self.identity["path"])
         except (OSError, ValueError, KeyError, TypeError) as error:  # a broken file must not stop serving
-            log.warning("population.npz unreadable (%s): no population check", error)
+            log.warning("%s unreadable (%s): no population check", POPULATION, error)
             return None
-        channels = self.features_and_probabilities.outputs[0].shape[-1]
-        if check is not None and check.coef.shape != (channels,):
-            log.warning("population.npz was fitted for another model: no population check")
+        if check is not None and check.coef.shape != (self.runtime.channels,):
+            log.warning("%s was fitted for another model: no population check", POPULATION)
             return None
         return check
 
-    @functools.cached_property
-    def fast(self):
-        """The int8 ONNX model for probabilities without heatmap, or None (see pneumo/fast.py)."""
-        from .fast import load_fast
 
-        return load_fast(self.identity["path"], self.identity["sha256"])
-
-
-def load_model(path=None, repo=None, revision=None) -> LoadedModel:
-    """Load from `path`, else from the Hub `repo`, else the bundled model."""
+def load_model(path=None, repo=None, revision=None, runtime=None) -> LoadedModel:
+    """Load from `path`, else from the Hub `repo`, else the bundled model.
+    `runtime`: a PNEUMO_RUNTIME value; default: that variable, else auto."""
     if path:
-        return _load_folder(Path(path), source="path")
+        return _load_folder(Path(path), runtime, source="path")
     if repo:
         from .hub import HubError, download_run
 
         revision = revision or "main"
         try:
             folder, commit = download_run(repo, revision)
-            return _load_folder(folder, source="hub", repo=repo, revision=revision, commit=commit)
+            return _load_folder(folder, runtime, source="hub", repo=repo, revision=revision, commit=commit)
         except (HubError, OSError, ValueError) as error:
             reason = f"could not load {repo}@{revision} from the Hub: {error}"
             log.warning("%s; serving the bundled model instead", reason)
-            return _load_folder(BUNDLED_DIR, source="bundled", fallback_reason=reason)
-    return _load_folder(BUNDLED_DIR, source="bundled")
+            return _load_folder(BUNDLED_DIR, runtime, source="bundled", fallback_reason=reason)
+    return _load_folder(BUNDLED_DIR, runtime, source="bundled")
+
+
+def load_in_background() -> threading.Thread:
+    """Start get_model() in a thread, so that the app imports Gradio meanwhile:
+    the model's load is mostly hashing and ONNX Runtime's session set-up,
+    native code that runs outside the GIL. Join the thread, then call
+    get_model(): it returns the loaded model, or raises what loading raised."""
+
+    def load():
+        try:
+            get_model()
+        except Exception:  # the caller's own get_model() raises it again, where it can be handled
+            pass
+
+    thread = threading.Thread(target=load, name="pneumo-model-load", daemon=True)
+    thread.start()
+    return thread
 
 
 @functools.cache
@@ -108,23 +102,24 @@ def get_model() -> LoadedModel:
     return load_model(env("PNEUMO_MODEL_PATH"), env("PNEUMO_MODEL_REPO"), env("PNEUMO_MODEL_REVISION"))
 
 
-def _load_folder(folder, source, repo=None, revision=None, commit=None, fallback_reason=None):
+def _load_folder(folder, runtime, source, repo=None, revision=None, commit=None, fallback_reason=None):
     """A run folder (or a model file inside one) -> LoadedModel."""
-    import keras
-
-    model_file = folder if folder.is_file() else folder / MODEL_FILE
-    config_file = model_file.parent / "config.json"
-    if not model_file.is_file() or not config_file.is_file():
-        raise FileNotFoundError(f"{model_file.parent} needs {MODEL_FILE} and config.json (a training run folder)")
-    config = json.loads(config_file.read_text())
-    keras_model = keras.saving.load_model(model_file, compile=False)
+    folder = folder.parent if folder.is_file() else folder
+    missing = [name for name in REQUIRED if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} needs {' and '.join(REQUIRED)} (a training run folder); "
+                                f"missing {', '.join(missing)}")
+    config = read_config(folder)
+    sha256 = sha256_of(folder / KERAS_MODEL)
+    model = load_runtime(folder, config, sha256, choice=runtime)
     identity = {
         "source": source,
-        "path": str(model_file.parent),
+        "path": str(folder),
         "repo": repo,
         "revision": revision,
         "commit": commit,
-        "sha256": sha256_of(model_file),
+        "sha256": sha256,
+        "runtime": model.name,
         "name": config.get("name"),
         "classes": config["classes"],
         "threshold": config["threshold"],
@@ -132,8 +127,8 @@ def _load_folder(folder, source, repo=None, revision=None, commit=None, fallback
         "metrics": config.get("validation", {}),
         "fallback_reason": fallback_reason,
     }
-    log.info("model %s from %s (sha256 %s)", identity["name"], source, identity["sha256"][:12])
-    return LoadedModel(keras_model, config, identity)
+    log.info("model %s from %s (sha256 %s) on %s", identity["name"], source, sha256[:12], model.name)
+    return LoadedModel(model, config, identity)
 
 
 def sha256_of(path):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-FILE = "ood.npz"
+from .run_folder import OOD as FILE
 
 # Thresholds of the statistics, on a 64 x 64 thumbnail. Measured on the
 # 304 val X-rays: colourfulness 0 (all greyscale), grey std 24-78, neighbour

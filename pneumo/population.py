@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-FILE = "population.npz"
+from .run_folder import POPULATION as FILE
 
 
 @dataclass

@@ -2,13 +2,19 @@
 
     model_outputs(loaded, inputs, with_heatmap) -> ModelOutputs
 
-Everything after this (the scope checks, calibration, the verdict) is
-pneumo/analysis.py's; everything before it (decoding, preprocessing) too.
+The runtime (pneumo/runtime.py: ONNX int8, ONNX float or Keras) gives the
+probabilities and the last convolution's maps; the pooled features and the
+heatmap are computed from the maps in numpy (pneumo/heatmap.py), so every
+runtime yields all three from the same pass. Everything after this (the
+scope checks, calibration, the verdict) is pneumo/analysis.py's; everything
+before it (decoding, preprocessing) too.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from .heatmap import heatmaps
 
 
 @dataclass
@@ -20,16 +26,8 @@ class ModelOutputs:
 
 def model_outputs(loaded, inputs, with_heatmap=False) -> ModelOutputs:
     """Model inputs (N, H, W, 3) -> probabilities, pooled features and, if asked, heatmaps."""
-    if with_heatmap:
-        raw, heatmaps, pooled = loaded.gradcam(inputs)
-        return ModelOutputs(np.asarray(raw), np.asarray(pooled), np.asarray(heatmaps))
-    fast = getattr(loaded, "fast", None)  # the int8 model when there is one (pneumo/fast.py)
-    if fast is None:
-        pooled, raw = loaded.features_and_probabilities(inputs, training=False)
-        return ModelOutputs(np.asarray(raw), np.asarray(pooled), None)
-    out = fast.run(inputs)  # probabilities, and the checks' features too (training/quantize.py exports both)
-    if "features" in out:
-        return ModelOutputs(out["probabilities"], out["features"], None)
-    # An older int8 file gives probabilities only; the scope checks need Keras's features.
-    pooled = np.asarray(loaded.features_and_probabilities(inputs, training=False)[0])
-    return ModelOutputs(out["probabilities"], pooled, None)
+    runtime = loaded.runtime
+    raw, maps = runtime(inputs)
+    pooled = maps.mean(axis=(1, 2))  # the scope checks' features (pneumo/ood.py, pneumo/population.py)
+    heat = heatmaps(maps, raw, runtime.head_kernel) if with_heatmap else None
+    return ModelOutputs(np.asarray(raw), pooled, heat)

@@ -12,15 +12,11 @@ augment in between:
 import numpy as np
 from PIL import Image
 
-# BGR means that VGG16 (and HED) were trained with, Caffe style.
-VGG_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+from .run_folder import TARGET_MEAN, TARGET_STD
+from .run_folder import VGG_MEAN_BGR as _VGG_MEAN_BGR
 
-# Every X-ray is standardised to this mean and spread before the VGG mean is
-# taken off. Per-image standardisation removes the exposure and contrast
-# differences between the training collection and later ones (measured: it
-# lifted a frozen-feature probe on val/ from AUC 0.963 to 0.970).
-TARGET_MEAN = 120.0
-TARGET_STD = 55.0
+# The constants are the run folder's (pneumo/run_folder.py): training and serving share them.
+VGG_MEAN_BGR = np.array(_VGG_MEAN_BGR, dtype=np.float32)
 
 
 def to_pixels(image: Image.Image, size: int) -> np.ndarray:

@@ -156,6 +156,9 @@ def test_offline_uses_the_warm_cache(local_hub, hub_repo, tiny_run, tmp_path):
     online = pull(local_hub.endpoint, hf_home, hub_repo)
     assert online["commit"] == commit
     assert {"config.json", "model.keras", "metrics.json", "README.md"} <= set(online["files"])
+    # The ONNX models come too, so that a model from the Hub serves without TensorFlow.
+    onnx_files = {p.name for p in tiny_run.glob("*.onnx")} | {"onnx.json"}
+    assert "model.float.onnx" in onnx_files and onnx_files <= set(online["files"])
     offline = pull(local_hub.endpoint, hf_home, hub_repo, HF_HUB_OFFLINE="1")
     assert (offline.get("commit"), offline.get("folder")) == (commit, online["folder"]), offline
     # The Hub down: the cache answers too, without huggingface_hub's half-minute of retries.

@@ -13,9 +13,10 @@ import json
 import sys
 from pathlib import Path
 
-REQUIRED = ("model.keras", "config.json")
+from pneumo.run_folder import CONFIG, NOT_PUSHED, REQUIRED
+
 # Checkpoints hold optimizer state and every epoch's model: big and not for serving.
-IGNORE = ["checkpoints/", "*.float32.keras"]
+IGNORE = NOT_PUSHED
 
 
 class PushError(Exception):
@@ -43,10 +44,10 @@ def push_run(run_folder, repo, revision=None, tag=None, private=False):
     from huggingface_hub import HfApi
 
     folder = Path(run_folder)
-    missing = [name for name in REQUIRED if not (folder / name).is_file()]
+    missing = [name for name in REQUIRED[::-1] if not (folder / name).is_file()]
     if missing:
         raise PushError(f"{folder} is not a run folder: missing {', '.join(missing)}")
-    config = json.loads((folder / "config.json").read_text())
+    config = json.loads((folder / CONFIG).read_text())
     message = commit_message(config)
 
     api = HfApi()

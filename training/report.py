@@ -8,6 +8,11 @@
     metrics.json  every figure on every evaluated split
     roc.png  training.png  reliability.png
     README.md     the model card
+    model.float.onnx  model.int8.onnx  onnx.json
+                  the ONNX models that serve without TensorFlow (training/quantize.py;
+                  --no-onnx skips them)
+
+File names and the config schema are pneumo/run_folder.py's.
 """
 
 import io
@@ -24,7 +29,9 @@ import numpy as np
 
 from pneumo.calibration import apply_calibration
 from pneumo.classes import CLASSES, NORMAL, pneumonia_probability
-from pneumo.preprocess import TARGET_MEAN, TARGET_STD, to_model_input
+from pneumo.preprocess import to_model_input
+from pneumo.run_folder import (CARD, KERAS_MODEL, METRICS, RELIABILITY_PLOT, ROC_PLOT, TARGET_MEAN, TARGET_STD,
+                               TRAINING_PLOT, VGG_MEAN_BGR, write_config)
 
 from .calibrate import fit_calibration
 from .card import build_card
@@ -35,8 +42,8 @@ from .model import GRADCAM_LAYERS
 from .ood import fit_and_save as fit_ood_check
 from .population import fit_and_save as fit_population_check
 from .plots import plot_reliability, plot_roc, plot_training
+from .quantize import CALIBRATION_IMAGES, write_onnx_models
 
-FORMAT_VERSION = 1
 THRESHOLD_RULE = "the cut on calibrated P(pneumonia) with the best accuracy on the selection split (ties: nearest 0.5)"
 
 
@@ -45,8 +52,8 @@ def write_run_folder(args, splits, checkpoint_dir, log):
     state = read_state(checkpoint_dir)
     # Evaluate what ships: the float16-stored model, not the float32 checkpoint
     # (their probabilities differ by ~1e-3, enough to move a borderline image).
-    save_float16(keras.saving.load_model(Path(checkpoint_dir) / "best.keras"), out / "model.keras")
-    model = keras.saving.load_model(out / "model.keras")
+    save_float16(keras.saving.load_model(Path(checkpoint_dir) / "best.keras"), out / KERAS_MODEL)
+    model = keras.saving.load_model(out / KERAS_MODEL)
     raw = {name: _predict(model, samples, args.image_size) for name, samples in splits.reports.items()}
     selection_labels, selection_raw = raw[splits.selection_name]
     temperature, class_bias = fit_calibration(selection_raw, selection_labels)
@@ -62,19 +69,38 @@ def write_run_folder(args, splits, checkpoint_dir, log):
                "epochs_trained": state["epoch"], "temperature": temperature, "class_bias": class_bias, "splits": figures,
                "history": state["history"]}
     config = _config(args, splits, state, threshold, (temperature, class_bias), figures)
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_config(out, config)
+    (out / METRICS).write_text(json.dumps(metrics, indent=2))
     fit_ood_check(model, splits, args.image_size, config["gradcam_layer"], out, log, seed=args.seed)
+    plot_roc({n: (*calibrated[n], figures[n]) for n in calibrated if figures[n]["roc_auc"] is not None}, out / ROC_PLOT)
+    plot_reliability(*calibrated[splits.selection_name], out / RELIABILITY_PLOT)
+    if state["history"]:
+        plot_training(state["history"], out / TRAINING_PLOT)
+    build_card(config, metrics).save(out / CARD)
+    if args.no_onnx:
+        log(f"ONNX models skipped (--no-onnx): make them with python -m training.quantize {out}")
+    else:
+        onnx_models(model, config, splits, out, log, args.seed)
+    # After the ONNX models: the check's features come from the runtime that will serve them.
     if args.adult_data:
         fit_population_check(out, args.data, args.adult_data, seed=args.seed, log=log)
     else:
         log("population check: no --adult-data, so no population.npz: adults will get verdicts")
-    plot_roc({n: (*calibrated[n], figures[n]) for n in calibrated if figures[n]["roc_auc"] is not None}, out / "roc.png")
-    plot_reliability(*calibrated[splits.selection_name], out / "reliability.png")
-    if state["history"]:
-        plot_training(state["history"], out / "training.png")
-    build_card(config, metrics).save(out / "README.md")
     log(f"run folder written: {out}")
+
+
+def onnx_models(model, config, splits, out, log, seed=0):
+    """The ONNX models that serve without TensorFlow. A failure here costs the
+    run its fast serving, not its report: it says so and how to retry."""
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.permutation(len(splits.train))[:CALIBRATION_IMAGES])
+    try:
+        write_onnx_models(out, model, config, load_pixels([splits.train[i] for i in chosen], config["image_size"]),
+                          load_pixels(splits.selection, config["image_size"]), labels_of(splits.selection),
+                          splits.selection_name, log)
+    except Exception as error:  # tf2onnx missing or failing: Keras still serves the run
+        log(f"ONNX export failed ({type(error).__name__}: {error}); the run serves with Keras until "
+            f"python -m training.quantize {out} succeeds")
 
 
 def _predict(model, samples, size):
@@ -85,14 +111,13 @@ def _predict(model, samples, size):
 def _config(args, splits, state, threshold, calibration, figures):
     selection = figures[splits.selection_name]
     return {
-        "format_version": FORMAT_VERSION,
         "name": f"pneumo-{args.architecture}-{args.image_size}",
         "architecture": args.architecture,
         "classes": list(CLASSES),
         "image_size": args.image_size,
         "preprocessing": f"greyscale; squash the whole image to {args.image_size}x{args.image_size} (bilinear); "
                          f"standardise per image to mean {TARGET_MEAN:g}, std {TARGET_STD:g}, clip to 0-255; "
-                         "three channels minus the VGG BGR mean (103.939, 116.779, 123.68)",
+                         f"three channels minus the VGG BGR mean {VGG_MEAN_BGR}",
         "threshold": threshold,
         "threshold_rule": THRESHOLD_RULE,
         "temperature": calibration[0],

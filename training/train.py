@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from pneumo.preprocess import to_model_input
+from pneumo.run_folder import CHECKPOINTS
 
 from .augment import BalancedBatches
 from .checkpoints import SelectionCheckpoint, fresh_state, read_state
@@ -61,6 +62,9 @@ def parse_args(argv=None):
     p.add_argument("--adult-data", default=env("PNEUMO_ADULT_DATA_DIR"),
                    help="adult chest X-rays to fit the population check (pneumo/population.py) against; "
                         "without them the run has no such check [PNEUMO_ADULT_DATA_DIR]")
+    p.add_argument("--no-onnx", action="store_true",
+                   help="skip the ONNX models in the report (e.g. under the JAX backend, which tf2onnx cannot "
+                        "convert); make them later with python -m training.quantize OUT")
     p.add_argument("--push-to-hub", metavar="REPO", default=None, help="upload the run folder to this Hub model repo")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     return p.parse_args(argv)
@@ -69,7 +73,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     out = Path(args.out)
-    checkpoint_dir = out / "checkpoints"
+    checkpoint_dir = out / CHECKPOINTS
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     log = _logger(checkpoint_dir / "train.log")
     log("command: python -m training.train " + shlex.join(sys.argv[1:] if argv is None else argv))
