@@ -37,20 +37,20 @@ from ood_eval import load as load_non_xray, non_xrays  # noqa: E402
 from pneumo.analysis import analyse_many  # noqa: E402
 from pneumo.loading import BUNDLED_DIR, load_model  # noqa: E402
 from pneumo.scope import NOT_CHEST_XRAY, OK, OUTSIDE_POPULATION  # noqa: E402
-from training import population  # noqa: E402
+from training import population, scope  # noqa: E402
 from training.data import load_splits  # noqa: E402
 from training.photos import photo_of_film  # noqa: E402
 
+VARIANT_NAMES = {"original": "", "photo": ", phone photos", "site": ", re-framed, re-compressed",
+                 "unseen": ", re-rendered unlike any fit (other-hospital proxy)"}
 
-def cross_validated_rows(measured):
-    """(name, scopes) for val/ and the adults, out of fold, per variant."""
-    (_, val), (_, adults) = measured.parts[1], measured.parts[2]
-    names = {"original": "", "photo": ", phone photos", "site": ", re-framed/re-compressed",
-             "unseen": ", re-rendered unlike the fit (other-hospital proxy)"}
-    for variant, (children_scores, adult_scores) in measured.cross_validated.items():
-        for label, variants, scores in (("val/ children", val, children_scores), ("adult films", adults, adult_scores)):
-            if variant in variants:
-                yield label + names[variant], scopes_of(variants[variant].not_chest_xray, scores, measured.threshold)
+
+def cross_validated_rows(sets, chest, measured):
+    """(name, scopes) for the selection split's children and the adults, out of fold, per variant."""
+    for variant, (children, adults) in measured["scores"].items():
+        for label, scored, scores in (("val/ children", sets.selection, children), ("adult films", sets.adults, adults)):
+            refused = ~population.reaches_check(scored.variants[variant], chest)
+            yield label + VARIANT_NAMES[variant], scopes_of(refused, scores, measured["threshold"])
 
 
 def scopes_of(refused, scores, threshold):
@@ -59,13 +59,20 @@ def scopes_of(refused, scores, threshold):
 
 def served_rows(loaded, data_dir, seed):
     """(name, scopes) through pneumo.analysis with the run folder's own checks."""
-    holdout = population.children(load_splits(data_dir, seed=seed).reports["train_holdout"])
-    rng = np.random.default_rng(seed + 100)
-    yield "train/ held-out patients", [a.scope for a in analyse_many(holdout.images, loaded)]
-    photos = [photo_of_film(image, rng) for image in holdout.images]
+    from PIL import Image
+
+    holdout = []
+    for sample in load_splits(data_dir, seed=seed).reports["train_holdout"]:
+        with Image.open(sample.path) as image:
+            holdout.append(image.convert("L"))
+    rng = np.random.default_rng(seed + 100)  # not the fit's photos
+    yield "train/ held-out patients", [a.scope for a in analyse_many(holdout, loaded)]
+    photos = [photo_of_film(image, rng) for image in holdout]
     yield "train/ held-out patients, phone photos", [a.scope for a in analyse_many(photos, loaded)]
     images = [load_non_xray(item) for _, _, item in non_xrays()]
     yield "non-X-rays (photos, documents, CT/MR, noise...)", [a.scope for a in analyse_many(images, loaded)]
+    photos = [photo_of_film(image.convert("L"), rng) for image in images]
+    yield "phone photos of those non-X-rays", [a.scope for a in analyse_many(photos, loaded)]
 
 
 def print_scope_table(rows):
@@ -86,16 +93,18 @@ def print_adult_model(figures):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=str(BUNDLED_DIR), help="run folder (with its population.npz)")
+    p.add_argument("--model", default=str(BUNDLED_DIR), help="run folder (with its ood.npz and population.npz)")
     p.add_argument("--data", default=os.environ.get("PNEUMO_DATA_DIR", "../shared/data/chest_xray"))
-    p.add_argument("--adult-data", default=os.environ.get(population.ADULT_DIR_ENV, population.DEFAULT_ADULT_DIR))
-    p.add_argument("--seed", type=int, default=0, help="the seed the run's check was fitted with")
+    p.add_argument("--adult-data", default=os.environ.get(scope.ADULT_DIR_ENV, "../shared/data/adult_cxr"))
+    p.add_argument("--seed", type=int, default=0, help="the seed the run's checks were fitted with")
     args = p.parse_args()
     loaded = load_model(args.model)
-    measured = population.measure(loaded, args.data, args.adult_data, args.seed, log=lambda m: print(m, file=sys.stderr))
-    print(f"Population check threshold (from cross-validation): P(outside) >= {measured.threshold:.3f}\n")
-    print_scope_table([*cross_validated_rows(measured), *served_rows(loaded, args.data, args.seed)])
-    print_adult_model(population.adult_model_figures(loaded, measured.parts[2][0]))
+    chest = loaded.ood_check  # fitted on all of these sets: only the population check is cross-validated
+    sets = scope.score_sets(loaded, args.data, args.adult_data, args.seed, log=lambda m: print(m, file=sys.stderr))
+    measured = population.cross_validate(sets, chest, seed=args.seed)
+    print(f"Population check threshold (from cross-validation): P(outside) >= {measured['threshold']:.3f}\n")
+    print_scope_table([*cross_validated_rows(sets, chest, measured), *served_rows(loaded, args.data, args.seed)])
+    print_adult_model(population.adult_model_figures(loaded, sets.adults))
 
 
 if __name__ == "__main__":

@@ -82,16 +82,15 @@ def _analyse_decoded(decoded: list[Decoded], loaded, with_heatmap) -> list[Analy
     films = [film_of(d.image) for d in decoded]
     inputs = np.concatenate([preprocess(film.image, loaded.config["image_size"]) for film in films])
     outputs = model_outputs(loaded, inputs, with_heatmap)
-    pooled = outputs.pooled if outputs.pooled is not None else [None] * len(films)
-    heatmaps = outputs.heatmaps if outputs.heatmaps is not None else [None] * len(films)
     model = {key: loaded.identity.get(key) for key in MODEL_KEYS}
-    return [_result(loaded, d, film, raw, features, heatmap, model)
-            for d, film, raw, features, heatmap in zip(decoded, films, outputs.raw, pooled, heatmaps)]
+    return [_result(loaded, d, film, outputs, i, model) for i, (d, film) in enumerate(zip(decoded, films))]
 
 
-def _result(loaded, decoded, film, raw, pooled, heatmap, model) -> Analysis:
-    scope = assess_scope(film, pooled, loaded)
-    probabilities = calibrate(raw, loaded.config)
+def _result(loaded, decoded, film, outputs, i, model) -> Analysis:
+    """Row i of the batch's outputs -> its Analysis."""
+    scope = assess_scope(film, outputs.pooled[i], outputs.regions[i], loaded)
+    heatmap = outputs.heatmaps[i] if outputs.heatmaps is not None else None
+    probabilities = calibrate(outputs.raw[i], loaded.config)
     sick = float(pneumonia_probability(probabilities))
     numbers = {"pneumonia_probability": sick,
                "probabilities": {name: float(p) for name, p in zip(CLASSES, probabilities)}}

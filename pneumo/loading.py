@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from .predict import GRID
 from .run_folder import KERAS_MODEL, OOD, POPULATION, REQUIRED, read_config
 from .runtime import load_runtime
 
@@ -53,7 +54,7 @@ class LoadedModel:
         except (OSError, ValueError, KeyError, TypeError) as error:  # a broken file must not stop serving
             log.warning("%s unreadable (%s): no population check", POPULATION, error)
             return None
-        if check is not None and check.coef.shape != (self.runtime.channels,):
+        if check is not None and check.coef.shape != (GRID * GRID * self.runtime.channels,):  # region features
             log.warning("%s was fitted for another model: no population check", POPULATION)
             return None
         return check

@@ -3,12 +3,14 @@
 The model learnt from children aged 1-5 at one hospital in Guangzhou. On
 adults it misses most pneumonia (measured on the NIH films: see the model
 card), so an adult film gets no verdict. A logistic regression on the
-model's own pooled features tells the two apart; training/population.py
+model's own last-layer maps, averaged over each cell of a 4 x 4 grid (so
+that it sees proportions: where lungs, heart and shoulders lie, not only
+what textures occur), tells the two apart; training/population.py
 fits it (children of train/ and val/ against adult films, with the same
 augmentations applied to both so that it cannot lean on how one hospital's
 files look) and saves it as population.npz in the run folder.
 
-Serving needs only numpy: P(outside) = sigmoid(coef . standardise(log1p(features)) + intercept).
+Serving needs only numpy: P(outside) = sigmoid(coef . standardise(log1p(regions)) + intercept).
 """
 
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from .run_folder import POPULATION as FILE
 
 @dataclass
 class PopulationCheck:
-    mean: np.ndarray  # (features,) of log1p(features) in the fit
+    mean: np.ndarray  # (features,) of log1p(region features) in the fit (pneumo/predict.py)
     scale: np.ndarray  # (features,) their standard deviation
     coef: np.ndarray  # (features,) logistic-regression weights
     intercept: float
@@ -30,9 +32,9 @@ class PopulationCheck:
     adult_sensitivity: float = float("nan")
     adult_auc: float = float("nan")
 
-    def outside_probability(self, pooled) -> np.ndarray:
-        """(N, features) -> (N,) P(outside the population)."""
-        z = (np.log1p(np.maximum(np.asarray(pooled, np.float64), 0.0)) - self.mean) / self.scale
+    def outside_probability(self, regions) -> np.ndarray:
+        """(N, features) region features -> (N,) P(outside the population)."""
+        z = (np.log1p(np.maximum(np.asarray(regions, np.float64), 0.0)) - self.mean) / self.scale
         return 1.0 / (1.0 + np.exp(-(z @ self.coef + self.intercept)))
 
     def save(self, path):

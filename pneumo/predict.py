@@ -16,18 +16,31 @@ import numpy as np
 
 from .heatmap import heatmaps
 
+GRID = 4  # the population check's features: 4 x 4 cells (2 x 2 maps each at 128 px)
+
 
 @dataclass
 class ModelOutputs:
     raw: np.ndarray  # (N, 3) uncalibrated probabilities, in CLASSES order
     pooled: np.ndarray | None  # (N, channels) the heatmap layer's maps averaged over space; None if not computed
     heatmaps: np.ndarray | None  # (N, h, w) in [0, 1], or None when not asked for
+    # (N, GRID * GRID * channels) the maps averaged over each cell of a GRID x GRID grid,
+    # row by row: where things are (proportions), which the population check needs.
+    regions: np.ndarray | None = None
 
 
 def model_outputs(loaded, inputs, with_heatmap=False) -> ModelOutputs:
     """Model inputs (N, H, W, 3) -> probabilities, pooled features and, if asked, heatmaps."""
     runtime = loaded.runtime
     raw, maps = runtime(inputs)
-    pooled = maps.mean(axis=(1, 2))  # the scope checks' features (pneumo/ood.py, pneumo/population.py)
+    pooled = maps.mean(axis=(1, 2))  # the not-a-chest-X-ray check's features (pneumo/ood.py)
     heat = heatmaps(maps, raw, runtime.head_kernel) if with_heatmap else None
-    return ModelOutputs(np.asarray(raw), pooled, heat)
+    return ModelOutputs(np.asarray(raw), pooled, heat, regions(maps))
+
+
+def regions(maps, cells=GRID) -> np.ndarray:
+    """(N, h, w, C) -> (N, cells * cells * C): the mean of each grid cell, row by row."""
+    rows = np.array_split(np.arange(maps.shape[1]), cells)
+    cols = np.array_split(np.arange(maps.shape[2]), cells)
+    return np.concatenate([maps[:, r[0]:r[-1] + 1, c[0]:c[-1] + 1].mean(axis=(1, 2)) for r in rows for c in cols],
+                          axis=1)

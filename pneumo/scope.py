@@ -25,9 +25,9 @@ class Scope:
     scores: dict = field(default_factory=dict)  # the checks' figures and thresholds
 
 
-def assess_scope(film, pooled, loaded) -> Scope:
+def assess_scope(film, pooled, regions, loaded) -> Scope:
     """`film`: pneumo.photo.Film (the X-ray, or the film found in a photo);
-    `pooled`: the model's pooled features of it (None: that part is skipped)."""
+    `pooled`, `regions`: the model's features of it (pneumo/predict.py; None: that check is skipped)."""
     scores = {}
     reason = statistics_reason(film.image)
     if reason is None:
@@ -37,9 +37,9 @@ def assess_scope(film, pooled, loaded) -> Scope:
     if reason is not None:
         return Scope(NOT_CHEST_XRAY, not_chest_xray_reason(reason, film.is_photo), scores)
     population = loaded.population_check
-    if population is None or pooled is None:
+    if population is None or regions is None:
         return Scope(OK, None, scores)
-    outside = float(population.outside_probability(pooled[None])[0])
+    outside = float(population.outside_probability(regions[None])[0])
     scores.update(outside_population_probability=outside, outside_population_threshold=float(population.threshold))
     if outside >= population.threshold:
         return Scope(OUTSIDE_POPULATION, outside_population_reason(population), scores)

@@ -15,6 +15,7 @@ from tests.app_server import running_app
 from tests.conftest import SHARED_DATA, require
 from tests.test_cli import run_cli
 from training import population
+from training import scope as scope_fit
 from training.photos import photo_of_film
 
 ADULT_DATA = SHARED_DATA.parent / "adult_cxr"
@@ -134,40 +135,37 @@ def test_the_ui_shows_a_reason_not_a_verdict(files, monkeypatch):
 # --- the fit ---------------------------------------------------------------------------------
 
 
-def fake_part(rng, n, outside, shift, variants=("site",)):
-    """An Images stand-in with features: adults differ from children along a few directions."""
-    pooled = lambda: np.expm1(np.abs(rng.normal(1.0 + shift * np.r_[np.ones(4), np.zeros(28)], 0.3, (n, 32))))  # noqa: E731
-    data = population.Images([None] * n, np.full(n, outside), np.array([f"p{outside}{i}" for i in range(n)]),
-                             np.zeros(n, int))
-    features = {name: population.Variant(pooled(), np.zeros(n, bool)) for name in ("original", *variants)}
-    return data, features
+def fake_set(rng, n, outside, shift, variants=("site", "photo")):
+    """A scored set stand-in: adults differ from children along a few feature directions."""
+    def features():
+        regions = np.expm1(np.abs(rng.normal(1.0 + shift * np.r_[np.ones(4), np.zeros(28)], 0.3, (n, 32))))
+        return scope_fit.Features(regions[:, :8], regions, np.zeros(n, bool), np.full((n, 3), 1 / 3))
+
+    return scope_fit.Scored(np.full(n, outside), np.array([f"p{outside}-{i}" for i in range(n)]), np.zeros(n, int),
+                            {name: features() for name in ("original", *variants)})
+
+
+def fake_sets(seed):
+    rng = np.random.default_rng(seed)
+    return scope_fit.Sets(fake_set(rng, 120, 0, 0.0), fake_set(rng, 60, 0, 0.0), fake_set(rng, 60, 1, 0.8))
 
 
 def test_population_fit_is_deterministic_and_separates():
-    def once():
-        rng = np.random.default_rng(7)
-        parts = [fake_part(rng, 120, 0, 0.0), fake_part(rng, 60, 0, 0.0), fake_part(rng, 60, 1, 0.8)]
-        scores = population.cross_validate(*parts, seed=3)
-        check = population.fit(*population.training_rows(parts), seed=3)
-        return check, scores
-
-    (first, scores), (second, again) = once(), once()
-    np.testing.assert_array_equal(first.coef, second.coef)
-    for name in scores:
-        np.testing.assert_array_equal(scores[name][0], again[name][0])
-    children, adults = scores["original"]
-    threshold = population.threshold_for(children)
-    assert np.mean(children >= threshold) <= population.GATED_CHILDREN
-    assert np.mean(adults >= threshold) > 0.9
+    first, again = (population.cross_validate(fake_sets(7), None, seed=3) for _ in range(2))
+    for name in first["scores"]:
+        np.testing.assert_array_equal(first["scores"][name][0], again["scores"][name][0])
+    one, two = (population.fit(population.rows(fake_sets(7), None), seed=3) for _ in range(2))
+    np.testing.assert_array_equal(one.coef, two.coef)
+    assert first["gated"]["original"]["children"] <= population.GATED_CHILDREN
+    assert first["gated"]["original"]["adults"] > 0.9
 
 
 def test_check_saves_and_loads(tmp_path):
-    rng = np.random.default_rng(1)
-    parts = [fake_part(rng, 50, 0, 0.0), fake_part(rng, 50, 1, 0.8)]
-    check = population.fit(*population.training_rows(parts))
+    sets = fake_sets(1)
+    check = population.fit(population.rows(sets, None))
     check.threshold, check.adult_sensitivity = 0.7, 0.34
     check.save(tmp_path / POPULATION_FILE)
     loaded = type(check).load(tmp_path)
-    probe = parts[1][1]["original"].pooled[:5]
+    probe = sets.adults.variants["original"].regions[:5]
     np.testing.assert_allclose(loaded.outside_probability(probe), check.outside_probability(probe), rtol=1e-4)
     assert loaded.threshold == pytest.approx(0.7) and loaded.adult_sensitivity == pytest.approx(0.34)

@@ -30,9 +30,10 @@ differ on purpose: scores on a split of `train/` overstate how the model does
 on new collections. Plots: `roc.png`, `training.png`, `reliability.png`.
 Probabilities are calibrated on the selection split (temperature T = {{ temperature }}
 and per-class biases {{ class_bias }}: softmax(log p / T + b)); ECE is measured after calibration.
-Uploads that do not look like a chest X-ray (colour, blank or noisy images, or
-model features far from the training X-rays', fitted in `ood.npz`) are flagged
-`not_chest_xray` by the `pneumo` package instead of being trusted.
+
+## Who it is for
+
+{{ who_it_is_for }}
 
 ## Model
 
@@ -68,7 +69,32 @@ def results_row(name, m):
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def build_card(config, metrics):
+def who_it_is_for(scope) -> str:
+    """The scope checks' section, with the figures measured when they were fitted (training/scope.py)."""
+    checks = ("The `pneumo` package answers only for images in the model's scope. Uploads that do not look "
+              "like a chest X-ray (colour, blank or noisy images, or model features far from the training "
+              "X-rays', fitted in `ood.npz`) get the scope `not_chest_xray` and no verdict; phone photos of a "
+              "film are cropped to the film and read in greyscale.")
+    if not scope:
+        return checks + (" This run has no population check (`population.npz`): adult films get verdicts "
+                         "although the model has not been validated on adults.")
+    adult, cv = scope["adult_model"], scope["cross_validated"]
+    return checks + f"""
+
+Children aged 1-5 of one hospital only. Tried on {adult['adult_films']} adult films (NIH Clinical Center,
+{adult['adult_pneumonia']} with pneumonia), the model at its threshold had sensitivity
+{adult['sensitivity']:.2f}, specificity {adult['specificity']:.2f} and ROC AUC {adult['roc_auc']:.2f}: it
+misses most pneumonia in adults. So a population check (`population.npz`: a logistic regression on the
+model's region features, children against adult films, fitted with the same re-framings and phone photos
+on both sides) gives adult films the scope `outside_population` and no verdict. Cross-validated by patient
+(no image scored by a check fitted on it), at P(outside) >= {scope['threshold']:.3f}:
+
+| films | children without a verdict | adults without a verdict |
+| --- | --- | --- |
+""" + "\n".join(f"| {name} | {g['children']:.1%} | {g['adults']:.1%} |" for name, g in cv.items())
+
+
+def build_card(config, metrics, scope=None):
     evaluated = {name: m for name, m in metrics["splits"].items()}
     eval_results = [
         EvalResult(
@@ -105,4 +131,5 @@ def build_card(config, metrics):
         preprocessing=config["preprocessing"],
         command=config["command"],
         dataset=DATASET,
+        who_it_is_for=who_it_is_for(scope),
     )

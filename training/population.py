@@ -1,283 +1,101 @@
-"""Fit the population check (pneumo/population.py) and measure it honestly.
+"""The population check's fit and its honest measurement (pneumo/population.py).
 
-    python -m training.population RUN_FOLDER [--data DATA] [--adult-data ADULT] [--seed 0]
+Children (inside) against adult films (outside), on the served model's
+region features (pneumo/predict.py), every fitted variant of every film on
+both sides (training/variants.py). Every adult film comes from one hospital
+(NIH), so a check could learn "NIH versus Guangzhou" (scanner, file format,
+framing) instead of "adult versus young child". The guards:
 
-Inside: children's X-rays of train/ (a sample) and val/ (the selection
-split: the patients held out of train/ when val/ is too small). Outside: the adult
-films of ADULT (600 NIH films). Every adult film comes from one hospital, so
-a check could learn "NIH versus Guangzhou" (scanner, file format, framing)
-instead of "adult versus young child". Two guards:
+- the variants randomise what differs between sources but not between ages
+  (framing, resolution, compression, exposure, phone photos), on both sides;
+- a strongly regularised linear model (C below), on the network's features
+  of anatomy at 128 px rather than pixels or file details;
+- measured, not assumed: adult films re-rendered in ways no fit saw
+  ("unseen": equalised, collimated, cropped) must still be caught
+  (benchmarks/scope_eval.py prints it).
 
-- every image, child or adult, is also shown to the fit in variants that
-  randomise what differs between the two sources but not between ages:
-  framing (crop and aspect ratio), resolution and JPEG compression, gamma,
-  and phone photos of the film (training/photos.py through pneumo/photo.py,
-  as served). What the variants change cannot separate the classes;
-- a strongly regularised linear model on the network's own pooled features,
-  which are about anatomy at 128 px rather than file details.
-
-benchmarks/scope_eval.py reports the check on adult films re-rendered in
-ways the fit never saw (histogram equalisation, collimation borders, a
-tight crop), a proxy for other hospitals. val/ and the adult films are
-scored by cross-validation: no image is scored by a check fitted on it.
+The threshold comes from cross-validation over the selection split's
+children and the adults (five folds by patient): at most GATED_CHILDREN of
+the children, each scored by a check fitted without it, lose their verdict.
 """
 
-import argparse
-import io
-import json
-import os
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
-from PIL import Image, ImageOps
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
-from pneumo.analysis import analyse_many
-from pneumo.classes import NORMAL
-from pneumo.loading import load_model
-from pneumo.photo import film_of
-from pneumo.population import FILE, PopulationCheck
-from pneumo.scope import NOT_CHEST_XRAY, assess_scope
-from pneumo.predict import model_outputs
-from pneumo.preprocess import preprocess
+from pneumo.calibration import calibrate
+from pneumo.classes import pneumonia_probability
+from pneumo.population import PopulationCheck
 
-from .data import load_splits
-from .photos import photo_of_film
-
-REPORT_FILE = "population.json"
-ADULT_DIR_ENV = "PNEUMO_ADULT_DATA_DIR"
-DEFAULT_ADULT_DIR = "../shared/data/adult_cxr"
-TRAIN_SAMPLE = 1200  # children of train/ in the fit: enough for a linear model, a few minutes of features
-C = 0.05  # inverse L2 strength: strong, so that many weak anatomical cues beat a few file-format ones
+C = 0.01  # inverse L2 strength: strong, so that many weak anatomical cues outweigh a few source-specific ones
 FOLDS = 5
-FIT_VARIANTS = ("original", "site", "photo")  # "unseen" is kept for measuring
-GATED_CHILDREN = 0.01  # the threshold lets at most this share of val/ children (out of fold) lose their verdict
+GATED_CHILDREN = 0.01
+FITTED = ("original", "site", "photo")  # "unseen" variants are only measured
 
 
-@dataclass
-class Images:
-    """Decoded images with what the fit needs to know about each."""
-
-    images: list  # PIL images, as decoded
-    outside: np.ndarray  # 1 for adult films
-    groups: np.ndarray  # patient ids, so that folds never split a patient
-    pneumonia: np.ndarray  # adults: 1 pneumonia, 0 normal, -1 other findings; children: their label != NORMAL
+def reaches_check(features, chest) -> np.ndarray:
+    """(N,) bool: not refused as "not a chest X-ray" before the population check."""
+    refused = features.refused_by_statistics.copy()
+    if chest is not None:
+        refused |= chest.distance(features.pooled) > chest.threshold
+    return ~refused
 
 
-def adult_films(folder) -> Images:
-    rows = {}
-    labels_csv = Path(folder) / "labels.csv"
-    if labels_csv.is_file():
-        import csv
-
-        with open(labels_csv) as f:
-            rows = {row["file"]: row["finding"] for row in csv.DictReader(f)}
-    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png"))
-    finding = {"pneumonia": 1, "normal": 0}
-    return Images([_open(p) for p in paths], np.ones(len(paths), int), np.array([p.stem for p in paths]),
-                  np.array([finding.get(rows.get(p.name), -1) for p in paths]))
-
-
-def children(samples) -> Images:
-    return Images([_open(s.path) for s in samples], np.zeros(len(samples), int),
-                  np.array([s.patient for s in samples]), np.array([int(s.label != NORMAL) for s in samples]))
+def rows(sets, chest, selection_rows=None, adult_rows=None):
+    """(X, y) for a fit: the fitted variants of all train/ children and of the chosen
+    selection children and adults, less what the chest-X-ray check refuses first."""
+    xs, ys = [], []
+    for scored, chosen in ((sets.train, None), (sets.selection, selection_rows), (sets.adults, adult_rows)):
+        chosen = np.arange(len(scored)) if chosen is None else chosen
+        for name in FITTED:
+            features = scored.variants[name]
+            keep = chosen[reaches_check(features, chest)[chosen]]
+            xs.append(features.regions[keep])
+            ys.append(scored.outside[keep])
+    return np.concatenate(xs), np.concatenate(ys)
 
 
-def _open(path):
-    with Image.open(path) as image:
-        return image.convert("L")
-
-
-# --- variants: what differs between sources, never between ages ---------------------------
-
-
-def site_variant(image: Image.Image, rng) -> Image.Image:
-    """Another framing, resolution, compression and exposure of the same film."""
-    w, h = image.size
-    aspect = np.exp(rng.uniform(np.log(0.75), np.log(1.33)))
-    share = rng.uniform(0.8, 1.0)
-    cw, ch = min(w, int(w * share * np.sqrt(aspect))), min(h, int(h * share / np.sqrt(aspect)))
-    left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    out = image.crop((left, top, left + cw, top + ch))
-    side = int(rng.integers(256, 1024))
-    out = out.resize((side, max(64, int(side * ch / cw))), Image.Resampling.BILINEAR)
-    gamma = rng.uniform(0.7, 1.4)
-    out = out.point(lambda v: 255 * (v / 255) ** gamma)
-    buffer = io.BytesIO()
-    out.save(buffer, "JPEG", quality=int(rng.integers(60, 96)))
-    return Image.open(io.BytesIO(buffer.getvalue())).convert("L")
-
-
-def unseen_site_variant(image: Image.Image, rng) -> Image.Image:
-    """Re-renderings the fit never sees (for the benchmark): equalised
-    histogram, a collimation border, or a tight crop on the chest."""
-    kind = rng.integers(3)
-    if kind == 0:
-        return ImageOps.equalize(image)
-    if kind == 1:
-        border = int(min(image.size) * rng.uniform(0.04, 0.1))
-        return ImageOps.expand(image.crop((border, border, image.width - border, image.height - border)),
-                               border, fill=int(rng.choice([0, 255])))
-    w, h = image.size
-    return image.crop((int(w * 0.1), int(h * 0.08), int(w * 0.9), int(h * 0.92)))
-
-
-# --- features and the fit ------------------------------------------------------------------
-
-
-@dataclass
-class Variant:
-    pooled: np.ndarray  # (N, C) the served model's pooled features
-    not_chest_xray: np.ndarray  # (N,) refused before the population check (pneumo/scope.py)
-
-
-def score_images(loaded, images, batch_size=32) -> Variant:
-    """Pooled features and the not-a-chest-X-ray verdict of decoded images, as served."""
-    size = loaded.config["image_size"]
-    checks_only = _WithoutPopulation(loaded)
-    pooled, refused = [], []
-    for i in range(0, len(images), batch_size):
-        films = [film_of(image) for image in images[i:i + batch_size]]
-        features = model_outputs(loaded, np.concatenate([preprocess(f.image, size) for f in films])).pooled
-        pooled.append(features)
-        refused += [assess_scope(f, p, checks_only).code == NOT_CHEST_XRAY for f, p in zip(films, features)]
-    return Variant(np.concatenate(pooled), np.array(refused, bool))
-
-
-class _WithoutPopulation:
-    """The served model's checks, less the population check being fitted or measured."""
-
-    def __init__(self, loaded):
-        self.ood_check, self.population_check = loaded.ood_check, None
-
-
-def score_set(loaded, data: Images, seed, variants=("site", "photo")) -> dict:
-    """{"original": Variant, and one Variant per named variant}, row i always the same film."""
-    rng = np.random.default_rng(seed)
-    make = {"site": site_variant, "photo": lambda im, r: photo_of_film(im, r), "unseen": unseen_site_variant}
-    out = {"original": score_images(loaded, data.images)}
-    for name in variants:
-        out[name] = score_images(loaded, [make[name](image, rng) for image in data.images])
-    return out
-
-
-def fit(features: list[np.ndarray], outside: list[np.ndarray], seed=0) -> PopulationCheck:
-    """A logistic regression on standardised log1p features; threshold left at 0.5 (set by calibrate_threshold)."""
-    x = np.log1p(np.maximum(np.concatenate(features), 0.0))
-    y = np.concatenate(outside)
+def fit(xy, seed=0) -> PopulationCheck:
+    """A balanced logistic regression on standardised log1p features; threshold left at 0.5."""
+    x, y = xy
+    x = np.log1p(np.maximum(np.asarray(x, np.float64), 0.0))
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
-    model = LogisticRegression(C=C, class_weight="balanced", max_iter=2000, random_state=seed)
+    model = LogisticRegression(C=C, class_weight="balanced", max_iter=3000, random_state=seed)
     model.fit((x - mean) / scale, y)
     return PopulationCheck(mean, scale, model.coef_[0], float(model.intercept_[0]), threshold=0.5)
 
 
-def training_rows(parts, rows=None):
-    """(feature arrays, outside arrays) for a fit: the fitted variants of the chosen
-    rows of each (Images, variants) part, less those refused before the population check."""
-    xs, ys = [], []
-    for i, (data, variants) in enumerate(parts):
-        chosen = np.arange(len(data.outside)) if rows is None else rows[i]
-        for variant in (v for name, v in variants.items() if name in FIT_VARIANTS):
-            keep = chosen[~variant.not_chest_xray[chosen]]
-            xs.append(variant.pooled[keep])
-            ys.append(data.outside[keep])
-    return xs, ys
-
-
-def cross_validate(train_part, val_part, adult_part, seed=0) -> dict:
-    """Out-of-fold P(outside) of every val/ child and adult film, per variant:
-    {name: (children's scores, adults' scores)}. Each fold's check is fitted on
-    train/'s sample plus the other folds; patients never straddle folds."""
-    (val, val_variants), (adults, adult_variants) = val_part, adult_part
-    n = len(val.outside)
-    outside = np.concatenate([val.outside, adults.outside])
-    groups = np.concatenate([val.groups, adults.groups])
-    scores = {name: np.empty(len(outside)) for name in val_variants}
+def cross_validate(sets, chest, seed=0) -> dict:
+    """Out-of-fold P(outside) of every selection child and adult, per variant, the
+    threshold they give, and per variant the share left without a verdict by both checks."""
+    n = len(sets.selection)
+    outside = np.concatenate([sets.selection.outside, sets.adults.outside])
+    groups = np.concatenate([sets.selection.groups, sets.adults.groups])
+    names = list(sets.selection.variants)
+    scores = {name: np.empty(len(outside)) for name in names}
     folds = StratifiedGroupKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
     for fit_rows, held in folds.split(np.zeros(len(outside)), outside, groups):
-        rows = [np.arange(len(train_part[0].outside)), fit_rows[fit_rows < n], fit_rows[fit_rows >= n] - n]
-        check = fit(*training_rows([train_part, val_part, adult_part], rows), seed=seed)
-        for name in scores:
-            both = np.concatenate([val_variants[name].pooled, adult_variants[name].pooled])
+        check = fit(rows(sets, chest, fit_rows[fit_rows < n], fit_rows[fit_rows >= n] - n), seed)
+        for name in names:
+            both = np.concatenate([sets.selection.variants[name].regions, sets.adults.variants[name].regions])
             scores[name][held] = check.outside_probability(both[held])
-    return {name: (s[:n], s[n:]) for name, s in scores.items()}
+    split = {name: (s[:n], s[n:]) for name, s in scores.items()}
+    children = split["original"][0][reaches_check(sets.selection.variants["original"], chest)]
+    threshold = float(np.quantile(children, 1 - GATED_CHILDREN, method="higher")) + 1e-9
+    # No verdict: refused as no chest X-ray, or gated as outside the population.
+    gated = {name: {who: float(np.mean(~reaches_check(scored.variants[name], chest) | (s >= threshold)))
+                    for who, s, scored in (("children", c, sets.selection), ("adults", a, sets.adults))}
+             for name, (c, a) in split.items()}
+    return {"threshold": threshold, "gated": gated, "scores": split}
 
 
-def threshold_for(children_scores) -> float:
-    """The lowest P(outside) that gates at most GATED_CHILDREN of the children."""
-    return float(np.quantile(children_scores, 1 - GATED_CHILDREN, method="higher")) + 1e-9
-
-
-def adult_model_figures(loaded, adults: Images) -> dict:
-    """What the pneumonia model answers on adult films (normal vs pneumonia): why the check exists."""
+def adult_model_figures(loaded, adults) -> dict:
+    """What the pneumonia model answers on the adult films (pneumonia vs normal): why the check exists."""
     keep = adults.pneumonia >= 0
-    analyses = analyse_many([im for im, k in zip(adults.images, keep) if k], loaded)
-    sick = np.array([(a.research or {"pneumonia_probability": a.pneumonia_probability})["pneumonia_probability"]
-                     for a in analyses])
+    sick = pneumonia_probability(calibrate(adults.variants["original"].raw[keep], loaded.config))
     truth = adults.pneumonia[keep]
     said = sick >= loaded.config["threshold"]
     return {"adult_films": int(keep.sum()), "adult_pneumonia": int(truth.sum()),
             "sensitivity": float(said[truth == 1].mean()), "specificity": float((~said[truth == 0]).mean()),
             "roc_auc": float(roc_auc_score(truth, sick))}
-
-
-@dataclass
-class Measured:
-    parts: list  # (Images, {variant: Variant}) for train/'s sample, val/, the adult films
-    cross_validated: dict  # variant -> (val/ children's P(outside), adults' P(outside)), out of fold
-    threshold: float
-
-
-def measure(loaded, data_dir, adult_dir, seed=0, log=print) -> Measured:
-    """Score the three sets (with variants) and cross-validate the check on them."""
-    splits = load_splits(data_dir, seed=seed)
-    rng = np.random.default_rng(seed)
-    picks = sorted(rng.choice(len(splits.train), min(TRAIN_SAMPLE, len(splits.train)), replace=False))
-    sets = [(children([splits.train[i] for i in picks]), ("site", "photo")),
-            (children(splits.selection), ("site", "photo", "unseen")),
-            (adult_films(adult_dir), ("site", "photo", "unseen"))]
-    log(f"population check: scoring {', '.join(str(len(d.images)) for d, _ in sets)} films "
-        "(train/ sample, val/, adults) and their variants")
-    parts = [(data, score_set(loaded, data, seed + i, variants)) for i, (data, variants) in enumerate(sets)]
-    cross_validated = cross_validate(*parts, seed=seed)
-    return Measured(parts, cross_validated, threshold_for(cross_validated["original"][0]))
-
-
-def fit_and_save(run_folder, data_dir, adult_dir, seed=0, log=print) -> dict:
-    """Fit on everything, threshold from cross-validation; write RUN/population.npz
-    and RUN/population.json (the measured figures), which it returns."""
-    (Path(run_folder) / FILE).unlink(missing_ok=True)  # the features must not pass through an old check
-    loaded = load_model(run_folder)
-    measured = measure(loaded, data_dir, adult_dir, seed, log)
-    check = fit(*training_rows(measured.parts), seed=seed)
-    check.threshold = measured.threshold
-    figures = adult_model_figures(loaded, measured.parts[2][0])
-    check.adult_sensitivity, check.adult_auc = figures["sensitivity"], figures["roc_auc"]
-    check.save(Path(run_folder) / FILE)
-    report = {"threshold": measured.threshold, "adult_model": figures,
-              "cross_validated": {name: {"val_children_gated": float(np.mean(c >= measured.threshold)),
-                                         "adults_gated": float(np.mean(a >= measured.threshold))}
-                                  for name, (c, a) in measured.cross_validated.items()}}
-    (Path(run_folder) / REPORT_FILE).write_text(json.dumps(report, indent=2))
-    log(f"population check: threshold {measured.threshold:.3f}; cross-validated {json.dumps(report['cross_validated'])}")
-    return report
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m training.population", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_folder", help="the run folder whose model computes the features")
-    p.add_argument("--data", default=os.environ.get("PNEUMO_DATA_DIR", "../shared/data/chest_xray"),
-                   help="children: train/ and val/ [PNEUMO_DATA_DIR]")
-    p.add_argument("--adult-data", default=os.environ.get(ADULT_DIR_ENV, DEFAULT_ADULT_DIR),
-                   help=f"adult frontal chest X-rays (and labels.csv) [{ADULT_DIR_ENV}]")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    fit_and_save(args.run_folder, args.data, args.adult_data, args.seed)
-
-
-if __name__ == "__main__":
-    main()

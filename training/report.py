@@ -2,9 +2,8 @@
 
     model.keras   float16 weights (half the size; loaded back as float32)
     config.json   what `pneumo` needs to serve it
-    ood.npz       the not-a-chest-X-ray check's fitted features (training/ood.py)
-    population.npz, population.json
-                  the population check and its cross-validated figures (training/population.py)
+    ood.npz, population.npz, population.json
+                  the scope checks and their measured figures (training/scope.py)
     metrics.json  every figure on every evaluated split
     roc.png  training.png  reliability.png
     README.md     the model card
@@ -39,8 +38,7 @@ from .checkpoints import read_state
 from .data import labels_of, load_pixels
 from .metrics import choose_threshold, evaluate
 from .model import GRADCAM_LAYERS
-from .ood import fit_and_save as fit_ood_check
-from .population import fit_and_save as fit_population_check
+from .scope import fit_and_save as fit_scope_checks
 from .plots import plot_reliability, plot_roc, plot_training
 from .quantize import CALIBRATION_IMAGES, write_onnx_models
 
@@ -71,21 +69,19 @@ def write_run_folder(args, splits, checkpoint_dir, log):
     config = _config(args, splits, state, threshold, (temperature, class_bias), figures)
     write_config(out, config)
     (out / METRICS).write_text(json.dumps(metrics, indent=2))
-    fit_ood_check(model, splits, args.image_size, config["gradcam_layer"], out, log, seed=args.seed)
     plot_roc({n: (*calibrated[n], figures[n]) for n in calibrated if figures[n]["roc_auc"] is not None}, out / ROC_PLOT)
     plot_reliability(*calibrated[splits.selection_name], out / RELIABILITY_PLOT)
     if state["history"]:
         plot_training(state["history"], out / TRAINING_PLOT)
-    build_card(config, metrics).save(out / CARD)
+    scope = None
     if args.no_onnx:
-        log(f"ONNX models skipped (--no-onnx): make them with python -m training.quantize {out}")
+        log(f"ONNX models and scope checks skipped (--no-onnx): make them with python -m training.quantize {out}, "
+            f"then python -m training.scope {out} --adult-data ADULT")
     else:
         onnx_models(model, config, splits, out, log, args.seed)
-    # After the ONNX models: the check's features come from the runtime that will serve them.
-    if args.adult_data:
-        fit_population_check(out, args.data, args.adult_data, seed=args.seed, log=log)
-    else:
-        log("population check: no --adult-data, so no population.npz: adults will get verdicts")
+        # After the ONNX models: the checks' features come from the runtime that will serve them.
+        scope = fit_scope_checks(out, args.data, args.adult_data, seed=args.seed, log=log)
+    build_card(config, metrics, scope).save(out / CARD)
     log(f"run folder written: {out}")
 
 

@@ -1,0 +1,201 @@
+"""Fit the scope checks (pneumo/scope.py) of a run folder, from one scoring pass.
+
+    python -m training.scope RUN_FOLDER [--data DATA] [--adult-data ADULT] [--seed 0]
+
+Also the last step of the training report. It scores, through the runtime
+that will serve them (pneumo/predict.py), a sample of train/'s children,
+the selection split (val/) and, when given, adult films, each with variants
+(training/variants.py): another framing and file, a phone photo of the
+film. Then it fits
+
+- ood.npz: the not-a-chest-X-ray feature check (training/ood.py), on the
+  children and adults with their variants, so that photos of films and
+  other hospitals' files count as chest X-rays;
+- population.npz: the population check (training/population.py), children
+  against adults, every variant on both sides; its threshold comes from
+  cross-validation, and population.json keeps the measured figures.
+
+A run without adult films gets no population check (adults then get
+verdicts; `pneumo info` and the card say so).
+"""
+
+import argparse
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pneumo.loading import load_model
+from pneumo.ood import statistics_reason
+from pneumo.photo import film_of
+from pneumo.predict import model_outputs
+from pneumo.preprocess import preprocess
+from pneumo.run_folder import OOD, POPULATION
+
+from . import ood, population
+from .data import load_splits
+from .variants import VARIANTS
+
+ADULT_DIR_ENV = "PNEUMO_ADULT_DATA_DIR"
+TRAIN_SAMPLE = 1200  # children of train/ in the fits: enough for linear models, minutes of scoring
+MIN_FIT_IMAGES = 320  # below (a toy run) the fits are noise: no ood.npz or population.npz
+FITTED = ("original", "site", "photo")  # "unseen" is only measured
+REPORT = "population.json"
+
+
+@dataclass
+class Scored:
+    """One set of films, scored as served, in several variants (row i always the same film)."""
+
+    outside: np.ndarray  # 1 for adult films
+    groups: np.ndarray  # patient ids: folds never split a patient
+    pneumonia: np.ndarray  # 1 pneumonia, 0 normal, -1 other findings (adults) / unknown
+    variants: dict  # name -> Features
+
+    def __len__(self):
+        return len(self.outside)
+
+
+@dataclass
+class Features:
+    pooled: np.ndarray  # (N, C) for the not-a-chest-X-ray check
+    regions: np.ndarray  # (N, cells * C) for the population check
+    refused_by_statistics: np.ndarray  # (N,) bool: refused before any fitted check (pneumo/ood.py)
+    raw: np.ndarray  # (N, 3) the model's uncalibrated probabilities
+
+
+def score(loaded, images, batch_size=32) -> Features:
+    """Decoded images -> their features and statistics verdicts, as pneumo.analysis computes them."""
+    pooled, regions, refused, raw = [], [], [], []
+    for start in range(0, len(images), batch_size):
+        films = [film_of(image).image for image in images[start:start + batch_size]]
+        outputs = model_outputs(loaded, np.concatenate([preprocess(f, loaded.config["image_size"]) for f in films]))
+        pooled.append(outputs.pooled)
+        regions.append(outputs.regions)
+        raw.append(outputs.raw)
+        refused += [statistics_reason(f) is not None for f in films]
+    return Features(np.concatenate(pooled), np.concatenate(regions), np.array(refused, bool), np.concatenate(raw))
+
+
+def score_set(loaded, images, outside, groups, pneumonia, variants, seed) -> Scored:
+    rng = np.random.default_rng(seed)
+    scored = {"original": score(loaded, images)}
+    for name in variants:
+        scored[name] = score(loaded, [VARIANTS[name](image, rng) for image in images])
+    return Scored(np.full(len(images), outside), np.asarray(groups), np.asarray(pneumonia), scored)
+
+
+def score_children(loaded, samples, variants, seed) -> Scored:
+    images = [_open(s.path) for s in samples]
+    return score_set(loaded, images, 0, [s.patient for s in samples], [int(s.label != 0) for s in samples],
+                     variants, seed)
+
+
+def score_adults(loaded, folder, variants, seed) -> Scored:
+    """ADULT/*.jpeg (and labels.csv's `finding`: normal, pneumonia or other)."""
+    import csv
+
+    labels = Path(folder) / "labels.csv"
+    findings = {}
+    if labels.is_file():
+        with open(labels) as f:
+            findings = {row["file"]: row.get("finding") for row in csv.DictReader(f)}
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png"))
+    code = {"pneumonia": 1, "normal": 0}
+    return score_set(loaded, [_open(p) for p in paths], 1, [p.stem for p in paths],
+                     [code.get(findings.get(p.name), -1) for p in paths], variants, seed)
+
+
+def _open(path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("L")
+
+
+@dataclass
+class Sets:
+    train: Scored  # a sample of train/'s children
+    selection: Scored  # val/ (or the patients held out of train/)
+    adults: Scored | None
+
+
+def score_sets(loaded, data_dir, adult_dir, seed=0, log=print) -> Sets:
+    splits = load_splits(data_dir, seed=seed)
+    rng = np.random.default_rng(seed)
+    picks = sorted(rng.choice(len(splits.train), min(TRAIN_SAMPLE, len(splits.train)), replace=False))
+    log(f"scope checks: scoring {len(picks)} train/ and {len(splits.selection)} {splits.selection_name} children"
+        + (f" and the adult films of {adult_dir}" if adult_dir else "") + ", with variants")
+    return Sets(score_children(loaded, [splits.train[i] for i in picks], ("site", "photo"), seed),
+                score_children(loaded, splits.selection, ("site", "photo", "unseen"), seed + 1),
+                score_adults(loaded, adult_dir, ("site", "photo", "unseen"), seed + 2) if adult_dir else None)
+
+
+def fit_and_save(run_folder, data_dir, adult_dir=None, seed=0, log=print) -> dict | None:
+    """Fit both checks into RUN_FOLDER; returns the population figures (None without adults)."""
+    out = Path(run_folder)
+    for name in (OOD, POPULATION, REPORT):
+        (out / name).unlink(missing_ok=True)  # scoring must not pass through an earlier fit
+    loaded = load_model(out)
+    sets = score_sets(loaded, data_dir, adult_dir, seed, log)
+    if len(sets.train) < MIN_FIT_IMAGES:
+        log(f"scope checks: only {len(sets.train)} training images, no fitted checks (image statistics only)")
+        return None
+    fit_chest_xray_check(sets, out, log)
+    if sets.adults is None:
+        log("scope checks: no adult films (--adult-data), so no population check: adults will get verdicts")
+        return None
+    return fit_population_check(loaded, sets, out, seed, log)
+
+
+def fit_chest_xray_check(sets, out, log):
+    """ood.npz from every fitted variant of the children and adults."""
+    xrays = [s.variants[name] for s in (sets.train, sets.adults) if s is not None for name in FITTED]
+    selection = [sets.selection.variants[name] for name in FITTED]
+    check = ood.fit_check(np.concatenate([f.pooled[~f.refused_by_statistics] for f in xrays]),
+                          np.concatenate([f.pooled[~f.refused_by_statistics] for f in selection]))
+    check.save(out / OOD)
+    refused = {name: float(np.mean(check.distance(f.pooled) > check.threshold)) for name, f in
+               sets.selection.variants.items()}
+    log(f"not-a-chest-X-ray check: threshold {check.threshold:.2f}; refuses of the selection split {refused}")
+    return check
+
+
+def fit_population_check(loaded, sets, out, seed, log) -> dict:
+    """population.npz and population.json (threshold by cross-validation)."""
+    chest = ood_check_of(out)
+    measured = population.cross_validate(sets, chest, seed=seed)
+    check = population.fit(population.rows(sets, chest), seed=seed)
+    check.threshold = measured["threshold"]
+    figures = population.adult_model_figures(loaded, sets.adults)
+    check.adult_sensitivity, check.adult_auc = figures["sensitivity"], figures["roc_auc"]
+    check.save(out / POPULATION)
+    report = {"threshold": check.threshold, "adult_model": figures, "cross_validated": measured["gated"]}
+    (out / REPORT).write_text(json.dumps(report, indent=2))
+    log(f"population check: threshold {check.threshold:.3f}; cross-validated {json.dumps(measured['gated'])}")
+    return report
+
+
+def ood_check_of(out):
+    from pneumo.ood import FeatureCheck
+
+    return FeatureCheck.load(out)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m training.scope", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_folder", help="the run folder whose model computes the features")
+    p.add_argument("--data", default=os.environ.get("PNEUMO_DATA_DIR", "../shared/data/chest_xray"),
+                   help="children: train/ and val/ [PNEUMO_DATA_DIR]")
+    p.add_argument("--adult-data", default=os.environ.get(ADULT_DIR_ENV),
+                   help=f"adult frontal chest X-rays (and labels.csv) for the population check [{ADULT_DIR_ENV}]")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    fit_and_save(args.run_folder, args.data, args.adult_data, args.seed)
+
+
+if __name__ == "__main__":
+    main()
