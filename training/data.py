@@ -19,7 +19,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from pneumo.classes import BACTERIAL, NORMAL, VIRAL
 from pneumo.preprocess import to_pixels
 
-IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".webp"}
 # Enough images for val/ to choose epochs and a threshold on its own.
 MIN_VALIDATION_IMAGES = 100
 
@@ -65,7 +65,7 @@ def scan_split(folder: Path) -> list[Sample]:
     ]
     for class_dir in ("NORMAL", "PNEUMONIA"):
         if not any(s.path.parent.name == class_dir for s in samples):
-            raise DataError(f"{folder / class_dir} holds no images (.jpeg, .jpg or .png)")
+            raise DataError(f"{folder / class_dir} holds no images (.jpeg, .jpg, .png or .webp)")
     return samples
 
 
