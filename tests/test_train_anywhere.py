@@ -137,3 +137,14 @@ def test_colab_notebook_runs_end_to_end(tmp_path, synthetic_data, monkeypatch):
     outputs = "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", []))
     assert "backend: tensorflow" in outputs and "train_holdout: accuracy" in outputs
     assert json.loads((out / "config.json").read_text())["image_size"] == 32
+
+
+def test_jax_requirements_pin_the_same_versions():
+    """requirements-train-jax.txt must not drift from the TensorFlow path's pins."""
+    def pins(name):
+        lines = (line.split("#")[0].strip() for line in (ROOT / name).read_text().splitlines())
+        return dict(line.lower().split("==") for line in lines if "==" in line)
+
+    jax_pins = pins("requirements-train-jax.txt")
+    others = {**pins("requirements.txt"), **pins("requirements-train.txt")}
+    assert jax_pins and {name: others.get(name) for name in jax_pins} == jax_pins

@@ -59,7 +59,7 @@ def parse_args(argv=None):
                         "(less seed and threshold variance); 1: the best epoch alone")
     p.add_argument("--workers", type=int, default=default_workers(),
                    help="threads that augment batches ahead of the accelerator; the batches do not depend on it "
-                        "[PNEUMO_TRAIN_WORKERS; default: 1 on a machine of 2 or fewer cores, else cores - 1, at most 8]")
+                        "[PNEUMO_TRAIN_WORKERS; default: 1 on a machine of 2 or fewer cores, else cores - 1, at most 4]")
     p.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and augmentation")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     p.add_argument("--strategy", choices=STRATEGIES, default="auto",
@@ -71,13 +71,13 @@ def parse_args(argv=None):
 
 
 def default_workers():
-    """On 2 cores the training step itself needs both (measured: a second
-    augmentation thread gains nothing there); larger machines feed an
-    accelerator with up to 8 (benchmarks/training_speed.py --workers)."""
+    """On 2 cores the training step itself needs both; on the 16-core H200
+    machine 4 threads fed the GPU best (1: 550, 4: 1150, 8: 1040, 15: 920
+    images/s at 224 px; benchmarks/training_speed.py --workers)."""
     if os.environ.get("PNEUMO_TRAIN_WORKERS"):
         return int(os.environ["PNEUMO_TRAIN_WORKERS"])
     cores = os.cpu_count() or 1
-    return 1 if cores <= 2 else min(8, cores - 1)
+    return 1 if cores <= 2 else min(4, cores - 1)
 
 
 def main(argv=None):
