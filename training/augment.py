@@ -15,7 +15,7 @@ from pneumo.preprocess import to_model_input
 
 
 def xray_augmenter(seed):
-    return iaa.Sequential(
+    augmenter = iaa.Sequential(
         [
             iaa.Affine(
                 rotate=(-10, 10),
@@ -29,8 +29,17 @@ def xray_augmenter(seed):
             iaa.Sometimes(0.3, iaa.AdditiveGaussianNoise(scale=(0, 8))),
         ],
         random_order=False,
-        seed=seed,
     )
+    # Children draw their seeds from imgaug's global RNG when built, which
+    # other threads advance too: seed the whole tree from `seed` alone.
+    augmenter.seed_(seed)
+    return augmenter
+
+
+def batch_seed(seed, epoch, index):
+    """One augmentation seed per (run seed, epoch, batch): a batch looks the
+    same whichever worker makes it, and in whatever order."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
 
 
 def balanced_indices(labels, per_class, rng):
@@ -43,23 +52,33 @@ def balanced_indices(labels, per_class, rng):
 
 
 class BalancedBatches(keras.utils.PyDataset):
-    """Augmented, class-balanced batches of model input, reshuffled each epoch."""
+    """Augmented, class-balanced batches of model input, reshuffled each epoch.
 
-    def __init__(self, pixels, labels, batch_size, per_class, seed=0, **kwargs):
-        super().__init__(**kwargs)
+    Stateless per batch (order from (seed, epoch), augmentation from (seed,
+    epoch, batch)), so `workers` threads yield exactly what one worker does.
+    Threads, not processes: imgaug's OpenCV calls and numpy release the GIL,
+    and a process pool would pickle every batch back.
+    """
+
+    def __init__(self, pixels, labels, batch_size, per_class, seed=0, epoch=0, workers=1, **kwargs):
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max(10, 2 * workers), **kwargs)
         self.pixels, self.labels = pixels, labels
         self.batch_size, self.per_class = batch_size, per_class
-        self.rng = np.random.default_rng(seed)
-        self.augmenter = xray_augmenter(seed)
-        self.on_epoch_end()
+        self.seed, self.epoch = seed, epoch
+        self.order = self._order()
+
+    def _order(self):
+        return balanced_indices(self.labels, self.per_class, np.random.default_rng([self.seed, self.epoch]))
 
     def on_epoch_end(self):
-        self.order = balanced_indices(self.labels, self.per_class, self.rng)
+        self.epoch += 1
+        self.order = self._order()
 
     def __len__(self):
         return len(self.order) // self.batch_size
 
     def __getitem__(self, index):
         picks = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        images = self.augmenter(images=self.pixels[picks])
+        augmenter = xray_augmenter(batch_seed(self.seed, self.epoch, index))
+        images = augmenter(images=self.pixels[picks])
         return to_model_input(np.stack(images)), self.labels[picks]

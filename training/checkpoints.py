@@ -3,6 +3,7 @@
     CHECKPOINT_DIR/last.keras   model + optimizer after the latest epoch
     CHECKPOINT_DIR/best.keras   the epoch with the best selection score
     CHECKPOINT_DIR/state.json   epoch, best score, patience left, history
+    CHECKPOINT_DIR/epochNNN.weights.h5   with --average-best K: the K best epochs
 """
 
 import json
@@ -14,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 from pneumo.classes import NORMAL, pneumonia_probability
 
+from .averaging import keep_epoch
 from .metrics import bacterial_viral_auc
 
 
@@ -29,10 +31,13 @@ def read_state(checkpoint_dir):
 class SelectionCheckpoint(keras.callbacks.Callback):
     """Scores each epoch on the selection split (ROC AUC of P(pneumonia)),
     saves last/best, and stops after `patience` epochs without a better score
-    or when `max_minutes` have passed."""
+    or when `max_minutes` have passed. With `average_best` > 1 it also keeps
+    the weights of that many best epochs (training/averaging.py)."""
 
-    def __init__(self, checkpoint_dir, selection_inputs, selection_labels, patience, max_minutes, state, log):
+    def __init__(self, checkpoint_dir, selection_inputs, selection_labels, patience, max_minutes, state, log,
+                 average_best=1):
         super().__init__()
+        self.average_best = average_best
         self.dir = Path(checkpoint_dir)
         self.inputs, self.labels = selection_inputs, selection_labels
         self.patience, self.deadline = patience, time.time() + 60 * max_minutes if max_minutes else None
@@ -51,6 +56,8 @@ class SelectionCheckpoint(keras.callbacks.Callback):
             self.model.save(self.dir / "best.keras")
         else:
             self.state["wait"] += 1
+        if self.average_best > 1:
+            keep_epoch(self.model, self.dir, self.state, epoch + 1, float(score), self.average_best)
         self.model.save(self.dir / "last.keras")
         self.log(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float)))
         if self.state["wait"] >= self.patience:

@@ -8,6 +8,7 @@ files named *_bacteria_* or *_virus_* are BACTERIAL or VIRAL.
 """
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from pneumo.classes import BACTERIAL, NORMAL, VIRAL
 from pneumo.preprocess import to_pixels
 
-IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".webp"}
 # Enough images for val/ to choose epochs and a threshold on its own.
 MIN_VALIDATION_IMAGES = 100
 
@@ -64,7 +65,7 @@ def scan_split(folder: Path) -> list[Sample]:
     ]
     for class_dir in ("NORMAL", "PNEUMONIA"):
         if not any(s.path.parent.name == class_dir for s in samples):
-            raise DataError(f"{folder / class_dir} holds no images (.jpeg, .jpg or .png)")
+            raise DataError(f"{folder / class_dir} holds no images (.jpeg, .jpg, .png or .webp)")
     return samples
 
 
@@ -105,12 +106,17 @@ def load_splits(data_dir, holdout_fraction=0.1, seed=0) -> Splits:
     return Splits(train, holdout, "train_holdout", reports)
 
 
-def load_pixels(samples, size) -> np.ndarray:
-    """uint8 (N, size, size) greyscale pixels of the samples."""
+def load_pixels(samples, size, workers=1) -> np.ndarray:
+    """uint8 (N, size, size) greyscale pixels of the samples, decoded by
+    `workers` threads (Pillow releases the GIL while it decodes)."""
     out = np.empty((len(samples), size, size), dtype=np.uint8)
-    for i, sample in enumerate(samples):
-        with Image.open(sample.path) as image:
+
+    def decode(i):
+        with Image.open(samples[i].path) as image:
             out[i] = to_pixels(image, size)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        list(pool.map(decode, range(len(samples))))
     return out
 
 

