@@ -109,22 +109,23 @@ def test_saved_check_is_small_and_loads_back(tmp_path):
 
 
 def test_fit_in_the_run_folder_and_serve_it(tiny_run, synthetic_data, tmp_path, monkeypatch):
-    """The report's call, on the tiny model: ood.npz is written and pneumo uses it."""
-    import keras
-
-    from training.data import load_splits
+    """The report's last step (training/scope.py) on the tiny model: both checks are written and served."""
+    from training import population, scope
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoints"))
-    monkeypatch.setattr(training_ood, "MIN_FIT_IMAGES", 1)
-    config = json.loads((run / "config.json").read_text())
-    model = keras.saving.load_model(run / "model.keras")
-    splits = load_splits(synthetic_data, 0.34, 1)
-    training_ood.fit_and_save(model, splits, config["image_size"], config["gradcam_layer"], run, print)
-    assert (run / FILE).stat().st_size < 300_000
+    adults = tmp_path / "adults"
+    adults.mkdir()
+    for i in range(12):
+        synthetic_xray("bacteria", seed=900 + i, size=80).save(adults / f"adult-{i}.jpeg")
+    monkeypatch.setattr(scope, "MIN_FIT_IMAGES", 1)  # a toy run: fit anyway
+    monkeypatch.setattr(population, "FOLDS", 2)
+    report = scope.fit_and_save(run, synthetic_data, adults, seed=1, log=print)
+    assert (run / FILE).stat().st_size < 300_000 and (run / "population.npz").is_file()
+    assert set(report) == {"threshold", "adult_model", "cross_validated"}
     loaded = load_model(run)
-    assert loaded.ood_check is not None
-    # Both paths give the same features, so the same answer from the check.
+    assert loaded.ood_check is not None and loaded.population_check is not None
+    # One file and a batch take the same path, so the same answer from the checks.
     image = synthetic_xray("normal", seed=5, size=96)
     assert analyse(image, loaded).checks == pytest.approx(analyse_many([image], loaded)[0].checks, rel=1e-3)
 

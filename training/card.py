@@ -91,7 +91,14 @@ on both sides) gives adult films the scope `outside_population` and no verdict. 
 
 | films | children without a verdict | adults without a verdict |
 | --- | --- | --- |
-""" + "\n".join(f"| {name} | {g['children']:.1%} | {g['adults']:.1%} |" for name, g in cv.items())
+""" + "\n".join(f"| {VARIANT_NAMES.get(name, name)} | {g['children']:.1%} | {g['adults']:.1%} |"
+                 for name, g in cv.items())
+
+
+# The variants of training/variants.py, as the card names them.
+VARIANT_NAMES = {"original": "the files as they are", "site": "re-framed, re-sized, re-compressed, other exposure",
+                 "photo": "phone photos of the films", "unseen": "re-rendered in ways no fit saw (equalised, "
+                 "collimated, cropped): a proxy for other hospitals"}
 
 
 def build_card(config, metrics, scope=None):
