@@ -28,8 +28,8 @@ import numpy as np
 from pneumo.calibration import apply_calibration
 from pneumo.classes import CLASSES, NORMAL, pneumonia_probability
 from pneumo.preprocess import to_model_input
-from pneumo.run_folder import (CARD, KERAS_MODEL, METRICS, RELIABILITY_PLOT, ROC_PLOT, TARGET_MEAN, TARGET_STD,
-                               TRAINING_PLOT, VGG_MEAN_BGR, write_config)
+from pneumo.run_folder import (CARD, FLOAT_ONNX, INT8_ONNX, KERAS_MODEL, METRICS, ONNX_REPORT, RELIABILITY_PLOT,
+                               ROC_PLOT, TARGET_MEAN, TARGET_STD, TRAINING_PLOT, VGG_MEAN_BGR, write_config)
 
 from .calibrate import fit_calibration
 from .card import build_card
@@ -75,6 +75,8 @@ def write_run_folder(args, splits, checkpoint_dir, log):
         plot_training(state["history"], out / TRAINING_PLOT)
     build_card(config, metrics).save(out / CARD)
     if args.no_onnx:
+        for name in (FLOAT_ONNX, INT8_ONNX, ONNX_REPORT):
+            (out / name).unlink(missing_ok=True)  # made from an earlier model.keras: never push those
         log(f"ONNX models skipped (--no-onnx): make them with python -m training.quantize {out}")
     else:
         onnx_models(model, config, splits, out, log, args.seed)
