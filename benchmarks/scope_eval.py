@@ -100,7 +100,8 @@ def main():
     args = p.parse_args()
     loaded = load_model(args.model)
     chest = loaded.ood_check  # fitted on all of these sets: only the population check is cross-validated
-    sets = scope.score_sets(loaded, args.data, args.adult_data, args.seed, log=lambda m: print(m, file=sys.stderr))
+    splits = load_splits(args.data, seed=args.seed)
+    sets = scope.score_sets(loaded, splits, args.adult_data, args.seed, log=lambda m: print(m, file=sys.stderr))
     measured = population.cross_validate(sets, chest, seed=args.seed)
     print(f"Population check threshold (from cross-validation): P(outside) >= {measured['threshold']:.3f}\n")
     print_scope_table([*cross_validated_rows(sets, chest, measured), *served_rows(loaded, args.data, args.seed)])

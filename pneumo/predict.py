@@ -39,8 +39,11 @@ def model_outputs(loaded, inputs, with_heatmap=False) -> ModelOutputs:
 
 
 def regions(maps, cells=GRID) -> np.ndarray:
-    """(N, h, w, C) -> (N, cells * cells * C): the mean of each grid cell, row by row."""
-    rows = np.array_split(np.arange(maps.shape[1]), cells)
-    cols = np.array_split(np.arange(maps.shape[2]), cells)
-    return np.concatenate([maps[:, r[0]:r[-1] + 1, c[0]:c[-1] + 1].mean(axis=(1, 2)) for r in rows for c in cols],
-                          axis=1)
+    """(N, h, w, C) -> (N, cells * cells * C): the mean of each grid cell, row by row.
+    Cells overlap by a row or column when the maps do not divide evenly (or are smaller)."""
+    def spans(size):
+        edges = np.linspace(0, size, cells + 1)
+        return [(int(np.floor(a)), max(int(np.floor(a)) + 1, int(np.ceil(b)))) for a, b in zip(edges, edges[1:])]
+
+    return np.concatenate([maps[:, r0:r1, c0:c1].mean(axis=(1, 2))
+                           for r0, r1 in spans(maps.shape[1]) for c0, c1 in spans(maps.shape[2])], axis=1)

@@ -77,7 +77,8 @@ class _UploadsOnly:
     def move_resource_to_block_cache(self, url_or_file_path):
         if url_or_file_path is None:
             return None
-        check_uploaded(url_or_file_path)
+        if not _is_app_file(url_or_file_path):  # the app's own examples are copied this way at start-up
+            check_uploaded(url_or_file_path)
         return super().move_resource_to_block_cache(url_or_file_path)
 
 
@@ -99,13 +100,20 @@ def uploaded_path(upload) -> Path:
     return check_uploaded(path)
 
 
-# (size, sha256) of files whose copies in the upload folder are the app's own (its examples).
+# The app's own files (its examples), and (size, sha256) of them: their copies in the upload folder stay.
+_APP_FILES: set = set()
 _KEPT: set = set()
 
 
 def keep_copies_of(paths) -> None:
-    """Never delete copies of these files: Gradio serves its examples from copies in the upload folder."""
+    """The app's example files: Gradio may copy them in (at start-up), and never
+    deletes its copies, which it serves for the next click."""
+    _APP_FILES.update(Path(path).resolve() for path in paths)
     _KEPT.update(_fingerprint(Path(path)) for path in paths)
+
+
+def _is_app_file(path) -> bool:
+    return isinstance(path, (str, Path)) and not is_http_url_like(str(path)) and Path(path).resolve() in _APP_FILES
 
 
 def _fingerprint(path: Path) -> tuple:

@@ -172,3 +172,6 @@ def test_model_panel(tiny_run, monkeypatch):
     fallback = {**app.MODEL.identity, "source": "bundled", "fallback_reason": reason}
     assert f"**Fallback: {reason}; serving the bundled model instead.**" in app.model_panel(fallback)
     assert "**Validation figures:** accuracy" in app.model_panel(fallback)
+    # It names the runtime that serves.
+    assert "ONNX Runtime, int8 (`onnx-int8`)" in app.model_panel({**hub, "runtime": "onnx-int8"})
+    assert "Keras on TensorFlow (`keras`)" in app.model_panel({**hub, "runtime": "keras"})

@@ -19,7 +19,7 @@ from pneumo.calibration import calibrate
 from pneumo.loading import BUNDLED_DIR, load_model, sha256_of
 from pneumo.preprocess import preprocess
 from pneumo.run_folder import FLOAT_ONNX, INT8_ONNX, KERAS_MODEL, ONNX_REPORT
-from tests.conftest import ROOT, require, synthetic_xray
+from tests.conftest import ROOT, TINY_TRAIN_ARGS, require, synthetic_xray
 
 # Largest change of a probability that int8 may make on the tiny model.
 TOLERANCE = 0.02
@@ -59,6 +59,18 @@ def test_the_training_report_writes_the_onnx_models(tiny_run):
     assert report["keras_sha256"] == sha256_of(tiny_run / KERAS_MODEL)
     assert (tiny_run / INT8_ONNX).is_file() == report["int8"]["written"]
     assert (tiny_run / FLOAT_ONNX).stat().st_size < 100_000  # weights come from model.keras
+
+
+def test_no_onnx_skips_them(tiny_run, synthetic_data, tmp_path):
+    """--no-onnx (training under JAX, where tf2onnx cannot export): the report
+    writes no ONNX model and removes those of an earlier model.keras; Keras serves."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    done = subprocess.run([sys.executable, "-m", "training.train", "--data", str(synthetic_data), "--out", str(run),
+                           *TINY_TRAIN_ARGS, "--resume", "--no-onnx"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not list(run.glob("*.onnx")) and not (run / ONNX_REPORT).exists()
+    assert load_model(run, runtime="auto").identity["runtime"] == "keras"
 
 
 def test_quantize_writes_the_models_and_their_figures(int8_run):

@@ -91,11 +91,15 @@ def cross_validate(sets, chest, seed=0) -> dict:
 
 
 def adult_model_figures(loaded, adults) -> dict:
-    """What the pneumonia model answers on the adult films (pneumonia vs normal): why the check exists."""
+    """What the pneumonia model answers on the adult films (pneumonia vs normal): why the check exists.
+    NaN figures when the films have no labels.csv with both findings."""
     keep = adults.pneumonia >= 0
-    sick = pneumonia_probability(calibrate(adults.variants["original"].raw[keep], loaded.config))
     truth = adults.pneumonia[keep]
+    figures = {"adult_films": int(keep.sum()), "adult_pneumonia": int(truth.sum()),
+               "sensitivity": float("nan"), "specificity": float("nan"), "roc_auc": float("nan")}
+    if len(set(truth)) < 2:
+        return figures
+    sick = pneumonia_probability(calibrate(adults.variants["original"].raw[keep], loaded.config))
     said = sick >= loaded.config["threshold"]
-    return {"adult_films": int(keep.sum()), "adult_pneumonia": int(truth.sum()),
-            "sensitivity": float(said[truth == 1].mean()), "specificity": float((~said[truth == 0]).mean()),
+    return {**figures, "sensitivity": float(said[truth == 1].mean()), "specificity": float((~said[truth == 0]).mean()),
             "roc_auc": float(roc_auc_score(truth, sick))}

@@ -29,8 +29,9 @@ import numpy as np
 from pneumo.calibration import apply_calibration
 from pneumo.classes import CLASSES, NORMAL, pneumonia_probability
 from pneumo.preprocess import to_model_input
-from pneumo.run_folder import (CARD, KERAS_MODEL, METRICS, RELIABILITY_PLOT, ROC_PLOT, TARGET_MEAN, TARGET_STD,
-                               TRAINING_PLOT, VGG_MEAN_BGR, write_config)
+from pneumo.run_folder import (CARD, FLOAT_ONNX, INT8_ONNX, KERAS_MODEL, METRICS, ONNX_REPORT, OOD, POPULATION,
+                               POPULATION_REPORT, RELIABILITY_PLOT, ROC_PLOT, TARGET_MEAN, TARGET_STD, TRAINING_PLOT,
+                               VGG_MEAN_BGR, write_config)
 
 from .averaging import average_into
 from .calibrate import fit_calibration
@@ -78,6 +79,8 @@ def write_run_folder(args, splits, checkpoint_dir, log):
         plot_training(state["history"], out / TRAINING_PLOT)
     scope = None
     if args.no_onnx:
+        for name in (FLOAT_ONNX, INT8_ONNX, ONNX_REPORT, OOD, POPULATION, POPULATION_REPORT):
+            (out / name).unlink(missing_ok=True)  # made from an earlier model.keras: never push those
         log(f"ONNX models and scope checks skipped (--no-onnx): make them with python -m training.quantize {out}, "
             f"then python -m training.scope {out} --adult-data ADULT")
     else:

@@ -32,7 +32,7 @@ from pneumo.ood import statistics_reason
 from pneumo.photo import film_of
 from pneumo.predict import model_outputs
 from pneumo.preprocess import preprocess
-from pneumo.run_folder import CARD, METRICS, OOD, POPULATION, read_config
+from pneumo.run_folder import CARD, METRICS, OOD, POPULATION, POPULATION_REPORT, read_config
 
 from . import ood, population
 from .data import load_splits
@@ -42,7 +42,6 @@ ADULT_DIR_ENV = "PNEUMO_ADULT_DATA_DIR"
 TRAIN_SAMPLE = 1200  # children of train/ in the fits: enough for linear models, minutes of scoring
 MIN_FIT_IMAGES = 320  # below (a toy run) the fits are noise: no ood.npz or population.npz
 FITTED = ("original", "site", "photo")  # "unseen" is only measured
-REPORT = "population.json"
 
 
 @dataclass
@@ -122,8 +121,8 @@ class Sets:
     adults: Scored | None
 
 
-def score_sets(loaded, data_dir, adult_dir, seed=0, log=print) -> Sets:
-    splits = load_splits(data_dir, seed=seed)
+def score_sets(loaded, splits, adult_dir, seed=0, log=print) -> Sets:
+    """Score a sample of train/, the selection split and the adult films (if any), with variants."""
     rng = np.random.default_rng(seed)
     picks = sorted(rng.choice(len(splits.train), min(TRAIN_SAMPLE, len(splits.train)), replace=False))
     log(f"scope checks: scoring {len(picks)} train/ and {len(splits.selection)} {splits.selection_name} children"
@@ -136,13 +135,14 @@ def score_sets(loaded, data_dir, adult_dir, seed=0, log=print) -> Sets:
 def fit_and_save(run_folder, data_dir, adult_dir=None, seed=0, log=print) -> dict | None:
     """Fit both checks into RUN_FOLDER; returns the population figures (None without adults)."""
     out = Path(run_folder)
-    for name in (OOD, POPULATION, REPORT):
+    for name in (OOD, POPULATION, POPULATION_REPORT):
         (out / name).unlink(missing_ok=True)  # scoring must not pass through an earlier fit
-    loaded = load_model(out)
-    sets = score_sets(loaded, data_dir, adult_dir, seed, log)
-    if len(sets.train) < MIN_FIT_IMAGES:
-        log(f"scope checks: only {len(sets.train)} training images, no fitted checks (image statistics only)")
+    splits = load_splits(data_dir, seed=seed)
+    if len(splits.train) < MIN_FIT_IMAGES:
+        log(f"scope checks: only {len(splits.train)} training images, no fitted checks (image statistics only)")
         return None
+    loaded = load_model(out)
+    sets = score_sets(loaded, splits, adult_dir, seed, log)
     fit_chest_xray_check(sets, out, log)
     if sets.adults is None:
         log("scope checks: no adult films (--adult-data), so no population check: adults will get verdicts")
@@ -175,7 +175,7 @@ def fit_population_check(loaded, sets, out, seed, log) -> dict:
     check.adult_sensitivity, check.adult_auc = figures["sensitivity"], figures["roc_auc"]
     check.save(out / POPULATION)
     report = {"threshold": check.threshold, "adult_model": figures, "cross_validated": measured["gated"]}
-    (out / REPORT).write_text(json.dumps(report, indent=2))
+    (out / POPULATION_REPORT).write_text(json.dumps(report, indent=2))
     log(f"population check: threshold {check.threshold:.3f}; cross-validated {json.dumps(measured['gated'])}")
     return report
 
