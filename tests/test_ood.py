@@ -158,6 +158,7 @@ def test_app_shows_no_verdict_for_a_photo(tiny_run, monkeypatch, tmp_path):
         app = importlib.import_module("app")
     finally:
         loading.get_model.cache_clear()
+    monkeypatch.setattr(app, "MODEL", load_model(tiny_run))  # another test may have imported app first
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # app.predict takes only files in the upload folder
     photo = io.BytesIO()
     Image.fromarray(skimage_data.chelsea()).save(photo, "PNG")

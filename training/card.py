@@ -79,12 +79,14 @@ def who_it_is_for(scope) -> str:
         return checks + (" This run has no population check (`population.npz`): adult films get verdicts "
                          "although the model has not been validated on adults.")
     adult, cv = scope["adult_model"], scope["cross_validated"]
+    tried = ""
+    if adult["sensitivity"] == adult["sensitivity"]:  # measured (not NaN): the films had labels
+        tried = (f" Tried on {adult['adult_films']} adult films ({adult['adult_pneumonia']} with pneumonia), the "
+                 f"model at its threshold had sensitivity {adult['sensitivity']:.2f}, specificity "
+                 f"{adult['specificity']:.2f} and ROC AUC {adult['roc_auc']:.2f}: it misses most pneumonia in adults.")
     return checks + f"""
 
-Children aged 1-5 of one hospital only. Tried on {adult['adult_films']} adult films (NIH Clinical Center,
-{adult['adult_pneumonia']} with pneumonia), the model at its threshold had sensitivity
-{adult['sensitivity']:.2f}, specificity {adult['specificity']:.2f} and ROC AUC {adult['roc_auc']:.2f}: it
-misses most pneumonia in adults. So a population check (`population.npz`: a logistic regression on the
+Children aged 1-5 of one hospital only.{tried} So a population check (`population.npz`: a logistic regression on the
 model's region features, children against adult films, fitted with the same re-framings and phone photos
 on both sides) gives adult films the scope `outside_population` and no verdict. Cross-validated by patient
 (no image scored by a check fitted on it), at P(outside) >= {scope['threshold']:.3f}:
