@@ -70,10 +70,14 @@ def running_app(model_path, workdir: Path, args=(), extra_env: dict | None = Non
         stop(process)
 
 
-def left_in_temp(app: App) -> list[Path]:
-    """Files in the app's temp folder, less Gradio's start-up copies of the clickable examples."""
+def left_in_temp(app: App, folders=False) -> list[Path]:
+    """Files (and, with `folders`, folders) in the app's temp folder, less Gradio's start-up
+    copies of the clickable examples and the folders that hold them: those are the app's own."""
     def sha256(path):
         return hashlib.sha256(path.read_bytes()).hexdigest()
 
     examples = {sha256(path) for path in (ROOT / "examples").glob("*.jpeg")}
-    return [path for path in app.temp_dir.rglob("*") if path.is_file() and sha256(path) not in examples]
+    kept = [path for path in app.temp_dir.rglob("*") if path.is_file() and sha256(path) in examples]
+    holders = {parent for path in kept for parent in path.parents}
+    return [path for path in app.temp_dir.rglob("*") if path not in kept and path not in holders
+            and (path.is_file() or (folders and path.is_dir()))]

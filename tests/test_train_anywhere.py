@@ -41,11 +41,12 @@ def test_training_under_jax_never_imports_tensorflow(tmp_path, synthetic_data):
     config = json.loads((out / "config.json").read_text())
     assert config["averaged_epochs"] == [1, 2]
     # A model trained under JAX serves under TensorFlow (this process).
+    from pneumo.analysis import analyse
     from pneumo.loading import load_model
-    from pneumo.predict import predict_image
 
-    prediction = predict_image(load_model(out), synthetic_xray("virus", 7, size=100))
-    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    analysis = analyse(synthetic_xray("virus", 7, size=100), load_model(out))
+    probabilities = analysis.probabilities or analysis.research["probabilities"]
+    assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
 
 
 def _importable(name):
