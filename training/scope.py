@@ -20,13 +20,16 @@ verdicts; `pneumo info` and the card say so).
 """
 
 import argparse
+import csv
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from pneumo.classes import NORMAL
 from pneumo.loading import load_model
 from pneumo.ood import statistics_reason
 from pneumo.photo import film_of
@@ -41,7 +44,6 @@ from .variants import VARIANTS
 ADULT_DIR_ENV = "PNEUMO_ADULT_DATA_DIR"
 TRAIN_SAMPLE = 1200  # children of train/ in the fits: enough for linear models, minutes of scoring
 MIN_FIT_IMAGES = 320  # below (a toy run) the fits are noise: no ood.npz or population.npz
-FITTED = ("original", "site", "photo")  # "unseen" is only measured
 
 
 @dataclass
@@ -88,14 +90,12 @@ def score_set(loaded, images, outside, groups, pneumonia, variants, seed) -> Sco
 
 def score_children(loaded, samples, variants, seed) -> Scored:
     images = [_open(s.path) for s in samples]
-    return score_set(loaded, images, 0, [s.patient for s in samples], [int(s.label != 0) for s in samples],
+    return score_set(loaded, images, 0, [s.patient for s in samples], [int(s.label != NORMAL) for s in samples],
                      variants, seed)
 
 
 def score_adults(loaded, folder, variants, seed) -> Scored:
     """ADULT/*.jpeg (and labels.csv's `finding`: normal, pneumonia or other)."""
-    import csv
-
     labels = Path(folder) / "labels.csv"
     findings = {}
     if labels.is_file():
@@ -108,8 +108,6 @@ def score_adults(loaded, folder, variants, seed) -> Scored:
 
 
 def _open(path):
-    from PIL import Image
-
     with Image.open(path) as image:
         return image.convert("L")
 
@@ -143,19 +141,19 @@ def fit_and_save(run_folder, data_dir, adult_dir=None, seed=0, log=print) -> dic
         return None
     loaded = load_model(out)
     sets = score_sets(loaded, splits, adult_dir, seed, log)
-    fit_chest_xray_check(sets, out, log)
+    chest = fit_chest_xray_check(sets, out, log)
     if sets.adults is None:
         log("scope checks: no adult films (--adult-data), so no population check: adults will get verdicts")
         return None
-    return fit_population_check(loaded, sets, out, seed, log)
+    return fit_population_check(loaded, sets, chest, out, seed, log)
 
 
 def fit_chest_xray_check(sets, out, log):
     """ood.npz from every fitted variant of train/'s children. Adults stay out: with
     them the check let more non-X-rays through (measured: 95% refused instead of 100%,
     photos of printed non-X-rays 77% instead of 82%); the population check gates adults."""
-    xrays = [sets.train.variants[name] for name in FITTED]
-    selection = [sets.selection.variants[name] for name in FITTED]
+    xrays = [sets.train.variants[name] for name in population.FITTED]
+    selection = [sets.selection.variants[name] for name in population.FITTED]
     check = ood.fit_check(np.concatenate([f.pooled[~f.refused_by_statistics] for f in xrays]),
                           np.concatenate([f.pooled[~f.refused_by_statistics] for f in selection]))
     check.save(out / OOD)
@@ -165,9 +163,9 @@ def fit_chest_xray_check(sets, out, log):
     return check
 
 
-def fit_population_check(loaded, sets, out, seed, log) -> dict:
-    """population.npz and population.json (threshold by cross-validation)."""
-    chest = ood_check_of(out)
+def fit_population_check(loaded, sets, chest, out, seed, log) -> dict:
+    """population.npz and population.json (threshold by cross-validation); `chest`
+    is the not-a-chest-X-ray check just fitted, which refuses images before this one."""
     measured = population.cross_validate(sets, chest, seed=seed)
     check = population.fit(population.rows(sets, chest), seed=seed)
     check.threshold = measured["threshold"]
@@ -178,12 +176,6 @@ def fit_population_check(loaded, sets, out, seed, log) -> dict:
     (out / POPULATION_REPORT).write_text(json.dumps(report, indent=2))
     log(f"population check: threshold {check.threshold:.3f}; cross-validated {json.dumps(measured['gated'])}")
     return report
-
-
-def ood_check_of(out):
-    from pneumo.ood import FeatureCheck
-
-    return FeatureCheck.load(out)
 
 
 def main(argv=None):
