@@ -8,8 +8,12 @@ these and only shape the result; none of them assembles a verdict itself,
 so they agree by construction.
 
     file ─▶ decode ─▶ photo of a film? take the film ─▶ model ─▶ scope ─▶ calibration ─▶ Analysis
+                                                                  (child? adult?)
 
-The model may answer only when the scope check says `ok`. Otherwise `label`,
+The model may answer only when the scope check says `ok`, and it answers
+for the population the check routes the film to: a child gets the three
+classes of the children's model, an adult the adult answer (pneumo/adult.py:
+pneumonia or not, no bacterial/viral split), both from the same pass. Otherwise `label`,
 `pneumonia_probability` and `probabilities` are None, `reason` says why in a
 sentence, and the model's raw numbers survive only under `research`, a field
 named so that nobody mistakes it for a verdict.
@@ -26,7 +30,7 @@ from .decode import Decoded, decode
 from .photo import film_of
 from .predict import model_outputs
 from .preprocess import preprocess
-from .scope import OK, assess_scope
+from .scope import ADULT, OK, assess_scope
 
 # The keys of the model's identity that every result repeats.
 MODEL_KEYS = ("name", "source", "repo", "revision", "commit", "sha256", "runtime", "threshold", "fallback_reason")
@@ -35,10 +39,12 @@ MODEL_KEYS = ("name", "source", "repo", "revision", "commit", "sha256", "runtime
 @dataclass
 class Analysis:
     scope: str  # "ok", "not_chest_xray" or "outside_population" (pneumo/scope.py)
+    population: str | None  # whose answer: "child" or "adult" when scope is "ok"; None without a verdict
     reason: str | None  # why there is no verdict, for people; None when scope is "ok"
     label: str | None  # "NORMAL" or "PNEUMONIA" by the model's threshold; None outside scope
-    pneumonia_probability: float | None  # calibrated P(bacterial) + P(viral); None outside scope
-    probabilities: dict | None  # calibrated NORMAL, BACTERIAL, VIRAL; None outside scope
+    pneumonia_probability: float | None  # calibrated P(pneumonia); None outside scope
+    probabilities: dict | None  # calibrated NORMAL, BACTERIAL, VIRAL (child) or NORMAL, PNEUMONIA (adult)
+    threshold: float | None  # the cut on pneumonia_probability that gave `label`; None outside scope
     warnings: list[str]  # notes that do not stop a verdict (from decoding, from the photo step)
     research: dict | None  # outside scope only: what the model computed anyway; not a verdict
     checks: dict  # the scope checks' scores and thresholds
@@ -49,8 +55,8 @@ class Analysis:
     def as_dict(self) -> dict:
         """The JSON result of every entry point (README: "The result")."""
         return {key: getattr(self, key) for key in
-                ("scope", "reason", "label", "pneumonia_probability", "probabilities", "warnings", "research",
-                 "checks", "model")}
+                ("scope", "population", "reason", "label", "pneumonia_probability", "probabilities", "threshold",
+                 "warnings", "research", "checks", "model")}
 
 
 def analyse(source, loaded=None, with_heatmap=True) -> Analysis:
@@ -89,16 +95,31 @@ def _analyse_decoded(decoded: list[Decoded], loaded, with_heatmap) -> list[Analy
 def _result(loaded, decoded, film, outputs, i, model) -> Analysis:
     """Row i of the batch's outputs -> its Analysis."""
     scope = assess_scope(film, outputs.pooled[i], outputs.regions[i], loaded)
-    heatmap = outputs.heatmaps[i] if outputs.heatmaps is not None else None
-    probabilities = calibrate(outputs.raw[i], loaded.config)
-    sick = float(pneumonia_probability(probabilities))
-    numbers = {"pneumonia_probability": sick,
-               "probabilities": {name: float(p) for name, p in zip(CLASSES, probabilities)}}
     warnings = decoded.warnings + film.warnings
     if scope.code != OK:
         # A heatmap or a label here would look like evidence: only the raw numbers stay, by name.
-        return Analysis(scope.code, scope.reason, None, None, None, warnings, numbers, scope.scores, model,
-                        image=film.image)
-    label = "PNEUMONIA" if sick >= loaded.config["threshold"] else "NORMAL"
-    return Analysis(OK, None, label, sick, numbers["probabilities"], warnings, None, scope.scores, model,
-                    heatmap=heatmap, image=film.image)
+        sick, probabilities, _, _ = _child_answer(loaded, outputs, i)
+        research = {"pneumonia_probability": sick, "probabilities": probabilities}
+        return Analysis(scope.code, None, scope.reason, None, None, None, None, warnings, research, scope.scores,
+                        model, image=film.image)
+    answer = _adult_answer if scope.population == ADULT else _child_answer
+    sick, probabilities, threshold, heatmap = answer(loaded, outputs, i)
+    label = "PNEUMONIA" if sick >= threshold else "NORMAL"
+    return Analysis(OK, scope.population, None, label, sick, probabilities, threshold, warnings, None, scope.scores,
+                    model, heatmap=heatmap, image=film.image)
+
+
+def _child_answer(loaded, outputs, i):
+    """The children's model: calibrated three classes, its threshold, its heatmap."""
+    probabilities = calibrate(outputs.raw[i], loaded.config)
+    named = {name: float(p) for name, p in zip(CLASSES, probabilities)}
+    heatmap = outputs.heatmaps[i] if outputs.heatmaps is not None else None
+    return float(pneumonia_probability(probabilities)), named, float(loaded.config["threshold"]), heatmap
+
+
+def _adult_answer(loaded, outputs, i):
+    """The adult answer: P(pneumonia) alone (no bacterial/viral split), its threshold, its heatmap."""
+    head = loaded.adult_head
+    sick = float(head.probability(outputs.adult[i][None])[0])
+    heatmap = outputs.adult_heatmaps[i] if outputs.adult_heatmaps is not None else None
+    return sick, {"NORMAL": 1.0 - sick, "PNEUMONIA": sick}, head.threshold, heatmap

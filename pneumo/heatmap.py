@@ -52,8 +52,12 @@ def heatmaps(maps, probabilities, head_kernel) -> np.ndarray:
     """The last convolution's maps (N, h, w, C), the softmax outputs (N, 3) and
     the dense head's kernel (C, 3) -> float32 heatmaps (N, h, w), each scaled to peak at 1."""
     maps = np.asarray(maps, np.float64)
-    weights = channel_weights(probabilities, head_kernel, maps.shape[1] * maps.shape[2])
-    cam = np.maximum(np.einsum("nhwc,nc->nhw", maps, weights), 0.0)
+    return class_activation(maps, channel_weights(probabilities, head_kernel, maps.shape[1] * maps.shape[2]))
+
+
+def class_activation(maps, weights) -> np.ndarray:
+    """Maps (N, h, w, C) and Grad-CAM channel weights (N, C) -> float32 heatmaps (N, h, w), each peaking at 1."""
+    cam = np.maximum(np.einsum("nhwc,nc->nhw", np.asarray(maps, np.float64), weights), 0.0)
     peak = cam.max(axis=(1, 2), keepdims=True)
     # An all-zero map (nothing raised the odds) stays zero instead of dividing by 0.
     return np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0).astype(np.float32)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .predict import GRID
-from .run_folder import KERAS_MODEL, OOD, POPULATION, REQUIRED, read_config
+from .run_folder import ADULT, KERAS_MODEL, OOD, POPULATION, REQUIRED, read_config
 from .runtime import load_runtime
 
 log = logging.getLogger("pneumo")
@@ -58,6 +58,21 @@ class LoadedModel:
             log.warning("%s was fitted for another model: no population check", POPULATION)
             return None
         return check
+
+    @functools.cached_property
+    def adult_head(self):
+        """The run folder's adult answer if it met the shipping rule when fitted, else None (pneumo/adult.py)."""
+        from .adult import AdultHead
+
+        try:
+            head = AdultHead.load(self.identity["path"])
+        except (OSError, ValueError, KeyError, TypeError) as error:  # a broken file must not stop serving
+            log.warning("%s unreadable (%s): adults get no verdict", ADULT, error)
+            return None
+        if head is not None and head.coef.shape != (2 * self.runtime.channels,):  # adult_features
+            log.warning("%s was fitted for another model: adults get no verdict", ADULT)
+            return None
+        return head if head is not None and head.shipped else None
 
 
 def load_model(path=None, repo=None, revision=None, runtime=None) -> LoadedModel:

@@ -3,9 +3,10 @@
     model_outputs(loaded, inputs, with_heatmap) -> ModelOutputs
 
 The runtime (pneumo/runtime.py: ONNX int8, ONNX float or Keras) gives the
-probabilities and the last convolution's maps; the pooled features and the
-heatmap are computed from the maps in numpy (pneumo/heatmap.py), so every
-runtime yields all three from the same pass. Everything after this (the
+probabilities and the last convolution's maps; the features of the scope
+checks and of the adult answer, and the heatmaps, are computed from the maps
+in numpy (pneumo/heatmap.py), so every runtime yields all of them from the
+same pass. Everything after this (the
 scope checks, calibration, the verdict) is pneumo/analysis.py's; everything
 before it (decoding, preprocessing) too.
 """
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .heatmap import heatmaps
+from .adult import adult_features
+from .heatmap import class_activation, heatmaps
 
 GRID = 4  # the population check's features: 4 x 4 cells (2 x 2 maps each at 128 px)
 
@@ -27,6 +29,9 @@ class ModelOutputs:
     # (N, GRID * GRID * channels) the maps averaged over each cell of a GRID x GRID grid,
     # row by row: where things are (proportions), which the population check needs.
     regions: np.ndarray | None = None
+    # (N, 2 * channels) the maps' mean and maximum per channel: the adult answer's features (pneumo/adult.py)
+    adult: np.ndarray | None = None
+    adult_heatmaps: np.ndarray | None = None  # (N, h, w): where the adult answer's evidence is, when asked for
 
 
 def model_outputs(loaded, inputs, with_heatmap=False) -> ModelOutputs:
@@ -35,7 +40,9 @@ def model_outputs(loaded, inputs, with_heatmap=False) -> ModelOutputs:
     raw, maps = runtime(inputs)
     pooled = maps.mean(axis=(1, 2))  # the not-a-chest-X-ray check's features (pneumo/ood.py)
     heat = heatmaps(maps, raw, runtime.head_kernel) if with_heatmap else None
-    return ModelOutputs(np.asarray(raw), pooled, heat, regions(maps))
+    adult = loaded.adult_head
+    adult_heat = class_activation(maps, adult.channel_weights(maps)) if with_heatmap and adult else None
+    return ModelOutputs(np.asarray(raw), pooled, heat, regions(maps), adult_features(maps), adult_heat)
 
 
 def regions(maps, cells=GRID) -> np.ndarray:

@@ -1,13 +1,19 @@
-"""May the model answer for this image? Three answers, checked in order:
+"""May the model answer for this image, and which part of it? Checked in order:
 
     not_chest_xray       not a chest X-ray at all (pneumo/ood.py: image
                          statistics, then the distance of the model's
                          features from the training X-rays')
-    outside_population   a chest X-ray, but not of the population the model
-                         was validated on: young children (pneumo/population.py)
-    ok                   the model may give its verdict
+    outside_population   a chest X-ray, but of no population an answer was
+                         validated on
+    ok                   the model may give its verdict, for the `population`
+                         the population check (pneumo/population.py) routes it to:
 
-The checks only gate: they never change the pneumonia probabilities.
+    population  "child"  young children: the children's model, three classes
+                "adult"  adults: the adult answer (pneumo/adult.py), pneumonia
+                         yes or no, only where the run folder has one that met
+                         the shipping rule; else adults are outside_population
+
+The checks only gate and route: they never change the probabilities.
 """
 
 from dataclasses import dataclass, field
@@ -16,6 +22,8 @@ from .ood import feature_distance_reason, statistics_reason
 
 OK, NOT_CHEST_XRAY, OUTSIDE_POPULATION = "ok", "not_chest_xray", "outside_population"
 SCOPES = (OK, NOT_CHEST_XRAY, OUTSIDE_POPULATION)
+CHILD, ADULT = "child", "adult"
+POPULATIONS = (CHILD, ADULT)
 
 
 @dataclass
@@ -23,6 +31,7 @@ class Scope:
     code: str  # one of SCOPES
     reason: str | None = None  # for people, when the code is not OK
     scores: dict = field(default_factory=dict)  # the checks' figures and thresholds
+    population: str | None = None  # CHILD or ADULT when the code is OK: whose answer the film gets
 
 
 def assess_scope(film, pooled, regions, loaded) -> Scope:
@@ -38,12 +47,14 @@ def assess_scope(film, pooled, regions, loaded) -> Scope:
         return Scope(NOT_CHEST_XRAY, not_chest_xray_reason(reason, film.is_photo), scores)
     population = loaded.population_check
     if population is None or regions is None:
-        return Scope(OK, None, scores)
+        return Scope(OK, scores=scores, population=CHILD)
     outside = float(population.outside_probability(regions[None])[0])
     scores.update(outside_population_probability=outside, outside_population_threshold=float(population.threshold))
-    if outside >= population.threshold:
-        return Scope(OUTSIDE_POPULATION, outside_population_reason(population), scores)
-    return Scope(OK, None, scores)
+    if outside < population.threshold:
+        return Scope(OK, scores=scores, population=CHILD)
+    if loaded.adult_head is not None:
+        return Scope(OK, scores=scores, population=ADULT)
+    return Scope(OUTSIDE_POPULATION, outside_population_reason(population), scores)
 
 
 def not_chest_xray_reason(why, is_photo=False) -> str:

@@ -54,6 +54,7 @@ class Scored:
     groups: np.ndarray  # patient ids: folds never split a patient
     pneumonia: np.ndarray  # 1 pneumonia, 0 normal, -1 other findings (adults) / unknown
     variants: dict  # name -> Features
+    files: list | None = None  # the films' file names (adults: to find their radiologists' readings)
 
     def __len__(self):
         return len(self.outside)
@@ -65,19 +66,22 @@ class Features:
     regions: np.ndarray  # (N, cells * C) for the population check
     refused_by_statistics: np.ndarray  # (N,) bool: refused before any fitted check (pneumo/ood.py)
     raw: np.ndarray  # (N, 3) the model's uncalibrated probabilities
+    adult: np.ndarray  # (N, 2 C) the adult answer's features (pneumo/adult.py)
 
 
 def score(loaded, images, batch_size=32) -> Features:
     """Decoded images -> their features and statistics verdicts, as pneumo.analysis computes them."""
-    pooled, regions, refused, raw = [], [], [], []
+    pooled, regions, refused, raw, adult = [], [], [], [], []
     for start in range(0, len(images), batch_size):
         films = [film_of(image).image for image in images[start:start + batch_size]]
         outputs = model_outputs(loaded, np.concatenate([preprocess(f, loaded.config["image_size"]) for f in films]))
         pooled.append(outputs.pooled)
         regions.append(outputs.regions)
         raw.append(outputs.raw)
+        adult.append(outputs.adult)
         refused += [statistics_reason(f) is not None for f in films]
-    return Features(np.concatenate(pooled), np.concatenate(regions), np.array(refused, bool), np.concatenate(raw))
+    return Features(np.concatenate(pooled), np.concatenate(regions), np.array(refused, bool), np.concatenate(raw),
+                    np.concatenate(adult))
 
 
 def score_set(loaded, images, outside, groups, pneumonia, variants, seed) -> Scored:
@@ -95,16 +99,19 @@ def score_children(loaded, samples, variants, seed) -> Scored:
 
 
 def score_adults(loaded, folder, variants, seed) -> Scored:
-    """ADULT/*.jpeg (and labels.csv's `finding`: normal, pneumonia or other)."""
+    """ADULT/*.jpeg (and labels.csv's `finding`: normal, pneumonia or other; `patient`: the folds' groups)."""
     labels = Path(folder) / "labels.csv"
-    findings = {}
+    rows = {}
     if labels.is_file():
         with open(labels) as f:
-            findings = {row["file"]: row.get("finding") for row in csv.DictReader(f)}
+            rows = {row["file"]: row for row in csv.DictReader(f)}
     paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png"))
     code = {"pneumonia": 1, "normal": 0}
-    return score_set(loaded, [_open(p) for p in paths], 1, [p.stem for p in paths],
-                     [code.get(findings.get(p.name), -1) for p in paths], variants, seed)
+    patients = [rows.get(p.name, {}).get("patient") or p.stem for p in paths]  # several films of one patient
+    scored = score_set(loaded, [_open(p) for p in paths], 1, patients,
+                       [code.get(rows.get(p.name, {}).get("finding"), -1) for p in paths], variants, seed)
+    scored.files = [p.name for p in paths]
+    return scored
 
 
 def _open(path):

@@ -1,0 +1,83 @@
+"""The adult answer: does an adult's chest X-ray show pneumonia, yes or no.
+
+The children's model never saw an adult, yet its features carry over: a
+linear read-out of them, fitted on adult films alone, ranks radiologists'
+"lung opacity" films above their "normal" ones far better than the
+children's own answer does (the model card has the figures). So an adult
+film costs no second model and no second pass: the population check
+(pneumo/population.py) routes it here, and this head reads the features of
+the pass that was made anyway.
+
+    P(pneumonia) = sigmoid(slope * (coef . standardise(log1p(features)) + intercept) + offset)
+
+`features` are `adult_features(maps)` of the heatmap layer's maps. The
+slope and offset recalibrate the regression's balanced scores to the
+radiologist-read films (Platt scaling, fitted out of fold). Adults get no
+bacterial/viral split: nothing in the adult data supports one.
+
+training/adult.py fits it (NIH films, validated on RSNA radiologist labels
+by patient-level cross-validation) and saves it as adult.npz, with its
+figures in adult.json. A head that missed the shipping rule is saved with
+`shipped = 0`: serving then keeps adults outside the population.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .run_folder import ADULT as FILE
+
+
+def adult_features(maps) -> np.ndarray:
+    """(N, h, w, C) maps -> (N, 2C): each channel's mean and its maximum over the film.
+    The maximum keeps a small, dense opacity that the mean would dilute."""
+    maps = np.asarray(maps, np.float32)
+    return np.concatenate([maps.mean(axis=(1, 2)), maps.max(axis=(1, 2))], axis=1)
+
+
+@dataclass
+class AdultHead:
+    mean: np.ndarray  # (features,) of log1p(adult_features) in the fit
+    scale: np.ndarray  # (features,) their standard deviation
+    coef: np.ndarray  # (features,) logistic-regression weights
+    intercept: float
+    slope: float  # Platt scaling of the regression's score, fitted out of fold
+    offset: float
+    threshold: float  # calibrated P(pneumonia) at or above it: PNEUMONIA
+    shipped: float  # 1: met the shipping rule when fitted (adult.json says how); 0: adults stay out
+
+    def score(self, features) -> np.ndarray:
+        """(N, features) -> (N,) the regression's uncalibrated score."""
+        z = (np.log1p(np.maximum(np.asarray(features, np.float64), 0.0)) - self.mean) / self.scale
+        return z @ self.coef + self.intercept
+
+    def probability(self, features) -> np.ndarray:
+        """(N, features) -> (N,) calibrated P(pneumonia)."""
+        return 1.0 / (1.0 + np.exp(-(self.slope * self.score(features) + self.offset)))
+
+    def channel_weights(self, maps) -> np.ndarray:
+        """(N, h, w, C) -> (N, C): d score / d map, averaged over the map (Grad-CAM's weights).
+        The mean's term is spread over every position; the maximum's lands on its peak only,
+        so its share of the average is 1/(h w) as well."""
+        maps = np.asarray(maps, np.float64)
+        channels = maps.shape[-1]
+        features = adult_features(maps).astype(np.float64)
+        gradient = self.coef / self.scale / (1.0 + np.maximum(features, 0.0))  # d score / d feature
+        per_position = maps.shape[1] * maps.shape[2]
+        return (gradient[:, :channels] + gradient[:, channels:]) / per_position
+
+    def save(self, path):
+        np.savez_compressed(path, **{key: np.asarray(getattr(self, key), np.float32)
+                                     for key in self.__dataclass_fields__})
+
+    @classmethod
+    def load(cls, folder) -> "AdultHead | None":
+        path = Path(folder) / FILE
+        if not path.is_file():
+            return None  # a run folder without an adult answer: adults stay outside the population
+        with np.load(path) as data:
+            values = {key: data[key].astype(np.float64) for key in cls.__dataclass_fields__}
+        for key in ("intercept", "slope", "offset", "threshold", "shipped"):
+            values[key] = float(values[key])
+        return cls(**values)
