@@ -57,6 +57,11 @@ MCP = mcp_tool.requested(sys.argv[1:], os.environ)
 ALLOW_PRIVATE_URLS = os.environ.get("PNEUMO_ALLOW_PRIVATE_URLS", "").lower() in ("1", "true")
 
 
+# The Grad-CAM overlay as wide as its column, small X-rays scaled up, never taller than the window.
+CSS = """#heatmap .image-frame, #heatmap img { width: 100%; }
+#heatmap img { height: auto; max-height: 85vh; object-fit: contain; }"""
+
+
 # What each runtime (pneumo/runtime.py) is, in the model panel's words.
 RUNTIMES = {
     "onnx-int8": "ONNX Runtime, int8 (`onnx-int8`)",
@@ -128,16 +133,17 @@ def label_data(headline, confidences):
 
 
 def show(result):
-    """The API result -> the verdict, the three-class breakdown, the notes.
-    Outside the model's scope, no verdict: only why."""
+    """The API result -> updates of the verdict, the normal/bacterial/viral breakdown, the notes and the
+    heatmap's panel. Outside the model's scope, no verdict: the verdict panel says "No verdict", the notes
+    right under it say why, and what would read as an answer (breakdown, heatmap) is hidden. The Labels
+    get their data as is (postprocess=False), so an empty one gets {}: the page cannot read None."""
     warnings = result["warnings"]
     if result["scope"] != OK:
-        notes = [f"### ⚠️ No verdict\n\n{result['reason']}", *[f"ℹ️ {w}" for w in warnings]]
-        return label_data("No verdict", {}), None, "\n\n".join(notes)
+        notes = [f"**Why:** {result['reason']}", *[f"ℹ️ {w}" for w in warnings]]
+        return (label_data("No verdict", {}), gr.update(value={}, visible=False), "\n\n".join(notes),
+                gr.update(visible=False))
     sick, threshold = result["pneumonia_probability"], result["model"]["threshold"]
     verdict = label_data(result["label"], {"PNEUMONIA": sick, "NORMAL": 1 - sick})
-    ranked = dict(sorted(result["probabilities"].items(), key=lambda item: -item[1]))
-    breakdown = label_data(next(iter(ranked)), ranked)
     notes = [
         f"The model's estimate of the probability of pneumonia is **{sick:.0%}**; it answers PNEUMONIA "
         f"from {threshold:.0%}. The estimate is calibrated on the validation X-rays: of those that got "
@@ -145,7 +151,16 @@ def show(result):
         "X-rays like the training ones, not a diagnosis.",
         *[f"⚠️ {warning}" for warning in warnings],
     ]
-    return verdict, breakdown, "\n\n".join(notes)
+    return verdict, breakdown_update(result["probabilities"]), "\n\n".join(notes), gr.update(visible=True)
+
+
+def breakdown_update(probabilities):
+    """The three classes when the model gave them; a verdict without them (a model that only tells
+    normal from pneumonia) hides the panel rather than showing a bar for one class."""
+    if not probabilities or not {"BACTERIAL", "VIRAL"} <= set(probabilities):
+        return gr.update(value={}, visible=False)
+    ranked = dict(sorted(probabilities.items(), key=lambda item: -item[1]))
+    return gr.update(value=label_data(next(iter(ranked)), ranked), visible=True)
 
 
 def build(loaded):
@@ -162,14 +177,16 @@ def build(loaded):
                 gr.Examples([[str(path)] for path in EXAMPLES], [image], cache_examples=False,
                             label="No X-ray at hand? Try one (then press Analyse)",
                             example_labels=[path.stem.replace("-", " ").capitalize() for path in EXAMPLES])
-                dicom = UploadOnlyFile(label="…or a DICOM file (.dcm), analysed on upload", height=130)
+                dicom = UploadOnlyFile(label="…or a DICOM file (.dcm), analysed on upload", height=130,
+                                       elem_id="dicom")
             with gr.Column():
                 verdict = gr.Label(label="Verdict (the model's estimate)", elem_id="verdict")
                 breakdown = gr.Label(label="Normal / bacterial / viral (the model's estimates)",
                                      elem_id="breakdown")
                 notes = gr.Markdown(elem_id="notes")
-        heatmap = gr.Image(label="Grad-CAM: the areas that raised the model's pneumonia estimate", type="pil",
-                           format="png", interactive=False, height=420, elem_id="heatmap")
+                # Beside the answer it explains, in a box no larger than the overlay (512 px at most).
+                heatmap = gr.Image(label="Grad-CAM: the areas that raised the model's pneumonia estimate",
+                                   type="pil", format="png", interactive=False, height=None, elem_id="heatmap")
         with gr.Accordion("Model", open=True):
             gr.Markdown(model_panel(loaded.identity), elem_id="model")
         with gr.Accordion("API result (JSON)", open=False):
@@ -180,7 +197,7 @@ def build(loaded):
         for event, source, name in ((submit.click, image, "predict"), (dicom.upload, dicom, "predict_dicom")):
             event(predict, source, [result, heatmap], api_name=name, preprocess=False,
                   api_visibility="undocumented" if MCP else "public").success(
-                show, result, [verdict, breakdown, notes], api_visibility="private", postprocess=False)
+                show, result, [verdict, breakdown, notes, heatmap], api_visibility="private", postprocess=False)
         if MCP:  # the tool fetches URLs (bounded, pneumo/fetch.py): only served when asked for
             gr.api(analyse_chest_xray, api_name="analyse_chest_xray", api_description=mcp_tool.TOOL_DESCRIPTION)
     return demo
@@ -206,7 +223,7 @@ if __name__ == "__main__":
     SWEEPER.sweep_once()  # leftovers of an earlier run
     SWEEPER.start()
     demo.launch(share=share, max_file_size=MAX_FILE_BYTES, prevent_thread_lock=True, run_history=False,
-                mcp_server=MCP)
+                mcp_server=MCP, css=CSS)
     if MCP and not demo.mcp_server:  # Gradio only prints why; an MCP run without MCP must not look fine
         sys.exit(demo.mcp_error or "The MCP server did not start.")
     if share and not demo.share_url:
