@@ -48,6 +48,10 @@ DISCLAIMER = (
 )
 
 
+WAITING = "The answer appears here when you press *Analyse*."
+HEATMAP_ALT = ("The X-ray with the Grad-CAM heatmap over it: warm colours mark the areas that raised the model's "
+               "pneumonia estimate.")
+
 # Clickable examples: public films (examples/README.md), named for their label in the UI.
 EXAMPLES = [Path(__file__).with_name("examples") / f"{name}.jpeg" for name in
             ("child-normal", "child-bacterial-pneumonia", "child-viral-pneumonia", "adult")]
@@ -57,6 +61,11 @@ MCP = mcp_tool.requested(sys.argv[1:], os.environ)
 ALLOW_PRIVATE_URLS = os.environ.get("PNEUMO_ALLOW_PRIVATE_URLS", "").lower() in ("1", "true")
 
 
+# Readable by everyone (WCAG AA contrast, checked by axe-core in tests/test_browser.py): Gradio's default
+# orange button and its pale grey small print are too light on white.
+THEME = gr.themes.Default().set(button_primary_background_fill="*primary_700",
+                                button_primary_background_fill_hover="*primary_800",
+                                body_text_color_subdued="*neutral_600")
 # The Grad-CAM overlay as wide as its column, small X-rays scaled up, never taller than the window.
 CSS = """#heatmap .image-frame, #heatmap img { width: 100%; }
 #heatmap img { height: auto; max-height: 85vh; object-fit: contain; }"""
@@ -140,10 +149,10 @@ def show(result):
     warnings = result["warnings"]
     if result["scope"] != OK:
         notes = [f"**Why:** {result['reason']}", *[f"ℹ️ {w}" for w in warnings]]
-        return (label_data("No verdict", {}), gr.update(value={}, visible=False), "\n\n".join(notes),
-                gr.update(visible=False))
+        return (gr.update(value=label_data("No verdict", {}), visible=True), gr.update(value={}, visible=False),
+                "\n\n".join(notes), gr.update(visible=False))
     sick, threshold = result["pneumonia_probability"], result["model"]["threshold"]
-    verdict = label_data(result["label"], {"PNEUMONIA": sick, "NORMAL": 1 - sick})
+    verdict = gr.update(value=label_data(result["label"], {"PNEUMONIA": sick, "NORMAL": 1 - sick}), visible=True)
     notes = [
         f"The model's estimate of the probability of pneumonia is **{sick:.0%}**; it answers PNEUMONIA "
         f"from {threshold:.0%}. The estimate is calibrated on the validation X-rays: of those that got "
@@ -163,6 +172,12 @@ def breakdown_update(probabilities):
     return gr.update(value=label_data(next(iter(ranked)), ranked), visible=True)
 
 
+def cleared():
+    """A new image: the last answer goes, its panels with it."""
+    hidden = gr.update(value=None, visible=False)
+    return hidden, hidden, WAITING, hidden, None
+
+
 def build(loaded):
     # delete_cache stays off: UploadSweeper (pneumo/uploads.py) does that job and survives bad requests.
     with gr.Blocks(title="Pneumonia Detector", analytics_enabled=False) as demo:
@@ -179,21 +194,22 @@ def build(loaded):
                             example_labels=[path.stem.replace("-", " ").capitalize() for path in EXAMPLES])
                 dicom = UploadOnlyFile(label="…or a DICOM file (.dcm), analysed on upload", height=130,
                                        elem_id="dicom")
-            with gr.Column():
-                verdict = gr.Label(label="Verdict (the model's estimate)", elem_id="verdict")
+            with gr.Column():  # the answer; its panels appear with it (empty ones would only say "empty")
+                verdict = gr.Label(label="Verdict (the model's estimate)", elem_id="verdict", visible=False)
                 breakdown = gr.Label(label="Normal / bacterial / viral (the model's estimates)",
-                                     elem_id="breakdown")
-                notes = gr.Markdown(elem_id="notes")
-                # Beside the answer it explains, in a box no larger than the overlay (512 px at most).
+                                     elem_id="breakdown", visible=False)
+                notes = gr.Markdown(WAITING, elem_id="notes")
+                # Beside the answer it explains, as wide as the column (CSS above).
                 heatmap = gr.Image(label="Grad-CAM: the areas that raised the model's pneumonia estimate",
-                                   type="pil", format="png", interactive=False, height=None, elem_id="heatmap")
+                                   type="pil", format="png", interactive=False, height=None, elem_id="heatmap",
+                                   visible=False, alt_text=HEATMAP_ALT)
         with gr.Accordion("Model", open=True):
             gr.Markdown(model_panel(loaded.identity), elem_id="model")
         with gr.Accordion("API result (JSON)", open=False):
             result = gr.JSON(label="result")
 
         outputs = [verdict, breakdown, notes, heatmap, result]
-        image.change(lambda: [None] * len(outputs), outputs=outputs, api_visibility="private", queue=False)
+        image.change(cleared, outputs=outputs, api_visibility="private", queue=False)
         for event, source, name in ((submit.click, image, "predict"), (dicom.upload, dicom, "predict_dicom")):
             event(predict, source, [result, heatmap], api_name=name, preprocess=False,
                   api_visibility="undocumented" if MCP else "public").success(
@@ -223,7 +239,7 @@ if __name__ == "__main__":
     SWEEPER.sweep_once()  # leftovers of an earlier run
     SWEEPER.start()
     demo.launch(share=share, max_file_size=MAX_FILE_BYTES, prevent_thread_lock=True, run_history=False,
-                mcp_server=MCP, css=CSS)
+                mcp_server=MCP, css=CSS, theme=THEME)
     if MCP and not demo.mcp_server:  # Gradio only prints why; an MCP run without MCP must not look fine
         sys.exit(demo.mcp_error or "The MCP server did not start.")
     if share and not demo.share_url:
