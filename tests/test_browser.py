@@ -359,6 +359,7 @@ def screenshot_answer(page, example_label, path):
     """Click an example, analyse it, take a screenshot of the whole page: the docs' pictures."""
     click_example(page, example_label)
     analyse_now(page)
+    page.mouse.move(0, 0)  # no hover colour on the button just clicked
     page.screenshot(path=path, full_page=True)
 
 
