@@ -199,10 +199,10 @@ def build(loaded):
                 breakdown = gr.Label(label="Normal / bacterial / viral (the model's estimates)",
                                      elem_id="breakdown", visible=False)
                 notes = gr.Markdown(WAITING, elem_id="notes")
-                # Beside the answer it explains, as wide as the column (CSS above).
+                # Beside the answer it explains, as wide as the column (CSS above); words about it go under it.
                 heatmap = gr.Image(label="Grad-CAM: the areas that raised the model's pneumonia estimate",
-                                   type="pil", format="png", interactive=False, height=None, elem_id="heatmap",
-                                   visible=False, alt_text=HEATMAP_ALT)
+                                   type="pil", format="png", interactive=False, elem_id="heatmap", visible=False,
+                                   alt_text=HEATMAP_ALT)
         with gr.Accordion("Model", open=True):
             gr.Markdown(model_panel(loaded.identity), elem_id="model")
         with gr.Accordion("API result (JSON)", open=False):

@@ -13,7 +13,6 @@ axe-playwright-python ships. Skips without them, fails under CI=true.
 
 import base64
 import importlib.util
-import io
 import os
 import re
 import shutil
