@@ -175,3 +175,24 @@ def test_model_panel(tiny_run, monkeypatch):
     # It names the runtime that serves.
     assert "ONNX Runtime, int8 (`onnx-int8`)" in app.model_panel({**hub, "runtime": "onnx-int8"})
     assert "Keras on TensorFlow (`keras`)" in app.model_panel({**hub, "runtime": "keras"})
+
+
+@pytest.mark.parametrize("probabilities", [None, {"NORMAL": 0.3, "PNEUMONIA": 0.7}])
+def test_a_verdict_without_the_three_classes_hides_the_breakdown(tiny_run, monkeypatch, probabilities):
+    """A model that only tells normal from pneumonia: the verdict, and no breakdown panel (never None
+    to a Label, which the page cannot read)."""
+    from pneumo import loading
+
+    monkeypatch.setenv("PNEUMO_MODEL_PATH", str(tiny_run))
+    loading.get_model.cache_clear()
+    try:
+        app = importlib.import_module("app")
+    finally:
+        loading.get_model.cache_clear()
+    result = {"scope": "ok", "reason": None, "label": "PNEUMONIA", "pneumonia_probability": 0.7,
+              "probabilities": probabilities, "warnings": [], "model": {"threshold": 0.5}}
+    verdict, breakdown, notes, heatmap_panel = app.show(result)
+    assert verdict["value"]["label"] == "PNEUMONIA"
+    assert {bar["label"] for bar in verdict["value"]["confidences"]} == {"PNEUMONIA", "NORMAL"}
+    assert breakdown == {"__type__": "update", "value": {}, "visible": False}
+    assert "**70%**" in notes and heatmap_panel["visible"] is True

@@ -47,7 +47,8 @@ def test_deploy_sends_what_the_space_runs_with_its_variables(local_hub, api, spa
     deploy(local_hub, space, "--model-repo", "acme/pneumo-vgg16", "--model-revision", "v1", hf_home=tmp_path)
     repo = local_hub.mirrors / "spaces" / space
     files = space_files(repo)
-    wanted = {"app.py", "requirements.txt", "README.md", "docs/screenshot.png", "pneumo/analysis.py",
+    wanted = {"app.py", "requirements.txt", "README.md", "docs/screenshot.png", "docs/screenshot-no-verdict.png",
+              "docs/screenshot-phone.png", "pneumo/analysis.py",
               "pneumo/bundled_model/model.keras", "pneumo/bundled_model/config.json", "pneumo/bundled_model/ood.npz",
               "examples/child-normal.jpeg", "examples/adult.jpeg", "examples/README.md"}
     assert wanted <= files

@@ -117,8 +117,9 @@ def test_every_entry_point_agrees(bundled, files, tmp_path):
 
 def test_the_ui_shows_a_reason_not_a_verdict(bundled, files):
     app = pytest.importorskip("app")  # its `show` turns a result into what the page displays
-    verdict, breakdown, notes = app.show(analyse(files["adult"], bundled).as_dict())
-    assert verdict["label"] == "No verdict" and breakdown is None
+    verdict, breakdown, notes, heatmap_panel = app.show(analyse(files["adult"], bundled).as_dict())
+    assert verdict["value"]["label"] == "No verdict"
+    assert breakdown["visible"] is False and heatmap_panel["visible"] is False
     assert "adult chest X-ray" in notes and "young children" in notes
 
 

@@ -5,7 +5,7 @@
 Uploads what the Space runs, from this checkout: app.py, pneumo/ with the
 bundled model (the fallback whenever the Hub model cannot be had),
 requirements.txt, README.md (its front matter is the Space's settings),
-examples/ and the README's screenshot. huggingface_hub stores the model
+examples/ and the README's screenshots. huggingface_hub stores the model
 through LFS, as Spaces require for files over 10 MB. Files a previous deploy
 left that are no longer part of the app are deleted in the same commit.
 
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SPACE_FILES = ["app.py", "requirements.txt", "README.md", "pneumo/*", "examples/*", "docs/screenshot.png"]
+SPACE_FILES = ["app.py", "requirements.txt", "README.md", "pneumo/*", "examples/*", "docs/screenshot*.png"]
 # Local build products: bytecode, and the int8 model, which is rebuilt or pulled from a model repo.
 IGNORED = ["*__pycache__*", "*.pyc", "*.int8.onnx", "pneumo/bundled_model/int8.json"]
 REQUIRED = ["app.py", "requirements.txt", "README.md", "pneumo/bundled_model/model.keras"]
