@@ -141,6 +141,16 @@ def label_data(headline, confidences):
     return {"label": headline, "confidences": [{"label": k, "confidence": v} for k, v in confidences.items()]}
 
 
+# What each population's estimate was calibrated on (pneumo/scope.py routes a film to one of them).
+CALIBRATED_ON = {
+    "child": "This film was read as a young child's. The estimate is calibrated on the children's validation "
+             "X-rays: of those that got an estimate like this one, about that share had pneumonia.",
+    "adult": "This film was read as an adult's, so there is no bacterial/viral split. The estimate is "
+             "calibrated on adult X-rays read by radiologists: of those that got an estimate like this one, "
+             "about that share showed lung opacity suspicious for pneumonia.",
+}
+
+
 def show(result):
     """The API result -> updates of the verdict, the normal/bacterial/viral breakdown, the notes and the
     heatmap's panel. Outside the model's scope, no verdict: the verdict panel says "No verdict", the notes
@@ -151,13 +161,12 @@ def show(result):
         notes = [f"**Why:** {result['reason']}", *[f"ℹ️ {w}" for w in warnings]]
         return (gr.update(value=label_data("No verdict", {}), visible=True), gr.update(value={}, visible=False),
                 "\n\n".join(notes), gr.update(visible=False))
-    sick, threshold = result["pneumonia_probability"], result["model"]["threshold"]
+    sick, threshold = result["pneumonia_probability"], result["threshold"]
     verdict = gr.update(value=label_data(result["label"], {"PNEUMONIA": sick, "NORMAL": 1 - sick}), visible=True)
     notes = [
         f"The model's estimate of the probability of pneumonia is **{sick:.0%}**; it answers PNEUMONIA "
-        f"from {threshold:.0%}. The estimate is calibrated on the validation X-rays: of those that got "
-        "an estimate like this one, about that share had pneumonia. It is a statistical estimate for "
-        "X-rays like the training ones, not a diagnosis.",
+        f"from {threshold:.0%}. {CALIBRATED_ON[result['population']]} It is a statistical estimate for "
+        "X-rays like the validation ones, not a diagnosis.",
         *[f"⚠️ {warning}" for warning in warnings],
     ]
     return verdict, breakdown_update(result["probabilities"]), "\n\n".join(notes), gr.update(visible=True)

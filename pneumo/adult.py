@@ -32,7 +32,7 @@ from .run_folder import ADULT as FILE
 def adult_features(maps) -> np.ndarray:
     """(N, h, w, C) maps -> (N, 2C): each channel's mean and its maximum over the film.
     The maximum keeps a small, dense opacity that the mean would dilute."""
-    maps = np.asarray(maps, np.float32)
+    maps = np.asarray(maps)
     return np.concatenate([maps.mean(axis=(1, 2)), maps.max(axis=(1, 2))], axis=1)
 
 
@@ -62,7 +62,7 @@ class AdultHead:
         so its share of the average is 1/(h w) as well."""
         maps = np.asarray(maps, np.float64)
         channels = maps.shape[-1]
-        features = adult_features(maps).astype(np.float64)
+        features = adult_features(maps)
         gradient = self.coef / self.scale / (1.0 + np.maximum(features, 0.0))  # d score / d feature
         per_position = maps.shape[1] * maps.shape[2]
         return (gradient[:, :channels] + gradient[:, channels:]) / per_position

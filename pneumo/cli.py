@@ -88,8 +88,10 @@ def _result_line(path, analysis, as_json) -> str:
         return f"{'-':<9}  {'-':>8}  {'-':>6} {'-':>6} {'-':>6}  {path}\n{'':<9}  no verdict ({analysis.scope}): " \
                f"{analysis.reason}" + notes
     p = analysis.probabilities
+    # An adult answer has no bacterial/viral split (pneumo/adult.py): those columns stay empty.
+    split = "  ".join(f"{p[k]:>6.1%}" if k in p else f"{'-':>6}" for k in ("BACTERIAL", "VIRAL"))
     return (f"{analysis.label:<9}  {analysis.pneumonia_probability:>8.1%}  "
-            f"{p['NORMAL']:>6.1%} {p['BACTERIAL']:>6.1%} {p['VIRAL']:>6.1%}  {path}") + notes
+            f"{p['NORMAL']:>6.1%} {split}  {path}") + notes
 
 
 def _error_line(path, message, as_json) -> str:
@@ -122,8 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     predict_cmd.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders of them")
     predict_cmd.add_argument(
         "--json", action="store_true",
-        help='one JSON object per line: {"path", and the analysis result: "scope", "reason", "label", '
-             '"pneumonia_probability", "probabilities", "warnings", "research", "checks", "model"} '
+        help='one JSON object per line: {"path", and the analysis result: "scope", "population", "reason", '
+             '"label", "pneumonia_probability", "probabilities", "threshold", "warnings", "research", "checks", '
+             '"model"} '
              '(README: "The result"), or {"path", "error"}',
     )
     commands.add_parser("info", help="print the model's identity as JSON",

@@ -17,10 +17,12 @@ Input `image`: the X-ray file as a base64 data URI (data:image/jpeg;base64,...) 
 of the file. Formats: JPEG, PNG, BMP, TIFF, WebP or DICOM; at most 32 MB and 50 megapixels, at \
 least 64 px on the shortest side. URLs must be public and answer within 10 s.
 
-Returns JSON: `scope` ("ok", "not_chest_xray" or "outside_population"), `reason` (why there is no \
-verdict), `label` ("NORMAL" or "PNEUMONIA" by the model's threshold), `pneumonia_probability` \
-(0-1, calibrated), `probabilities` (NORMAL, BACTERIAL, VIRAL), `warnings`, `checks`, `model` (which \
-model answered), `summary` (one sentence to relay) and `disclaimer` (relay it too).
+Returns JSON: `scope` ("ok", "not_chest_xray" or "outside_population"), `population` ("child" or \
+"adult": whose answer it is; null without a verdict), `reason` (why there is no verdict), `label` \
+("NORMAL" or "PNEUMONIA" by `threshold`), `pneumonia_probability` (0-1, calibrated), `probabilities` \
+(NORMAL, BACTERIAL, VIRAL for a child; NORMAL, PNEUMONIA for an adult: no bacterial/viral split), \
+`warnings`, `checks`, `model` (which model answered), `summary` (one sentence to relay) and \
+`disclaimer` (relay it too).
 
 Scope rules: when `scope` is not "ok" there is no verdict: `label` and the probabilities are null \
 and `reason` says why (not a chest X-ray, or a patient outside the training population). Do not \
@@ -50,11 +52,12 @@ def _summary(analysis) -> str:
     if analysis.label is None:
         return f"No verdict: {analysis.reason}"
     p = analysis.probabilities
-    kind = "bacterial" if p["BACTERIAL"] >= p["VIRAL"] else "viral"
-    sign = f", more likely {kind}" if analysis.label == "PNEUMONIA" else ""
-    return (f"The model's answer is {analysis.label}{sign}: estimated probability of pneumonia "
-            f"{_percent(analysis.pneumonia_probability)} (it answers PNEUMONIA from "
-            f"{analysis.model['threshold']:.0%}).")
+    sign = ""
+    if analysis.label == "PNEUMONIA" and "BACTERIAL" in p:  # an adult answer has no bacterial/viral split
+        sign = f", more likely {'bacterial' if p['BACTERIAL'] >= p['VIRAL'] else 'viral'}"
+    return (f"The model's answer for this {analysis.population}'s film is {analysis.label}{sign}: estimated "
+            f"probability of pneumonia {_percent(analysis.pneumonia_probability)} (it answers PNEUMONIA from "
+            f"{analysis.threshold:.0%}).")
 
 
 def _percent(p) -> str:

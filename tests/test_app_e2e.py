@@ -189,8 +189,8 @@ def test_a_verdict_without_the_three_classes_hides_the_breakdown(tiny_run, monke
         app = importlib.import_module("app")
     finally:
         loading.get_model.cache_clear()
-    result = {"scope": "ok", "reason": None, "label": "PNEUMONIA", "pneumonia_probability": 0.7,
-              "probabilities": probabilities, "warnings": [], "model": {"threshold": 0.5}}
+    result = {"scope": "ok", "population": "adult", "reason": None, "label": "PNEUMONIA", "pneumonia_probability": 0.7,
+              "probabilities": probabilities, "threshold": 0.5, "warnings": [], "model": {"threshold": 0.4}}
     verdict, breakdown, notes, heatmap_panel = app.show(result)
     assert verdict["value"]["label"] == "PNEUMONIA"
     assert {bar["label"] for bar in verdict["value"]["confidences"]} == {"PNEUMONIA", "NORMAL"}

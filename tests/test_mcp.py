@@ -141,5 +141,5 @@ def test_the_summary_never_claims_certainty(p, words):
 
     analysis = SimpleNamespace(label="PNEUMONIA" if p >= 0.39 else "NORMAL", pneumonia_probability=p,
                                probabilities={"NORMAL": 1 - p, "BACTERIAL": p / 2, "VIRAL": p / 2},
-                               model={"threshold": 0.39}, reason=None)
+                               threshold=0.39, population="child", reason=None)
     assert f"estimated probability of pneumonia {words} (it answers PNEUMONIA from 39%)" in mcp_tool._summary(analysis)

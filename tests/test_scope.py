@@ -19,8 +19,10 @@ from training import scope as scope_fit
 from training.photos import photo_of_film
 
 ADULT_DATA = SHARED_DATA.parent / "adult_cxr"
-RESULT_KEYS = {"scope", "reason", "label", "pneumonia_probability", "probabilities", "warnings", "research", "checks",
-               "model"}
+RESULT_KEYS = {"scope", "population", "reason", "label", "pneumonia_probability", "probabilities", "threshold",
+               "warnings", "research", "checks", "model"}
+# Whose answer a film in scope gets, and the classes of that answer (pneumo/scope.py, pneumo/adult.py).
+CLASSES_OF = {"child": {"NORMAL", "BACTERIAL", "VIRAL"}, "adult": {"NORMAL", "PNEUMONIA"}}
 skimage_data = pytest.importorskip("skimage.data")
 
 
@@ -49,6 +51,7 @@ def files(shared_data, tmp_path_factory):
 
 
 EXPECTED = {"child": OK, "photo of a child's film": OK, "adult": OUTSIDE_POPULATION, "photo of a cat": NOT_CHEST_XRAY}
+POPULATION = {"child": "child", "photo of a child's film": "child", "adult": None, "photo of a cat": None}
 
 
 def assert_schema(result):
@@ -58,9 +61,11 @@ def assert_schema(result):
     if result["scope"] == OK:
         assert result["reason"] is None and result["research"] is None
         assert result["label"] in ("NORMAL", "PNEUMONIA") and 0 <= result["pneumonia_probability"] <= 1
-        assert set(result["probabilities"]) == {"NORMAL", "BACTERIAL", "VIRAL"}
+        assert set(result["probabilities"]) == CLASSES_OF[result["population"]]
+        assert result["label"] == ("PNEUMONIA" if result["pneumonia_probability"] >= result["threshold"] else "NORMAL")
     else:  # no verdict: nothing that reads as one, the raw numbers only under `research`
         assert result["label"] is None and result["pneumonia_probability"] is None and result["probabilities"] is None
+        assert result["population"] is None and result["threshold"] is None
         assert isinstance(result["reason"], str) and len(result["reason"]) > 40
         assert set(result["research"]) == {"pneumonia_probability", "probabilities"}
 
@@ -69,6 +74,7 @@ def test_scopes_of_real_images(bundled, files):
     for case, path in files.items():
         analysis = analyse(path, bundled)
         assert analysis.scope == EXPECTED[case], (case, analysis.reason, analysis.checks)
+        assert analysis.population == POPULATION[case], case
         assert_schema(analysis.as_dict())
         assert (analysis.heatmap is not None) == (analysis.scope == OK), case
     adult = analyse(files["adult"], bundled)
@@ -106,13 +112,15 @@ def test_every_entry_point_agrees(bundled, files, tmp_path):
             result, heatmap = client.predict(handle_file(str(path)), api_name="/predict")
             assert_schema(result)
             assert (result["scope"], result["label"]) == (expected[case]["scope"], expected[case]["label"]), case
+            assert result["population"] == POPULATION[case], case
             assert (heatmap is None) == (result["scope"] != OK), case
             if case == "adult":
                 assert result["label"] is None and result["reason"] == expected[case]["reason"]
     cli = run_cli("predict", "--json", *files.values(), model_path=BUNDLED_DIR)
     assert cli.returncode == 0, cli.stderr
     for case, line in zip(files, map(json.loads, cli.stdout.splitlines())):
-        assert (line["scope"], line["label"]) == (expected[case]["scope"], expected[case]["label"]), case
+        assert (line["scope"], line["label"], line["population"]) == (
+            expected[case]["scope"], expected[case]["label"], POPULATION[case]), case
 
 
 def test_the_ui_shows_a_reason_not_a_verdict(bundled, files):
@@ -130,7 +138,7 @@ def fake_set(rng, n, outside, shift, variants=("site", "photo")):
     """A scored set stand-in: adults differ from children along a few feature directions."""
     def features():
         regions = np.expm1(np.abs(rng.normal(1.0 + shift * np.r_[np.ones(4), np.zeros(28)], 0.3, (n, 32))))
-        return scope_fit.Features(regions[:, :8], regions, np.zeros(n, bool), np.full((n, 3), 1 / 3))
+        return scope_fit.Features(regions[:, :8], regions, np.zeros(n, bool), np.full((n, 3), 1 / 3), regions[:, :16])
 
     return scope_fit.Scored(np.full(n, outside), np.array([f"p{outside}-{i}" for i in range(n)]), np.zeros(n, int),
                             {name: features() for name in ("original", *variants)})

@@ -69,7 +69,7 @@ def results_row(name, m):
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def who_it_is_for(scope) -> str:
+def who_it_is_for(scope, adult=None) -> str:
     """The scope checks' section, with the figures measured when they were fitted (training/scope.py)."""
     checks = ("The `pneumo` package answers only for images in the model's scope. Uploads that do not look "
               "like a chest X-ray (colour, blank or noisy images, or model features far from the training "
@@ -94,7 +94,30 @@ on both sides) gives adult films the scope `outside_population` and no verdict. 
 | films | children without a verdict | adults without a verdict |
 | --- | --- | --- |
 """ + "\n".join(f"| {VARIANT_NAMES.get(name, name)} | {g['children']:.1%} | {g['adults']:.1%} |"
-                 for name, g in cv.items())
+                 for name, g in cv.items()) + adult_answer(adult)
+
+
+def adult_answer(report) -> str:
+    """The adult answer's paragraph (training/adult.py), with its cross-validated figures."""
+    if not report:
+        return ""
+    cv, films = report["cross_validated"], report["cross_validated"]["films"]
+    outcome = ("It met every bar, so adult films get it: pneumonia or not, with no bacterial/viral split."
+               if report["shipped"] else
+               "It missed " + ", ".join(f"{key} >= {bar}" for key, bar in report["rule"].items()
+                                        if not report["rule_met"][key])
+               + ", so it is not served: adult films keep the scope `outside_population`.")
+    return f"""
+
+**Adults.** An answer for adults (`adult.npz`: a logistic regression on this model's features, trained on
+adult films that radiologists read) was measured on {films['lung_opacity']} films read as lung opacity,
+{films['normal']} read as normal and {films['other_read']} read as neither (RSNA radiologists; one hospital,
+the NIH Clinical Center), five folds by patient: ROC AUC {cv['roc_auc']:.3f} for opacity against normal
+(the children's model alone: {cv['child_model_roc_auc']:.3f}), sensitivity {cv['sensitivity']:.3f} and
+specificity {cv['specificity']:.3f} at its threshold, ROC AUC {cv['roc_auc_all_read']:.3f} against every film
+read without opacity, ECE {cv['ece']:.3f}. It ships only if ROC AUC >= {report['rule']['roc_auc']},
+sensitivity >= {report['rule']['sensitivity']} with specificity >= {report['rule']['specificity']}, and ROC AUC
+against all read films >= {report['rule']['roc_auc_all_read']}. {outcome}"""
 
 
 # The variants of training/variants.py, as the card names them.
@@ -103,7 +126,7 @@ VARIANT_NAMES = {"original": "the files as they are", "site": "re-framed, re-siz
                  "collimated, cropped): a proxy for other hospitals"}
 
 
-def build_card(config, metrics, scope=None):
+def build_card(config, metrics, scope=None, adult=None):
     evaluated = {name: m for name, m in metrics["splits"].items()}
     eval_results = [
         EvalResult(
@@ -140,5 +163,5 @@ def build_card(config, metrics, scope=None):
         preprocessing=config["preprocessing"],
         command=config["command"],
         dataset=DATASET,
-        who_it_is_for=who_it_is_for(scope),
+        who_it_is_for=who_it_is_for(scope, adult),
     )

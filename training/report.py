@@ -29,9 +29,9 @@ import numpy as np
 from pneumo.calibration import apply_calibration
 from pneumo.classes import CLASSES, NORMAL, pneumonia_probability
 from pneumo.preprocess import to_model_input
-from pneumo.run_folder import (CARD, FLOAT_ONNX, INT8_ONNX, KERAS_MODEL, METRICS, ONNX_REPORT, OOD, POPULATION,
-                               POPULATION_REPORT, RELIABILITY_PLOT, ROC_PLOT, TARGET_MEAN, TARGET_STD, TRAINING_PLOT,
-                               VGG_MEAN_BGR, write_config)
+from pneumo.run_folder import (ADULT, ADULT_REPORT, CARD, FLOAT_ONNX, INT8_ONNX, KERAS_MODEL, METRICS, ONNX_REPORT,
+                               OOD, POPULATION, POPULATION_REPORT, RELIABILITY_PLOT, ROC_PLOT, TARGET_MEAN, TARGET_STD,
+                               TRAINING_PLOT, VGG_MEAN_BGR, write_config)
 
 from .averaging import average_into
 from .calibrate import fit_calibration
@@ -79,7 +79,7 @@ def write_run_folder(args, splits, checkpoint_dir, log):
         plot_training(state["history"], out / TRAINING_PLOT)
     scope = None
     if args.no_onnx:
-        for name in (FLOAT_ONNX, INT8_ONNX, ONNX_REPORT, OOD, POPULATION, POPULATION_REPORT):
+        for name in (FLOAT_ONNX, INT8_ONNX, ONNX_REPORT, OOD, POPULATION, POPULATION_REPORT, ADULT, ADULT_REPORT):
             (out / name).unlink(missing_ok=True)  # made from an earlier model.keras: never push those
         log(f"ONNX models and scope checks skipped (--no-onnx): make them with python -m training.quantize {out}, "
             f"then python -m training.scope {out} --adult-data ADULT")
@@ -87,7 +87,8 @@ def write_run_folder(args, splits, checkpoint_dir, log):
         onnx_models(model, config, splits, out, log, args.seed)
         # After the ONNX models: the checks' features come from the runtime that will serve them.
         scope = fit_scope_checks(out, args.data, args.adult_data, seed=args.seed, log=log)
-    build_card(config, metrics, scope).save(out / CARD)
+    adult = json.loads((out / ADULT_REPORT).read_text()) if (out / ADULT_REPORT).is_file() else None
+    build_card(config, metrics, scope, adult).save(out / CARD)
     log(f"run folder written: {out}")
 
 

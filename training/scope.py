@@ -13,7 +13,10 @@ film. Then it fits
   re-compressed files count as chest X-rays;
 - population.npz: the population check (training/population.py), children
   against adults, every variant on both sides; its threshold comes from
-  cross-validation, and population.json keeps the measured figures.
+  cross-validation, and population.json keeps the measured figures;
+- adult.npz: the adult answer (training/adult.py), where radiologists read
+  some of the adult films; adult.json keeps its figures and whether it met
+  the shipping rule.
 
 A run without adult films gets no population check (adults then get
 verdicts; `pneumo info` and the card say so).
@@ -35,7 +38,7 @@ from pneumo.ood import statistics_reason
 from pneumo.photo import film_of
 from pneumo.predict import model_outputs
 from pneumo.preprocess import preprocess
-from pneumo.run_folder import CARD, METRICS, OOD, POPULATION, POPULATION_REPORT, read_config
+from pneumo.run_folder import ADULT, ADULT_REPORT, CARD, METRICS, OOD, POPULATION, POPULATION_REPORT, read_config
 
 from . import ood, population
 from .data import load_splits
@@ -140,7 +143,7 @@ def score_sets(loaded, splits, adult_dir, seed=0, log=print) -> Sets:
 def fit_and_save(run_folder, data_dir, adult_dir=None, seed=0, log=print) -> dict | None:
     """Fit both checks into RUN_FOLDER; returns the population figures (None without adults)."""
     out = Path(run_folder)
-    for name in (OOD, POPULATION, POPULATION_REPORT):
+    for name in (OOD, POPULATION, POPULATION_REPORT, ADULT, ADULT_REPORT):
         (out / name).unlink(missing_ok=True)  # scoring must not pass through an earlier fit
     splits = load_splits(data_dir, seed=seed)
     if len(splits.train) < MIN_FIT_IMAGES:
@@ -152,7 +155,21 @@ def fit_and_save(run_folder, data_dir, adult_dir=None, seed=0, log=print) -> dic
     if sets.adults is None:
         log("scope checks: no adult films (--adult-data), so no population check: adults will get verdicts")
         return None
-    return fit_population_check(loaded, sets, chest, out, seed, log)
+    report = fit_population_check(loaded, sets, chest, out, seed, log)
+    fit_adult_answer(sets, adult_dir, out, seed, log)
+    return report
+
+
+def fit_adult_answer(sets, adult_dir, out, seed, log):
+    """adult.npz and adult.json (training/adult.py) from the same scoring pass, where
+    radiologists read some of the adult films; without readings there is nothing to validate on."""
+    from . import adult
+
+    labels = adult.read_labels(adult_dir) if (Path(adult_dir) / "labels.csv").is_file() else {}
+    if not np.isin(adult.readings(sets.adults, labels), (adult.OPACITY, adult.NORMAL)).any():
+        log("adult answer: no radiologist readings in labels.csv (rsna_class), so none: adults stay outside")
+        return
+    adult.fit_and_save(out, sets.adults, labels, seed, log)
 
 
 def fit_chest_xray_check(sets, out, log):
@@ -200,11 +217,12 @@ def main(argv=None):
 
 
 def rewrite_card(out, report):
-    """The model card describes the checks: rewrite it from the run's own files."""
+    """The model card describes the checks and the adult answer: rewrite it from the run's own files."""
     from .card import build_card
 
+    adult = json.loads((out / ADULT_REPORT).read_text()) if (out / ADULT_REPORT).is_file() else None
     if (out / METRICS).is_file():
-        build_card(read_config(out), json.loads((out / METRICS).read_text()), report).save(out / CARD)
+        build_card(read_config(out), json.loads((out / METRICS).read_text()), report, adult).save(out / CARD)
 
 
 if __name__ == "__main__":

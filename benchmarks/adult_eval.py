@@ -1,0 +1,99 @@
+"""Adults and children side by side: the adult answer on radiologists' labels, the
+children's figures, and who gets a verdict at all.
+
+    python benchmarks/adult_eval.py [--model RUN_FOLDER] [--data ../shared/data/chest_xray]
+                                    [--adult-data ../shared/data/adult_cxr] [--seed 0]
+
+- Adults: the adult answer (pneumo/adult.py) cross-validated by patient on the
+  films RSNA radiologists read (training/adult.py: every film scored by a
+  read-out, calibration and threshold fitted without its patient): ROC AUC
+  and sensitivity/specificity for `Lung Opacity` against `Normal`, ROC AUC
+  against every film read without opacity, ECE, and the share of adult films
+  that the population check routes to the adult answer. The children's model's
+  own P(pneumonia) on the same films is the baseline. Then the shipping rule.
+- Children: val/ through pneumo.analysis with the run folder's own files.
+- Scope: benchmarks/scope_eval.py's table from the same scoring pass.
+
+One scoring pass of every set with its variants: about 15 minutes on 2 cores.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from scope_eval import cross_validated_rows, print_scope_table, served_rows  # noqa: E402
+
+from pneumo.analysis import analyse_many  # noqa: E402
+from pneumo.classes import CLASSES  # noqa: E402
+from pneumo.loading import BUNDLED_DIR, load_model  # noqa: E402
+from pneumo.scope import CHILD, OK  # noqa: E402
+from training import adult, population, scope  # noqa: E402
+from training.data import labels_of, load_splits  # noqa: E402
+from training.metrics import evaluate  # noqa: E402
+
+
+def adult_rows(measured, routed):
+    figures = adult.figures(measured)
+    films = figures["films"]
+    print(f"\nAdults: {films['lung_opacity']} Lung Opacity, {films['normal']} Normal, {films['other_read']} read "
+          "without opacity (RSNA radiologists), five folds by patient\n")
+    print("| read-out | ROC AUC (opacity vs normal) | sensitivity | specificity | ROC AUC (vs all read) | ECE |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"| the children's model's P(pneumonia), unchanged | {figures['child_model_roc_auc']:.3f} | - | - | - | - |")
+    print(f"| the adult answer | {figures['roc_auc']:.3f} | {figures['sensitivity']:.3f} | "
+          f"{figures['specificity']:.3f} | {figures['roc_auc_all_read']:.3f} | {figures['ece']:.3f} |")
+    print(f"\nAdult films the population check routes to the adult answer (cross-validated): {routed:.1%}")
+    verdicts = adult.rule_verdicts(figures)
+    print("Shipping rule: " + "; ".join(f"{key} >= {bar}: {'met' if verdicts[key] else 'MISSED'} "
+                                        f"({figures[key]:.3f})" for key, bar in adult.RULE.items()))
+    print("The adult answer " + ("meets the rule." if all(verdicts.values()) else
+                                 "misses the rule: adults stay outside the population."))
+
+
+def child_rows(loaded, splits):
+    images = [sample.path for sample in splits.selection]
+    analyses = analyse_many(images, loaded)
+    probabilities = np.array([[(a.probabilities or a.research["probabilities"])[name] for name in CLASSES]
+                              for a in analyses])
+    figures = evaluate(labels_of(splits.selection), probabilities, loaded.config["threshold"])
+    answered = np.mean([a.scope == OK and a.population == CHILD for a in analyses])
+    print(f"\nChildren: {splits.selection_name}/ ({len(images)} films), the children's model as served "
+          f"({loaded.identity['runtime']})\n")
+    print("| accuracy | ROC AUC | sensitivity | specificity | bacterial-vs-viral AUC | ECE | child verdicts |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| {figures['accuracy']:.4f} | {figures['roc_auc']:.4f} | {figures['sensitivity']:.3f} | "
+          f"{figures['specificity']:.3f} | {figures['bacterial_viral_auc']:.4f} | {figures['ece']:.3f} | "
+          f"{answered:.1%} |")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=str(BUNDLED_DIR), help="run folder")
+    p.add_argument("--data", default=os.environ.get("PNEUMO_DATA_DIR", "../shared/data/chest_xray"))
+    p.add_argument("--adult-data", default=os.environ.get(scope.ADULT_DIR_ENV, "../shared/data/adult_cxr"))
+    p.add_argument("--seed", type=int, default=0, help="the seed the run's checks were fitted with")
+    args = p.parse_args()
+    loaded = load_model(args.model)
+    splits = load_splits(args.data, seed=args.seed)
+    sets = scope.score_sets(loaded, splits, args.adult_data, args.seed, log=lambda m: print(m, file=sys.stderr))
+    measured = population.cross_validate(sets, loaded.ood_check, seed=args.seed)
+    adult_scores = measured["scores"]["original"][1]
+    reaches = population.reaches_check(sets.adults.variants["original"], loaded.ood_check)
+    routed = float(np.mean(reaches & (adult_scores >= measured["threshold"])))
+    adult_rows(adult.cross_validate(sets.adults, adult.read_labels(args.adult_data), args.seed), routed)
+    child_rows(loaded, splits)
+    print(f"\nScope (population check threshold from cross-validation: {measured['threshold']:.3f})\n")
+    print_scope_table([*cross_validated_rows(sets, loaded.ood_check, measured),
+                       *served_rows(loaded, args.data, args.seed)])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""The adult answer: its read-out, the router, the shipping rule, and a run folder that serves adults."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pneumo.adult import AdultHead, adult_features
+from pneumo.analysis import analyse
+from pneumo.loading import BUNDLED_DIR, load_model
+from pneumo.run_folder import ADULT, ADULT_REPORT
+from pneumo.scope import ADULT as ADULT_POPULATION
+from pneumo.scope import CHILD, OK, OUTSIDE_POPULATION
+from tests.conftest import ROOT, SHARED_DATA, require, synthetic_xray
+from tests.test_cli import run_cli
+from training import adult as adult_fit
+
+ADULT_DATA = SHARED_DATA.parent / "adult_cxr"
+
+
+def random_head(channels, rng, shipped=1.0):
+    return AdultHead(mean=rng.normal(0, 0.1, 2 * channels), scale=rng.uniform(0.5, 2, 2 * channels),
+                     coef=rng.normal(0, 0.2, 2 * channels), intercept=0.3, slope=1.7, offset=-0.2, threshold=0.4,
+                     shipped=shipped)
+
+
+def test_probability_is_the_calibrated_logistic_of_the_score():
+    rng = np.random.default_rng(0)
+    head = random_head(8, rng)
+    features = adult_features(np.abs(rng.normal(0, 1, (5, 4, 4, 8))))
+    z = (np.log1p(features.astype(np.float64)) - head.mean) / head.scale
+    expected = 1 / (1 + np.exp(-(1.7 * (z @ head.coef + 0.3) - 0.2)))
+    np.testing.assert_allclose(head.probability(features), expected, rtol=1e-9)
+    assert 0.05 < expected.min() and expected.max() < 0.95  # away from 0 and 1, where any formula agrees
+
+
+def test_features_are_the_mean_and_the_maximum_of_each_map():
+    maps = np.zeros((1, 4, 4, 2), np.float32)
+    maps[0, 1, 2, 0] = 8.0  # one hot spot in channel 0
+    maps[0, :, :, 1] = 3.0
+    np.testing.assert_allclose(adult_features(maps), [[0.5, 3.0, 8.0, 3.0]])
+
+
+def test_channel_weights_are_the_spatial_mean_of_the_score_gradient():
+    """Grad-CAM's weights for the adult answer, checked against finite differences."""
+    rng = np.random.default_rng(1)
+    head = random_head(3, rng)
+    maps = np.abs(rng.normal(1, 0.5, (1, 3, 3, 3)))
+    numeric = np.zeros(maps.shape)
+    step = 1e-6
+    for index in np.ndindex(maps.shape):
+        shifted = maps.copy()
+        shifted[index] += step
+        numeric[index] = (head.score(adult_features(shifted)) - head.score(adult_features(maps)))[0] / step
+    np.testing.assert_allclose(head.channel_weights(maps), numeric.mean(axis=(1, 2)), rtol=1e-4, atol=1e-7)
+
+
+def test_the_head_saves_and_loads(tmp_path):
+    head = random_head(4, np.random.default_rng(2), shipped=0.0)
+    head.save(tmp_path / ADULT)
+    loaded = AdultHead.load(tmp_path)
+    for key in head.__dataclass_fields__:
+        np.testing.assert_allclose(getattr(loaded, key), getattr(head, key), rtol=1e-6)
+    assert AdultHead.load(tmp_path / "elsewhere") is None
+
+
+def test_the_shipping_rule_needs_every_bar():
+    good = {"roc_auc": 0.93, "sensitivity": 0.88, "specificity": 0.80, "roc_auc_all_read": 0.85}
+    assert all(adult_fit.rule_verdicts(good).values())
+    for key, bar in adult_fit.RULE.items():
+        verdicts = adult_fit.rule_verdicts({**good, key: bar - 0.01})
+        assert not verdicts[key] and sum(verdicts.values()) == len(good) - 1
+
+
+def test_the_threshold_keeps_the_sensitivity_target_and_sits_between_probabilities():
+    rng = np.random.default_rng(3)
+    y = np.r_[np.ones(60, int), np.zeros(60, int)]
+    scores = rng.normal(0, 1, 120) + 1.5 * y
+    head = adult_fit.calibrate_and_threshold(random_head(2, rng), scores, y)
+    p = 1 / (1 + np.exp(-(head.slope * scores + head.offset)))
+    assert (p[y == 1] >= head.threshold).mean() >= adult_fit.SENSITIVITY_TARGET
+    assert not np.any(np.isclose(p, head.threshold, atol=1e-9))  # never on an observed probability
+    assert head.slope > 0  # higher scores, more likely pneumonia
+
+
+# --- the router, on a run folder whose adult answer ships -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def adult_serving_folder(tmp_path_factory):
+    """The bundled model with an adult read-out that ships. Its weights are random: the test is of the
+    routing and the shape of the answer, which do not depend on them."""
+    folder = tmp_path_factory.mktemp("adult_run") / "run"
+    shutil.copytree(BUNDLED_DIR, folder)
+    channels = load_model(BUNDLED_DIR).runtime.channels
+    random_head(channels, np.random.default_rng(4)).save(folder / ADULT)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def films(shared_data, tmp_path_factory):
+    require(ADULT_DATA.is_dir(), f"adult X-rays not found at {ADULT_DATA}")
+    folder = tmp_path_factory.mktemp("films")
+    child, adult = folder / "child.jpeg", folder / "adult.jpeg"
+    child.write_bytes(sorted((shared_data / "val" / "PNEUMONIA").glob("*virus*.jpeg"))[0].read_bytes())
+    adult.write_bytes(sorted(ADULT_DATA.glob("*.jpeg"))[0].read_bytes())
+    return {CHILD: child, ADULT_POPULATION: adult}
+
+
+def assert_adult_answer(result, head_threshold):
+    assert result["scope"] == OK and result["population"] == ADULT_POPULATION
+    assert set(result["probabilities"]) == {"NORMAL", "PNEUMONIA"}  # no bacterial/viral claim for adults
+    assert result["threshold"] == pytest.approx(head_threshold)
+    assert result["label"] == ("PNEUMONIA" if result["pneumonia_probability"] >= head_threshold else "NORMAL")
+
+
+def test_the_router_gives_each_population_its_answer(adult_serving_folder, films):
+    loaded = load_model(adult_serving_folder)
+    child, adult = analyse(films[CHILD], loaded), analyse(films[ADULT_POPULATION], loaded)
+    assert (child.scope, child.population) == (OK, CHILD)
+    assert set(child.probabilities) == {"NORMAL", "BACTERIAL", "VIRAL"}
+    assert child.threshold == loaded.config["threshold"]
+    assert_adult_answer(adult.as_dict(), loaded.adult_head.threshold)
+    assert adult.heatmap is not None and adult.heatmap.max() == pytest.approx(1.0)
+
+
+def test_the_bundled_model_keeps_adults_outside_until_an_answer_ships(films):
+    """The bundled read-out missed the shipping rule (adult.json): adults get the reason, no verdict."""
+    bundled = load_model(BUNDLED_DIR)
+    report = json.loads((BUNDLED_DIR / ADULT_REPORT).read_text())
+    assert report["shipped"] is False and not all(report["rule_met"].values())
+    assert bundled.adult_head is None
+    adult = analyse(films[ADULT_POPULATION], bundled)
+    assert (adult.scope, adult.population, adult.label) == (OUTSIDE_POPULATION, None, None)
+
+
+def test_clients_and_the_cli_get_the_adult_answer(adult_serving_folder, films, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from tests.app_server import running_app
+
+    threshold = load_model(adult_serving_folder).adult_head.threshold
+    cli = run_cli("predict", "--json", films[CHILD], films[ADULT_POPULATION], model_path=adult_serving_folder)
+    assert cli.returncode == 0, cli.stderr
+    child, adult = map(json.loads, cli.stdout.splitlines())
+    assert child["population"] == CHILD
+    assert_adult_answer(adult, threshold)
+    table = run_cli("predict", films[ADULT_POPULATION], model_path=adult_serving_folder)
+    assert table.returncode == 0 and "adult.jpeg" in table.stdout, table.stderr
+    with running_app(adult_serving_folder, tmp_path) as app:
+        result, heatmap = Client(app.url, verbose=False).predict(handle_file(str(films[ADULT_POPULATION])),
+                                                                 api_name="/predict")
+    assert_adult_answer(result, threshold)
+    assert heatmap is not None
+
+
+# --- a tiny run of both populations ------------------------------------------------------------------
+
+
+def write_synthetic_adults(folder, films=40):
+    """Adult films with radiologist readings: half opacities (a bright patch), half normal."""
+    folder.mkdir(parents=True)
+    with open(folder / "labels.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["file", "patient", "finding", "rsna_class"])
+        writer.writeheader()
+        for i in range(films):
+            sick = i % 2 == 0
+            name = f"nih_{i:08d}_000.jpeg"
+            synthetic_xray("bacteria" if sick else "normal", 1000 + i, size=96).save(folder / name)
+            writer.writerow({"file": name, "patient": str(i // 4), "finding": "",
+                             "rsna_class": adult_fit.OPACITY if sick else adult_fit.NORMAL})
+    return folder
+
+
+def test_a_tiny_run_of_both_populations_serves_adults(tiny_run, tmp_path):
+    """The real training CLI's run folder (children) plus `python -m training.adult` (adults): the
+    folder gets adult.npz and adult.json, and it serves."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    adults = write_synthetic_adults(tmp_path / "adults")
+    done = subprocess.run([sys.executable, "-m", "training.adult", str(run), "--adult-data", str(adults)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((run / ADULT_REPORT).read_text())
+    assert set(report["rule_met"]) == set(adult_fit.RULE) and report["shipped"] == all(report["rule_met"].values())
+    assert report["cross_validated"]["films"] == {"lung_opacity": 20, "normal": 20, "other_read": 0}
+    head = AdultHead.load(run)
+    assert head.coef.shape == (2 * load_model(run).runtime.channels,)
+    analysis = analyse(Image.open(adults / "nih_00000000_000.jpeg"), load_model(run))
+    assert analysis.scope == OK  # a run without a population check answers as it always did
