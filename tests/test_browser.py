@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.app_server import running_app
-from tests.conftest import SHARED_DATA, require, synthetic_xray
+from tests.conftest import require, synthetic_xray
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -51,14 +51,10 @@ def page(browser, app):
     page.close()
 
 
-def xray_file():
-    """(bytes, name, MIME type) of a real X-ray if the data are here, else a synthetic one."""
-    real = sorted((SHARED_DATA / "val" / "PNEUMONIA").glob("*.jpeg"))[:1]
-    if real:
-        return real[0].read_bytes(), "xray.jpeg", "image/jpeg"
-    buffer = io.BytesIO()
-    synthetic_xray("bacteria", seed=3, size=256).save(buffer, "PNG")
-    return buffer.getvalue(), "xray.png", "image/png"
+def xray_file(shared_data):
+    """(bytes, name, MIME type) of a real X-ray (the shared_data fixture: no silent synthetic stand-in)."""
+    path = sorted((shared_data / "val" / "PNEUMONIA").glob("*.jpeg"))[0]
+    return path.read_bytes(), "xray.jpeg", "image/jpeg"
 
 
 def drag_and_drop(page, data, name, mime):
@@ -83,10 +79,10 @@ def error_toast(page):
     return toast.inner_text()
 
 
-def test_drop_an_xray_and_read_the_verdict(page, tiny_run, tmp_path):
+def test_drop_an_xray_and_read_the_verdict(page, tiny_run, shared_data, tmp_path):
     sha256 = hashlib.sha256((tiny_run / "model.keras").read_bytes()).hexdigest()
     assert sha256[:12] in page.locator("#model").inner_text()
-    drag_and_drop(page, *xray_file())
+    drag_and_drop(page, *xray_file(shared_data))
     page.get_by_role("button", name="Analyse").click()
     verdict = page.locator('#verdict [data-testid="label-output-value"]')
     verdict.wait_for()
