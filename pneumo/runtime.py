@@ -22,17 +22,13 @@ import logging
 import os
 from pathlib import Path
 
+from .runtime_names import AUTO, KERAS, ONNX_FLOAT, ONNX_INT8, RUNTIMES, UnusableRuntime
+
 log = logging.getLogger("pneumo")
 
 RUNTIME_ENV = "PNEUMO_RUNTIME"
-AUTO, ONNX_INT8, ONNX_FLOAT, KERAS = "auto", "onnx-int8", "onnx-float", "keras"
-RUNTIMES = (AUTO, ONNX_INT8, ONNX_FLOAT, KERAS)
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})
 CPUINFO = Path("/proc/cpuinfo")
-
-
-class UnusableRuntime(Exception):
-    """This runtime cannot serve this run folder; the message says why."""
 
 
 def runtime_choice() -> str:

@@ -19,7 +19,7 @@ import numpy as np
 
 from .run_folder import (FLOAT_ONNX, INT8_ONNX, KERAS_MODEL, KERAS_WEIGHTS_MEMBER, META_HEAD_KERNEL,
                          META_KERAS_SHA256, META_WEIGHTS, ONNX_INPUT, ONNX_MAPS, ONNX_PROBABILITIES)
-from .runtime import ONNX_FLOAT, ONNX_INT8, UnusableRuntime
+from .runtime_names import ONNX_FLOAT, ONNX_INT8, UnusableRuntime
 
 THREADS_ENV = "PNEUMO_ONNX_THREADS"  # onnxruntime threads; default: the CPUs this process may use
 FILES = {ONNX_INT8: INT8_ONNX, ONNX_FLOAT: FLOAT_ONNX}
