@@ -19,10 +19,10 @@ and `head_kernel` (C, 3), the dense head's kernel that pneumo/heatmap.py needs.
 """
 
 import logging
-import os
 from pathlib import Path
 
-from .runtime_names import AUTO, KERAS, ONNX_FLOAT, ONNX_INT8, RUNTIMES, UnusableRuntime
+from .runtime_names import AUTO, KERAS, ONNX_FLOAT, ONNX_INT8, UnusableRuntime
+from .settings import setting
 
 log = logging.getLogger("pneumo")
 
@@ -32,10 +32,8 @@ CPUINFO = Path("/proc/cpuinfo")
 
 
 def runtime_choice() -> str:
-    choice = os.environ.get(RUNTIME_ENV, AUTO).strip().lower() or AUTO
-    if choice not in RUNTIMES:
-        raise ValueError(f"{RUNTIME_ENV}={choice!r}: choose one of {', '.join(RUNTIMES)}")
-    return choice
+    """PNEUMO_RUNTIME, checked (pneumo/settings.py raises SettingError, a ValueError, naming it)."""
+    return setting(RUNTIME_ENV)
 
 
 def cpu_flags(cpuinfo=CPUINFO) -> frozenset:

@@ -18,6 +18,7 @@ import numpy as np
 
 from pneumo.preprocess import to_model_input
 from pneumo.run_folder import CHECKPOINTS
+from pneumo.settings import setting
 
 from .augment import BalancedBatches
 from .checkpoints import SelectionCheckpoint, fresh_state, read_state
@@ -82,8 +83,8 @@ def default_workers():
     """On 2 cores the training step itself needs both; on the 16-core H200
     machine 4 threads fed the GPU best (1: 550, 4: 1150, 8: 1040, 15: 920
     images/s at 224 px; benchmarks/training_speed.py --workers)."""
-    if os.environ.get("PNEUMO_TRAIN_WORKERS"):
-        return int(os.environ["PNEUMO_TRAIN_WORKERS"])
+    if setting("PNEUMO_TRAIN_WORKERS"):  # checked: a malformed value names the variable
+        return setting("PNEUMO_TRAIN_WORKERS")
     cores = os.cpu_count() or 1
     return 1 if cores <= 2 else min(4, cores - 1)
 
