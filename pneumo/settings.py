@@ -139,6 +139,8 @@ def use_own_upload_folder() -> Path:
     <temp>/gradio). Call before importing gradio, which reads the variable at import."""
     explicit = os.environ.get("GRADIO_TEMP_DIR", "").strip()
     folder = Path(explicit) if explicit else Path(tempfile.gettempdir()) / OWN_UPLOAD_FOLDER
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # uploads are medical data: the owner's only
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not explicit:
+        folder.chmod(0o700)  # uploads are medical data: the owner's only, even if an older run made it
     os.environ["GRADIO_TEMP_DIR"] = str(folder)
     return folder
