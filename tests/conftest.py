@@ -12,6 +12,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data" / "chest_xray"
+ADULT_DATA = SHARED_DATA.parent / "adult_cxr"  # the NIH adult films (tests/test_scope.py)
 
 # No phoning home from Gradio, no waiting on the closed network for the Hub.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

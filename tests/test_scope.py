@@ -12,13 +12,12 @@ from pneumo.photo import film_of
 from pneumo.population import FILE as POPULATION_FILE
 from pneumo.scope import NOT_CHEST_XRAY, OK, OUTSIDE_POPULATION, SCOPES
 from tests.app_server import running_app
-from tests.conftest import SHARED_DATA, require, require_import
+from tests.conftest import ADULT_DATA, require, require_import
 from tests.test_cli import run_cli
 from training import population
 from training import scope as scope_fit
 from training.photos import photo_of_film
 
-ADULT_DATA = SHARED_DATA.parent / "adult_cxr"
 RESULT_KEYS = {"scope", "reason", "label", "pneumonia_probability", "probabilities", "warnings", "research", "checks",
                "model"}
 skimage_data = require_import("skimage.data")
