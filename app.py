@@ -26,14 +26,8 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 from pneumo import settings  # noqa: E402
 
-try:  # a malformed PNEUMO_* value stops start-up here, by name, not later as a quiet fallback
-    settings.check_all()
-except settings.SettingError as error:
-    sys.exit(f"Configuration error: {error}")
-for name in settings.unknown_names():
-    print(f"warning: {name} is set but is no setting of this app (README: Configuration)", file=sys.stderr)
-# Uploads live in a folder of this app's own (never another Gradio app's): before gradio is imported.
-UPLOAD_FOLDER = settings.use_own_upload_folder()
+settings.check_at_start_up()  # a malformed PNEUMO_* value stops the app here, by name, not as a quiet fallback
+UPLOAD_FOLDER = settings.use_own_upload_folder()  # never another Gradio app's folder; before gradio is imported
 
 from pneumo.loading import get_model, load_in_background  # noqa: E402
 

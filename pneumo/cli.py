@@ -31,15 +31,9 @@ def main(argv=None) -> int:
         _parser().print_help(sys.stderr)
         return EXIT_NO_MODEL
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the keras runtime: keep TensorFlow's start-up chatter off stderr
-    from . import settings
+    from .settings import check_at_start_up
 
-    try:  # a malformed PNEUMO_* value stops here, by name, not later as a quiet fallback
-        settings.check_all()
-    except settings.SettingError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_NO_MODEL
-    for name in settings.unknown_names():
-        print(f"warning: {name} is set but is no setting of pneumo (README: Configuration)", file=sys.stderr)
+    check_at_start_up()  # a malformed PNEUMO_* value stops here (exit code 2), by name, not as a quiet fallback
     from .loading import get_model
 
     try:

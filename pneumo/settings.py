@@ -2,10 +2,11 @@
 
     setting(name)         the checked value of one variable (its default when unset)
     check_all()           check every variable; raises SettingError, which names it
+    check_at_start_up()   check_all(), or exit with the message; a warning per unknown PNEUMO_* name
     unknown_names()       PNEUMO_* variables that are set but mean nothing here (typos)
     use_own_upload_folder()   where Gradio keeps uploads: GRADIO_TEMP_DIR, else a folder of this app's own
 
-The app and the `pneumo` command call check_all() before anything else, so a
+The app and the `pneumo` command call check_at_start_up() before anything else, so a
 malformed value (PNEUMO_ONNX_THREADS=four) stops start-up with a message
 that names the variable, instead of surfacing later as a runtime that
 quietly fails to load while another one serves. Values are read from the
@@ -15,6 +16,7 @@ README "Configuration" lists the same variables.
 
 import math
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +129,21 @@ def setting(name: str):
 def check_all() -> dict:
     """Every variable's value; the first malformed one raises SettingError."""
     return {name: setting(name) for name in VARIABLES}
+
+
+EXIT_BAD_SETTING = 2  # a usage error, as argparse's
+
+
+def check_at_start_up() -> None:
+    """For the app and the CLI, first thing: a malformed value ends the process here
+    (exit code 2) with one line that names the variable, never a traceback."""
+    try:
+        check_all()
+    except SettingError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_SETTING) from None
+    for name in unknown_names():
+        print(f"warning: {name} is set but is no setting of pneumo (README: Configuration)", file=sys.stderr)
 
 
 def unknown_names() -> list[str]:

@@ -50,7 +50,7 @@ def test_the_cli_stops_and_names_it(name):
     done = subprocess.run([sys.executable, "-m", "pneumo", "info"], cwd=ROOT, capture_output=True, text=True,
                           env=clean_env(**{name: MALFORMED[name]}), timeout=300)
     assert done.returncode == 2 and done.stdout == "", done.stdout
-    assert f"error: {name}=" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert f"configuration error: {name}=" in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("name", list(MALFORMED))
@@ -58,8 +58,8 @@ def test_the_app_stops_at_start_up_and_names_it(name, tmp_path):
     done = subprocess.run([sys.executable, "app.py"], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env=clean_env(**{name: MALFORMED[name]}, GRADIO_TEMP_DIR=str(tmp_path / "gradio"),
                                         GRADIO_SERVER_PORT="1"))  # never listens: it must stop first
-    assert done.returncode == 1, done.stderr[-2000:]
-    assert f"Configuration error: {name}=" in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"configuration error: {name}=" in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
 
 
 def test_defaults_and_good_values(monkeypatch):
