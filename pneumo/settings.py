@@ -9,8 +9,9 @@
 The app and the `pneumo` command call check_at_start_up() before anything else, so a
 malformed value (PNEUMO_ONNX_THREADS=four) stops start-up with a message
 that names the variable, instead of surfacing later as a runtime that
-quietly fails to load while another one serves. Values are read from the
-environment when asked for (not at import), so the last value set counts.
+quietly fails to load while another one serves. setting() reads the
+environment when called; pneumo/sandbox.py and pneumo/uploads.py take their
+limits once, when imported.
 README "Configuration" lists the same variables.
 """
 
