@@ -24,6 +24,11 @@ from pathlib import Path
 os.environ["GRADIO_RUN_HISTORY"] = "False"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
+from pneumo import settings  # noqa: E402
+
+settings.check_at_start_up()  # a malformed PNEUMO_* value stops the app here, by name, not as a quiet fallback
+UPLOAD_FOLDER = settings.use_own_upload_folder()  # never another Gradio app's folder; before gradio is imported
+
 from pneumo.loading import get_model, load_in_background  # noqa: E402
 
 LOADING = load_in_background()  # first: the model loads while Gradio imports (most of the cold start)
@@ -58,7 +63,7 @@ EXAMPLES = [Path(__file__).with_name("examples") / f"{name}.jpeg" for name in
 keep_copies_of(EXAMPLES)  # Gradio's copies of them are needed for the next click: never swept
 MCP = mcp_tool.requested(sys.argv[1:], os.environ)
 # Local runs may let the MCP tool fetch from localhost or the LAN; a Space never should.
-ALLOW_PRIVATE_URLS = os.environ.get("PNEUMO_ALLOW_PRIVATE_URLS", "").lower() in ("1", "true")
+ALLOW_PRIVATE_URLS = settings.setting("PNEUMO_ALLOW_PRIVATE_URLS")
 
 
 # Readable by everyone (WCAG AA contrast, checked by axe-core in tests/test_browser.py): Gradio's default
@@ -236,7 +241,7 @@ analyse(Image.new("L", (64, 64), 128), MODEL)  # warm up: the runtime allocates 
 # Four at a time: a hostile upload holds its slot until its decoder is stopped (at most
 # PNEUMO_DECODE_TIMEOUT_S); with 3 decoders, two such uploads leave room for everyone else.
 demo = build(MODEL).queue(default_concurrency_limit=4, max_size=32)
-SWEEPER = UploadSweeper(demo)  # started with the server: it empties GRADIO_TEMP_DIR (default /tmp/gradio)
+SWEEPER = UploadSweeper(demo)  # started with the server: it empties UPLOAD_FOLDER, and only that
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Serve the Pneumonia Detector on "

@@ -31,6 +31,9 @@ def main(argv=None) -> int:
         _parser().print_help(sys.stderr)
         return EXIT_NO_MODEL
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the keras runtime: keep TensorFlow's start-up chatter off stderr
+    from .settings import check_at_start_up
+
+    check_at_start_up()  # a malformed PNEUMO_* value stops here (exit code 2), by name, not as a quiet fallback
     from .loading import get_model
 
     try:

@@ -9,7 +9,6 @@ the app: it falls back to the bundled model and says why.
 import functools
 import hashlib
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 from .predict import GRID
 from .run_folder import ADULT, KERAS_MODEL, OOD, POPULATION, REQUIRED, read_config
 from .runtime import load_runtime
+from .settings import setting
 
 log = logging.getLogger("pneumo")
 
@@ -114,8 +114,7 @@ def load_in_background() -> threading.Thread:
 @functools.cache
 def get_model() -> LoadedModel:
     """The process's model, chosen by the PNEUMO_MODEL_* environment variables."""
-    env = os.environ.get
-    return load_model(env("PNEUMO_MODEL_PATH"), env("PNEUMO_MODEL_REPO"), env("PNEUMO_MODEL_REVISION"))
+    return load_model(setting("PNEUMO_MODEL_PATH"), setting("PNEUMO_MODEL_REPO"), setting("PNEUMO_MODEL_REVISION"))
 
 
 def _load_folder(folder, runtime, source, repo=None, revision=None, commit=None, fallback_reason=None):

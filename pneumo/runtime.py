@@ -19,27 +19,21 @@ and `head_kernel` (C, 3), the dense head's kernel that pneumo/heatmap.py needs.
 """
 
 import logging
-import os
 from pathlib import Path
+
+from .runtime_names import AUTO, KERAS, ONNX_FLOAT, ONNX_INT8, UnusableRuntime
+from .settings import setting
 
 log = logging.getLogger("pneumo")
 
 RUNTIME_ENV = "PNEUMO_RUNTIME"
-AUTO, ONNX_INT8, ONNX_FLOAT, KERAS = "auto", "onnx-int8", "onnx-float", "keras"
-RUNTIMES = (AUTO, ONNX_INT8, ONNX_FLOAT, KERAS)
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})
 CPUINFO = Path("/proc/cpuinfo")
 
 
-class UnusableRuntime(Exception):
-    """This runtime cannot serve this run folder; the message says why."""
-
-
 def runtime_choice() -> str:
-    choice = os.environ.get(RUNTIME_ENV, AUTO).strip().lower() or AUTO
-    if choice not in RUNTIMES:
-        raise ValueError(f"{RUNTIME_ENV}={choice!r}: choose one of {', '.join(RUNTIMES)}")
-    return choice
+    """PNEUMO_RUNTIME, checked (pneumo/settings.py raises SettingError, a ValueError, naming it)."""
+    return setting(RUNTIME_ENV)
 
 
 def cpu_flags(cpuinfo=CPUINFO) -> frozenset:

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from .run_folder import KERAS_MODEL
-from .runtime import KERAS
+from .runtime_names import KERAS
 
 
 class KerasRuntime:

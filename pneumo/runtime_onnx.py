@@ -19,7 +19,8 @@ import numpy as np
 
 from .run_folder import (FLOAT_ONNX, INT8_ONNX, KERAS_MODEL, KERAS_WEIGHTS_MEMBER, META_HEAD_KERNEL,
                          META_KERAS_SHA256, META_WEIGHTS, ONNX_INPUT, ONNX_MAPS, ONNX_PROBABILITIES)
-from .runtime import ONNX_FLOAT, ONNX_INT8, UnusableRuntime
+from .runtime_names import ONNX_FLOAT, ONNX_INT8, UnusableRuntime
+from .settings import setting
 
 THREADS_ENV = "PNEUMO_ONNX_THREADS"  # onnxruntime threads; default: the CPUs this process may use
 FILES = {ONNX_INT8: INT8_ONNX, ONNX_FLOAT: FLOAT_ONNX}
@@ -35,7 +36,7 @@ class OnnxRuntimeModel:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = threads or int(os.environ.get(THREADS_ENV) or 0) or _cpus()
+        options.intra_op_num_threads = threads or setting(THREADS_ENV) or _cpus()
         options.inter_op_num_threads = 1
         # Idle threads sleep instead of spinning: the web server and its other
         # requests share the same few cores.
@@ -66,8 +67,10 @@ def load_onnx(name, folder, keras_sha256):
         import onnxruntime  # noqa: F401
     except ImportError:
         raise UnusableRuntime("onnxruntime is not installed") from None
+    threads = setting(THREADS_ENV)  # read outside the try below: a malformed value is an error, never a fallback
     try:
-        model = OnnxRuntimeModel(path if name == ONNX_INT8 else float_model(path, folder / KERAS_MODEL), name)
+        model = OnnxRuntimeModel(path if name == ONNX_INT8 else float_model(path, folder / KERAS_MODEL), name,
+                                 threads)
     except UnusableRuntime as error:
         raise UnusableRuntime(f"{path.name}: {error}") from None
     except Exception as error:  # a broken or foreign file must not stop serving

@@ -40,11 +40,12 @@ from PIL import Image
 
 from .decode import MAX_SIDE, Decoded, InputError
 from .sandbox_worker import LENGTH, MAX_FRAME_BYTES
+from .settings import setting
 
 ROOT = Path(__file__).resolve().parents[1]
-MEMORY_MB = int(os.environ.get("PNEUMO_DECODE_MEMORY_MB", "1024"))
-CPU_S = int(os.environ.get("PNEUMO_DECODE_CPU_S", "7"))
-TIMEOUT_S = float(os.environ.get("PNEUMO_DECODE_TIMEOUT_S", "8"))
+MEMORY_MB = setting("PNEUMO_DECODE_MEMORY_MB")
+CPU_S = setting("PNEUMO_DECODE_CPU_S")
+TIMEOUT_S = setting("PNEUMO_DECODE_TIMEOUT_S")
 START_TIMEOUT_S = 60  # importing numpy, Pillow and pydicom on a busy machine
 WAIT_FOR_WORKER_S = 120  # a request waits this long for a free worker before "busy"
 RECYCLE_AFTER = 200  # requests per worker: memory fragmentation never builds up

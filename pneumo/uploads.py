@@ -32,8 +32,10 @@ from pathlib import Path
 import gradio as gr
 from gradio_client.utils import is_http_url_like
 
-KEEP_S = float(os.environ.get("PNEUMO_KEEP_UPLOADS_S", "60"))  # how long any file may stay
-SWEEP_EVERY_S = float(os.environ.get("PNEUMO_SWEEP_EVERY_S", "10"))
+from .settings import setting
+
+KEEP_S = setting("PNEUMO_KEEP_UPLOADS_S")  # how long any file may stay
+SWEEP_EVERY_S = setting("PNEUMO_SWEEP_EVERY_S")
 
 ONLY_UPLOADS = "Only files uploaded to this app can be analysed (no links, no server paths). Please upload the file."
 ONE_FILE = "Please send exactly one file per request."

@@ -34,7 +34,8 @@ def free_port():
 @contextmanager
 def running_app(model_path, workdir: Path, args=(), extra_env: dict | None = None):
     """Start `app.py ARGS` serving `model_path` (None: the app's own choice), with `extra_env` added to the
-    environment; yield an App; stop it afterwards."""
+    environment (a None value removes the variable: GRADIO_TEMP_DIR None leaves the app its own upload
+    folder, under TMPDIR); yield an App; stop it afterwards."""
     port = free_port()
     temp_dir, log = workdir / "gradio_tmp", workdir / "app.log"
     temp_dir.mkdir(parents=True, exist_ok=True)
@@ -44,6 +45,9 @@ def running_app(model_path, workdir: Path, args=(), extra_env: dict | None = Non
     env.pop("GRADIO_SHARE", None)
     env.pop("GRADIO_MCP_SERVER", None)
     env.update(extra_env or {})
+    env = {name: value for name, value in env.items() if value is not None}
+    if "GRADIO_TEMP_DIR" not in env:
+        temp_dir = Path(env.get("TMPDIR", "/tmp")) / "pneumonia-detector"  # pneumo.settings.OWN_UPLOAD_FOLDER
     if model_path is not None:
         env["PNEUMO_MODEL_PATH"] = str(model_path)
         env.pop("PNEUMO_MODEL_REPO", None)

@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny trained run folder, the real data, the environment."""
 
+import importlib
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data" / "chest_xray"
+ADULT_DATA = SHARED_DATA.parent / "adult_cxr"  # the NIH adult films (tests/test_scope.py)
 
 # No phoning home from Gradio, no waiting on the closed network for the Hub.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -25,7 +27,16 @@ def require(condition, reason):
         return
     if os.environ.get("CI") == "true":
         pytest.fail(f"required under CI=true: {reason}")
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)  # at a module's top it skips the module
+
+
+def require_import(module):
+    """Import what a test needs but the library does not (scikit-image's sample
+    pictures, gradio_client, psutil, mcp...): skip without it, fail under CI=true."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        require(False, f"{module} cannot be imported ({error}); requirements-dev.txt pins it")
 
 
 @pytest.fixture(scope="session")

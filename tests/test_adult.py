@@ -16,11 +16,10 @@ from pneumo.loading import BUNDLED_DIR, load_model
 from pneumo.run_folder import ADULT, ADULT_REPORT
 from pneumo.scope import ADULT as ADULT_POPULATION
 from pneumo.scope import CHILD, OK, OUTSIDE_POPULATION
-from tests.conftest import ROOT, SHARED_DATA, require, synthetic_xray
+from tests.conftest import ADULT_DATA, ROOT, require, synthetic_xray
 from tests.test_cli import run_cli
 from training import adult as adult_fit
 
-ADULT_DATA = SHARED_DATA.parent / "adult_cxr"
 
 
 def random_head(channels, rng, shipped=1.0):

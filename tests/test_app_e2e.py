@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from tests.app_server import left_in_temp, running_app
-from tests.conftest import synthetic_xray
+from tests.conftest import require_import, synthetic_xray
 
-gradio_client = pytest.importorskip("gradio_client")
+gradio_client = require_import("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
@@ -60,7 +60,7 @@ def uploads(tmp_path_factory):
 
 def dicom_bytes(pixels):
     """An uncompressed 8-bit greyscale DICOM file."""
-    pydicom = pytest.importorskip("pydicom")
+    import pydicom  # a serving dependency (requirements.txt)
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
     ds = pydicom.Dataset()

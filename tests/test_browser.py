@@ -26,7 +26,7 @@ from pneumo.analysis import analyse
 from pneumo.loading import BUNDLED_DIR, load_model
 from pneumo.scope import OK
 from tests.app_server import running_app
-from tests.conftest import ROOT, require
+from tests.conftest import ROOT, require, require_import
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -254,7 +254,7 @@ def test_an_adult_film(page, model):
 
 
 def test_not_a_chest_xray(page, model, tmp_path):
-    skimage_data = pytest.importorskip("skimage.data")
+    skimage_data = require_import("skimage.data")
     path = tmp_path / "cat.png"
     Image.fromarray(skimage_data.chelsea()).save(path)
     expected = expected_for(model, path)

@@ -21,17 +21,34 @@ from pathlib import Path
 import pytest
 
 from tests.app_server import free_port, left_in_temp, running_app
-from tests.conftest import synthetic_xray
-from tests.hostile_files import CORPUS, build_corpus, element_flood_dicom
+from tests.conftest import require_import, synthetic_xray
+from tests.hostile_files import CORPUS, build_corpus, element_flood_dicom, xray_like
 
-gradio_client = pytest.importorskip("gradio_client")
-psutil = pytest.importorskip("psutil")
+gradio_client = require_import("gradio_client")
+psutil = require_import("psutil")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 SERVER_GROWTH_LIMIT_MB = 500
 WAIT_S = 120  # upper bound for conditions polled below (never a speed target)
 SLOW_REFUSAL = "than this server allows"
+FIRST_ONLY = "only the first"
+# What each honest file of the corpus must get from the tiny model: (scope, the one note or None).
+# They are X-ray-like pictures within every limit, and the tiny model's only check is image
+# statistics, which they pass. (Each hostile file's refusal is stated in tests/hostile_files.py.)
+ANSWERS = {
+    "60000-ifds.tiff": ("ok", FIRST_ONLY),
+    "49mp-16bit.png": ("ok", None),
+    "49mp-float.tiff": ("ok", None),
+    "nan-float.tiff": ("ok", None),
+    "xray.gif": ("ok", None),
+    "animated.gif": ("ok", FIRST_ONLY),
+}
+# The 49-megapixel files show xray_like(7000, 7000): decoded, shrunk by 4, they must give what the
+# same picture made at that size gives in process (a wrong decode, e.g. transposed, cropped or
+# flipped, moves a probability by 0.05 or more).
+SAME_PICTURE = {"49mp-16bit.png": 1750, "49mp-float.tiff": 1750}
+SAME_PICTURE_TOLERANCE = 0.01
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +105,37 @@ def wait_for(condition, what):
 # --- every file: a verdict or a clear refusal, through the API --------------------------
 
 
+@pytest.fixture(scope="module")
+def reference_model(tiny_run):
+    from pneumo.loading import load_model
+
+    return load_model(tiny_run)
+
+
+def test_every_file_has_a_stated_outcome():
+    assert set(ANSWERS) == {name for name, (_, refusal) in CORPUS.items() if refusal is None}
+    assert all(refusal for name, (_, refusal) in CORPUS.items() if name not in ANSWERS)
+
+
 @pytest.mark.parametrize("name", list(CORPUS))
-def test_each_file_is_answered_or_clearly_refused(client, corpus, server_peak_before, name):
+def test_each_file_is_answered_or_clearly_refused(client, corpus, server_peak_before, reference_model, name):
     case = corpus[name]
     if case.refusal is None:
-        result, _ = client.predict(handle_file(case.path), api_name="/predict")
-        assert result["scope"] in ("ok", "not_chest_xray", "outside_population")
-        if name in ("animated.gif", "60000-ifds.tiff"):
-            assert any("only the first" in note for note in result["warnings"])
+        result, heatmap = client.predict(handle_file(case.path), api_name="/predict")
+        scope, note = ANSWERS[name]
+        assert result["scope"] == scope and heatmap is not None, result["reason"]
+        if note:
+            assert len(result["warnings"]) == 1 and note in result["warnings"][0], result["warnings"]
+        else:
+            assert result["warnings"] == []
+        if name in SAME_PICTURE:
+            from PIL import Image
+
+            from pneumo.analysis import analyse
+
+            side = SAME_PICTURE[name]
+            expected = analyse(Image.fromarray(xray_like(side, side)), reference_model).probabilities
+            assert result["probabilities"] == pytest.approx(expected, abs=SAME_PICTURE_TOLERANCE)
     else:
         message = refusal_of(client, case.path)
         assert case.refusal in message
@@ -173,9 +213,13 @@ def test_a_url_is_refused_without_being_fetched(app, file_server, api_name):
     assert CountingHandler.requests == 0
 
 
+GRADIO_REFUSAL = 'event: error\ndata: {"error": null}'  # Gradio's own refusal: no message
+
+
 def test_server_paths_are_refused(app):
-    # Gradio itself refuses paths outside its upload folder, before our check (with no message).
-    assert "event: error" in call_raw(app, "predict", {"path": "/etc/hostname"})
+    """Gradio itself refuses a path outside its upload folder (README: Known limits), before our check."""
+    assert GRADIO_REFUSAL in call_raw(app, "predict", {"path": "/etc/hostname"})
+    wait_for(lambda: "InvalidPathError: Cannot move /etc/hostname" in app.log.read_text(), "Gradio's reason in the log")
 
 
 @pytest.mark.parametrize("path", ["{temp}", "{temp}/a-folder"])
@@ -206,9 +250,25 @@ def test_one_file_per_request(app, tmp_path):
         event_id = json.loads(response.read())["event_id"]
     with urllib.request.urlopen(f"{app.url}gradio_api/call/predict/{event_id}", timeout=WAIT_S) as response:
         events = response.read().decode()
-    # Refused by Gradio's own validation of the component's file data (without a message);
-    # pneumo.uploads.uploaded_path refuses lists as well, should one ever get through.
-    assert "event: error" in events and "event: complete" not in events
+    # Refused by Gradio's own validation of the component's file data (without a message), before
+    # the event runs: that is why the app's own check (next test) is reached only by direct calls.
+    assert GRADIO_REFUSAL in events and "event: complete" not in events
+    wait_for(lambda: "validation error for ImageData" in app.log.read_text(), "Gradio's reason in the log")
+
+
+def test_the_apps_own_check_refuses_two_files(app, tmp_path, monkeypatch):
+    """pneumo.uploads.uploaded_path, which app.predict calls first, on two real uploads of the running app."""
+    import gradio as gr
+
+    from pneumo import uploads
+
+    paths = [upload_raw(app, good_png(tmp_path, f"two-{i}.png")) for i in range(2)]
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(app.temp_dir))  # the app's upload folder, as in the app
+    for upload in ([{"path": path} for path in paths], paths):
+        with pytest.raises(gr.Error) as refused:
+            uploads.uploaded_path(upload)
+        assert refused.value.message == uploads.ONE_FILE
+    assert uploads.uploaded_path({"path": paths[0]}) == Path(paths[0]).resolve()  # one file passes
 
 
 # --- nothing kept ------------------------------------------------------------------------

@@ -12,10 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.app_server import left_in_temp, running_app
-from tests.conftest import synthetic_xray
+from tests.conftest import require_import, synthetic_xray
 
-gradio_client = pytest.importorskip("gradio_client")
-psutil = pytest.importorskip("psutil")
+gradio_client = require_import("gradio_client")
+psutil = require_import("psutil")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 

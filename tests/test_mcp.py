@@ -13,9 +13,10 @@ import pytest
 from PIL import Image
 
 from tests.app_server import running_app
+from tests.conftest import require_import
 
-mcp = pytest.importorskip("mcp")
-skimage_data = pytest.importorskip("skimage.data")
+mcp = require_import("mcp")
+skimage_data = require_import("skimage.data")
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
 from pneumo import mcp_tool  # noqa: E402

@@ -12,18 +12,17 @@ from pneumo.photo import film_of
 from pneumo.population import FILE as POPULATION_FILE
 from pneumo.scope import NOT_CHEST_XRAY, OK, OUTSIDE_POPULATION, SCOPES
 from tests.app_server import running_app
-from tests.conftest import SHARED_DATA, require
+from tests.conftest import ADULT_DATA, require, require_import
 from tests.test_cli import run_cli
 from training import population
 from training import scope as scope_fit
 from training.photos import photo_of_film
 
-ADULT_DATA = SHARED_DATA.parent / "adult_cxr"
 RESULT_KEYS = {"scope", "population", "reason", "label", "pneumonia_probability", "probabilities", "threshold",
                "warnings", "research", "checks", "model"}
 # Whose answer a film in scope gets, and the classes of that answer (pneumo/scope.py, pneumo/adult.py).
 CLASSES_OF = {"child": {"NORMAL", "BACTERIAL", "VIRAL"}, "adult": {"NORMAL", "PNEUMONIA"}}
-skimage_data = pytest.importorskip("skimage.data")
+skimage_data = require_import("skimage.data")
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +123,7 @@ def test_every_entry_point_agrees(bundled, files, tmp_path):
 
 
 def test_the_ui_shows_a_reason_not_a_verdict(bundled, files):
-    app = pytest.importorskip("app")  # its `show` turns a result into what the page displays
+    import app  # the checkout's app.py: its `show` turns a result into what the page displays
     verdict, breakdown, notes, heatmap_panel = app.show(analyse(files["adult"], bundled).as_dict())
     assert verdict["value"]["label"] == "No verdict"
     assert breakdown["visible"] is False and heatmap_panel["visible"] is False

@@ -7,7 +7,9 @@ The class comes from the file name: NORMAL/ files are NORMAL, PNEUMONIA/
 files named *_bacteria_* or *_virus_* are BACTERIAL or VIRAL.
 """
 
+import argparse
 import re
+import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +91,25 @@ class Splits:
     reports: dict  # every split to evaluate at the end: name -> samples
 
 
-def load_splits(data_dir, holdout_fraction=0.1, seed=0) -> Splits:
+# Defaults of `python -m training.train --holdout-fraction --seed`: the split a run was made with.
+HOLDOUT_FRACTION, SEED = 0.1, 0
+
+
+def recorded_split(command: str) -> tuple[float, int]:
+    """(holdout fraction, seed) of a run's recorded `python -m training.train ...` command
+    (config.json's "command"), so that a later step rebuilds the run's own split.
+    A command that does not say, or cannot be read, means the defaults."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    parser.add_argument("--holdout-fraction", type=float, default=HOLDOUT_FRACTION)
+    parser.add_argument("--seed", type=int, default=SEED)
+    try:
+        known, _ = parser.parse_known_args(shlex.split(command)[3:])  # after `python -m training.train`
+    except (argparse.ArgumentError, ValueError, SystemExit):  # some argparse errors still exit in 3.11
+        return HOLDOUT_FRACTION, SEED
+    return known.holdout_fraction, known.seed
+
+
+def load_splits(data_dir, holdout_fraction=HOLDOUT_FRACTION, seed=SEED) -> Splits:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"data folder {data_dir} does not exist")

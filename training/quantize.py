@@ -25,7 +25,6 @@ and of ROC AUC on the selection split; otherwise onnx.json says why.
 import argparse
 import json
 import os
-import shlex
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ from pneumo.preprocess import to_model_input
 from pneumo.run_folder import (FLOAT_ONNX, INT8_ONNX, KERAS_MODEL, KERAS_WEIGHTS_MEMBER, META_HEAD_KERNEL,
                                META_KERAS_SHA256, META_WEIGHTS, ONNX_INPUT, ONNX_MAPS, ONNX_OPSET,
                                ONNX_PROBABILITIES, ONNX_REPORT, read_config)
-from pneumo.runtime import ONNX_FLOAT, ONNX_INT8
+from pneumo.runtime_names import ONNX_FLOAT, ONNX_INT8
 from pneumo.runtime_onnx import OnnxRuntimeModel, float_model
 
 CALIBRATION_BATCH = 8
@@ -336,16 +335,9 @@ def _correlation(a, b):
 
 def _splits(data, config):
     """The run's own train/selection split, from the training command it recorded."""
-    from .data import load_splits
-    from .train import parse_args as train_args
+    from .data import load_splits, recorded_split
 
-    command = shlex.split(config.get("command", ""))[3:]  # after `python -m training.train`
-    try:
-        recorded = train_args(command)
-        fraction, seed = recorded.holdout_fraction, recorded.seed
-    except SystemExit:
-        fraction, seed = train_args([]).holdout_fraction, 0
-    return load_splits(data, fraction, seed)
+    return load_splits(data, *recorded_split(config.get("command", "")))
 
 
 def _minus(a, b):

@@ -18,10 +18,11 @@ import numpy as np
 
 from pneumo.preprocess import to_model_input
 from pneumo.run_folder import CHECKPOINTS
+from pneumo.settings import setting
 
 from .augment import BalancedBatches
 from .checkpoints import SelectionCheckpoint, fresh_state, read_state
-from .data import labels_of, load_pixels, load_splits
+from .data import HOLDOUT_FRACTION, SEED, labels_of, load_pixels, load_splits
 from .model import ARCHITECTURES, build_model, compile_model
 from .push import push_run
 from .report import write_run_folder
@@ -52,7 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--learning-rate", type=float, default=1e-4, help="Adam learning rate")
     p.add_argument("--decay", type=float, default=1e-5, help="inverse-time decay per step: lr / (1 + decay * step)")
     p.add_argument("--patience", type=int, default=4, help="early stopping: epochs without a better selection AUC")
-    p.add_argument("--holdout-fraction", type=float, default=0.1,
+    p.add_argument("--holdout-fraction", type=float, default=HOLDOUT_FRACTION,
                    help="share of train/ patients held out (reported; used for selection when val/ is too small)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch that passes this budget")
     p.add_argument("--average-best", type=int, default=1, metavar="K",
@@ -61,7 +62,7 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=default_workers(),
                    help="threads that augment batches ahead of the accelerator; the batches do not depend on it "
                         "[PNEUMO_TRAIN_WORKERS; default: 1 on a machine of 2 or fewer cores, else cores - 1, at most 4]")
-    p.add_argument("--seed", type=int, default=0, help="seed for the split, initialisation and augmentation")
+    p.add_argument("--seed", type=int, default=SEED, help="seed for the split, initialisation and augmentation")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     p.add_argument("--strategy", choices=STRATEGIES, default="auto",
                    help="TensorFlow backend: the tf.distribute strategy (auto picks a TPU, then several GPUs, then "
@@ -82,8 +83,8 @@ def default_workers():
     """On 2 cores the training step itself needs both; on the 16-core H200
     machine 4 threads fed the GPU best (1: 550, 4: 1150, 8: 1040, 15: 920
     images/s at 224 px; benchmarks/training_speed.py --workers)."""
-    if os.environ.get("PNEUMO_TRAIN_WORKERS"):
-        return int(os.environ["PNEUMO_TRAIN_WORKERS"])
+    if setting("PNEUMO_TRAIN_WORKERS"):  # checked: a malformed value names the variable
+        return setting("PNEUMO_TRAIN_WORKERS")
     cores = os.cpu_count() or 1
     return 1 if cores <= 2 else min(4, cores - 1)
 
