@@ -27,7 +27,8 @@ Returns JSON: `scope` ("ok", "not_chest_xray" or "outside_population"), `populat
 Scope rules: when `scope` is not "ok" there is no verdict: `label` and the probabilities are null \
 and `reason` says why (not a chest X-ray, or a patient outside the training population). Do not \
 guess a verdict then. The model learnt from X-rays of children aged 1 to 5 from one hospital in \
-Guangzhou; it was not validated on adults, other hospitals or other machines. A file that cannot \
+Guangzhou; adults get a verdict (`population` "adult", pneumonia or not) only from an adult answer \
+validated on radiologist-read adult films of one hospital. Other hospitals and machines were not validated. A file that cannot \
 be read gives an error saying why."""
 
 DISCLAIMER = ("Research demo, not a diagnosis: a statistical estimate for X-rays like the training ones "

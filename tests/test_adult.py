@@ -177,13 +177,13 @@ def write_synthetic_adults(folder, films=40):
 
 
 def test_a_tiny_run_of_both_populations_serves_adults(tiny_run, tmp_path):
-    """The real training CLI's run folder (children) plus `python -m training.adult` (adults): the
+    """The real training CLI's run folder (children) plus the adult answer's fit (adults): the
     folder gets adult.npz and adult.json, and it serves."""
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     adults = write_synthetic_adults(tmp_path / "adults")
-    done = subprocess.run([sys.executable, "-m", "training.adult", str(run), "--adult-data", str(adults)], cwd=ROOT,
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "training.scope", str(run), "--adult-data", str(adults),
+                           "--only-adult"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((run / ADULT_REPORT).read_text())
     assert set(report["rule_met"]) == set(adult_fit.RULE) and report["shipped"] == all(report["rule_met"].values())

@@ -1,6 +1,8 @@
 """Fit the adult answer (pneumo/adult.py) and measure it on radiologists' labels.
 
-    python -m training.adult RUN_FOLDER [--adult-data ../shared/data/adult_cxr] [--seed 0]
+    python -m training.scope RUN_FOLDER --adult-data ../shared/data/adult_cxr --only-adult
+
+(training/scope.py scores the films; every training report fits it too.)
 
 The adult films (NIH Clinical Center) are scored through the runtime that
 serves them, as they are and in the variants of training/variants.py
@@ -22,10 +24,8 @@ otherwise it is saved with `shipped = 0` and adults stay outside the
 population. adult.json keeps the figures and the verdict of every rule.
 """
 
-import argparse
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +34,10 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
 from pneumo.adult import AdultHead
-from pneumo.loading import load_model
 from pneumo.run_folder import ADULT, ADULT_REPORT
 
 from .metrics import expected_calibration_error
 
-ADULT_DIR_ENV = "PNEUMO_ADULT_DATA_DIR"
 OPACITY, NORMAL, OTHER = "Lung Opacity", "Normal", "No Lung Opacity / Not Normal"  # RSNA radiologist readings
 C = 0.003  # inverse L2 strength; the probe's best of 0.003-0.03 (stronger is better with ~300 read films)
 FITTED = ("original", "site", "photo")  # every training film in these variants; scored as it is
@@ -175,20 +173,3 @@ def _child_pneumonia(adults):
     raw = adults.variants["original"].raw
     return raw[:, 1] + raw[:, 2]
 
-
-def main(argv=None):
-    from .scope import score_adults  # scoring needs the scope module's helpers; the fit above does not
-
-    p = argparse.ArgumentParser(prog="python -m training.adult", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_folder", help="the run folder whose model computes the features")
-    p.add_argument("--adult-data", default=os.environ.get(ADULT_DIR_ENV, "../shared/data/adult_cxr"),
-                   help=f"adult frontal chest X-rays with labels.csv (RSNA readings) [{ADULT_DIR_ENV}]")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    adults = score_adults(load_model(args.run_folder), args.adult_data, FITTED[1:], args.seed + 2)
-    fit_and_save(args.run_folder, adults, read_labels(args.adult_data), args.seed)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """Fit the scope checks (pneumo/scope.py) of a run folder, from one scoring pass.
 
-    python -m training.scope RUN_FOLDER [--data DATA] [--adult-data ADULT] [--seed 0]
+    python -m training.scope RUN_FOLDER [--data DATA] [--adult-data ADULT] [--seed 0] [--only-adult]
 
 Also the last step of the training report. It scores, through the runtime
 that will serve them (pneumo/predict.py), a sample of train/'s children,
@@ -40,7 +40,7 @@ from pneumo.predict import model_outputs
 from pneumo.preprocess import preprocess
 from pneumo.run_folder import ADULT, ADULT_REPORT, CARD, METRICS, OOD, POPULATION, POPULATION_REPORT, read_config
 
-from . import ood, population
+from . import adult, ood, population
 from .data import load_splits
 from .variants import VARIANTS
 
@@ -156,20 +156,27 @@ def fit_and_save(run_folder, data_dir, adult_dir=None, seed=0, log=print) -> dic
         log("scope checks: no adult films (--adult-data), so no population check: adults will get verdicts")
         return None
     report = fit_population_check(loaded, sets, chest, out, seed, log)
-    fit_adult_answer(sets, adult_dir, out, seed, log)
+    fit_adult_answer(sets.adults, adult_dir, out, seed, log)
     return report
 
 
-def fit_adult_answer(sets, adult_dir, out, seed, log):
-    """adult.npz and adult.json (training/adult.py) from the same scoring pass, where
-    radiologists read some of the adult films; without readings there is nothing to validate on."""
-    from . import adult
-
+def fit_adult_answer(adults, adult_dir, out, seed, log):
+    """adult.npz and adult.json (training/adult.py) from scored adult films, where radiologists
+    read some of them; without readings there is nothing to validate on, so no adult answer."""
+    for name in (ADULT, ADULT_REPORT):
+        (out / name).unlink(missing_ok=True)
     labels = adult.read_labels(adult_dir) if (Path(adult_dir) / "labels.csv").is_file() else {}
-    if not np.isin(adult.readings(sets.adults, labels), (adult.OPACITY, adult.NORMAL)).any():
+    if not np.isin(adult.readings(adults, labels), (adult.OPACITY, adult.NORMAL)).any():
         log("adult answer: no radiologist readings in labels.csv (rsna_class), so none: adults stay outside")
-        return
-    adult.fit_and_save(out, sets.adults, labels, seed, log)
+        return None
+    return adult.fit_and_save(out, adults, labels, seed, log)
+
+
+def refit_adult_answer(run_folder, adult_dir, seed=0, log=print):
+    """Only the adult answer, for a run whose scope checks stay as they are."""
+    loaded = load_model(run_folder)
+    adults = score_adults(loaded, adult_dir, adult.FITTED[1:], seed + 2)
+    return fit_adult_answer(adults, adult_dir, Path(run_folder), seed, log)
 
 
 def fit_chest_xray_check(sets, out, log):
@@ -211,8 +218,17 @@ def main(argv=None):
     p.add_argument("--adult-data", default=os.environ.get(ADULT_DIR_ENV),
                    help=f"adult frontal chest X-rays (and labels.csv) for the population check [{ADULT_DIR_ENV}]")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only-adult", action="store_true",
+                   help="refit only the adult answer (adult.npz), keeping the run's scope checks")
     args = p.parse_args(argv)
-    report = fit_and_save(args.run_folder, args.data, args.adult_data, args.seed)
+    if args.only_adult:
+        if not args.adult_data:
+            p.error("--only-adult needs --adult-data")
+        refit_adult_answer(args.run_folder, args.adult_data, args.seed)
+        population_report = Path(args.run_folder) / POPULATION_REPORT
+        report = json.loads(population_report.read_text()) if population_report.is_file() else None
+    else:
+        report = fit_and_save(args.run_folder, args.data, args.adult_data, args.seed)
     rewrite_card(Path(args.run_folder), report)
 
 
