@@ -33,6 +33,7 @@ METRICS = "metrics.json"
 OOD = "ood.npz"  # the not-a-chest-X-ray check (pneumo/ood.py)
 POPULATION = "population.npz"  # the population check (pneumo/population.py)
 POPULATION_REPORT = "population.json"  # its cross-validated figures (training/scope.py)
+ORIENTATION = "orientation.npz"  # the turned-or-inverted-film check (pneumo/orientation.py)
 CARD = "README.md"  # the model card
 ROC_PLOT, TRAINING_PLOT, RELIABILITY_PLOT = "roc.png", "training.png", "reliability.png"
 CHECKPOINTS = "checkpoints"  # per-epoch training state: never pushed, never served
@@ -40,7 +41,7 @@ CHECKPOINTS = "checkpoints"  # per-epoch training state: never pushed, never ser
 # What serving needs, and what it uses when present (the Hub pull fetches both;
 # config.json first).
 REQUIRED = (CONFIG, KERAS_MODEL)
-OPTIONAL = (METRICS, CARD, OOD, POPULATION, POPULATION_REPORT, INT8_ONNX, FLOAT_ONNX, ONNX_REPORT)
+OPTIONAL = (METRICS, CARD, OOD, POPULATION, POPULATION_REPORT, ORIENTATION, INT8_ONNX, FLOAT_ONNX, ONNX_REPORT)
 # Left out of a push: training state and the temporary full-precision copy.
 NOT_PUSHED = [f"{CHECKPOINTS}/", "*.float32.keras"]
 
