@@ -137,23 +137,24 @@ def _load_folder(folder, runtime, source, repo=None, revision=None, commit=None,
         "classes": config["classes"],
         "threshold": config["threshold"],
         "image_size": config["image_size"],
-        "metrics": runtime_figures(folder, model.name, sha256) or config.get("validation", {}),
+        "metrics": runtime_figures(folder, model.name, sha256, config["threshold"]) or config.get("validation", {}),
         "fallback_reason": fallback_reason,
     }
     log.info("model %s from %s (sha256 %s) on %s", identity["name"], source, sha256[:12], model.name)
     return LoadedModel(model, config, identity)
 
 
-def runtime_figures(folder, runtime, keras_sha256) -> dict | None:
+def runtime_figures(folder, runtime, keras_sha256, threshold) -> dict | None:
     """The selection split's figures as `runtime` computes them (onnx.json, written by
-    training/quantize.py), so that what is shown is what serves; None for keras or
-    when onnx.json is absent or describes another model.keras."""
+    training/quantize.py), so that what is shown is what serves; None for keras, or
+    when onnx.json is absent or describes another model.keras or threshold."""
     kinds = {ONNX_INT8: "int8", ONNX_FLOAT: "float"}
     try:
         report = json.loads((folder / ONNX_REPORT).read_text())
-        if runtime not in kinds or report.get("keras_sha256") != keras_sha256:
+        entry = report[kinds[runtime]] if runtime in kinds else None
+        if not entry or report.get("keras_sha256") != keras_sha256 or entry.get("threshold", threshold) != threshold:
             return None
-        return report[kinds[runtime]]["runtime"]
+        return entry["runtime"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

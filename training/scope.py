@@ -35,7 +35,7 @@ from pneumo.ood import statistics_reason
 from pneumo.photo import film_of
 from pneumo.predict import model_outputs
 from pneumo.preprocess import preprocess
-from pneumo.run_folder import CARD, METRICS, OOD, POPULATION, POPULATION_REPORT, read_config
+from pneumo.run_folder import CARD, METRICS, ONNX_REPORT, OOD, POPULATION, POPULATION_REPORT, read_config
 
 from . import ood, population
 from .data import load_splits
@@ -197,7 +197,8 @@ def rewrite_card(out, report):
     from .card import build_card
 
     if (out / METRICS).is_file():
-        build_card(read_config(out), json.loads((out / METRICS).read_text()), report).save(out / CARD)
+        onnx = json.loads((out / ONNX_REPORT).read_text()) if (out / ONNX_REPORT).is_file() else None
+        build_card(read_config(out), json.loads((out / METRICS).read_text()), report, onnx).save(out / CARD)
 
 
 if __name__ == "__main__":
