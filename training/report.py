@@ -91,7 +91,8 @@ def write_run_folder(args, splits, checkpoint_dir, log):
         # After the ONNX models: the checks' features come from the runtime that will serve them.
         scope = fit_scope_checks(out, args.data, args.adult_data, seed=args.seed, log=log)
     orientation_check(out, args.data, args.adult_data, args.seed, log)
-    build_card(config, metrics, scope).save(out / CARD)
+    onnx = json.loads((out / ONNX_REPORT).read_text()) if (out / ONNX_REPORT).is_file() else None
+    build_card(config, metrics, scope, onnx).save(out / CARD)
     log(f"run folder written: {out}")
 
 
