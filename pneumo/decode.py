@@ -3,7 +3,8 @@
     decode(path_or_bytes) -> Decoded(image, warnings, kind)
 
 Accepted: JPEG, PNG, BMP, TIFF, WebP, GIF (8- or 16-bit or float, greyscale,
-palette or colour, with or without alpha) and DICOM. The image comes back in
+palette or colour, with or without alpha) and DICOM, each recognised by its
+content (pneumo.dicom.looks_like_dicom), not its name. The image comes back in
 mode "L" or "RGB" with its EXIF rotation applied. Anything else raises
 InputError with a message meant for the person who uploaded the file; no
 exception of any other kind leaves decode().
@@ -18,6 +19,8 @@ Limits (a file outside them is refused):
     MAX_PIXELS         = 50 megapixels  width x height, checked from the header
                                         before any decoding (decompression bombs)
     MIN_SIDE           = 64 pixels      smaller images hold too little detail
+    MAX_ASPECT_RATIO   = 16             a longer strip is no chest X-ray (and would
+                                        shrink to nothing on its short side)
     MAX_JPEG_SCANS     = 64             progressive JPEGs with more scans (each
                                         one re-reads the whole image) are refused
     MAX_INFLATED_BYTES = 99 MB          a deflated DICOM may expand to this much
