@@ -7,8 +7,9 @@ The web UI, `/predict`, `/predict_dicom`, the CLI and the MCP tool all call
 these and only shape the result; none of them assembles a verdict itself,
 so they agree by construction.
 
-    file ─▶ decode ─▶ photo of a film? take the film ─▶ model ─▶ scope ─▶ calibration ─▶ Analysis
-                                                                  (child? adult?)
+    file ─▶ decode ─▶ photo of a film? take the film ─▶ turned or inverted? turn it back
+         ─▶ model ─▶ scope ─▶ calibration ─▶ Analysis
+                     (child? adult?)
 
 The model may answer only when the scope check says `ok`, and it answers
 for the population the check routes the film to: a child gets the three
@@ -27,6 +28,7 @@ from PIL import Image
 from .calibration import calibrate
 from .classes import CLASSES, pneumonia_probability
 from .decode import Decoded, decode
+from .orientation import upright
 from .photo import film_of
 from .predict import model_outputs
 from .preprocess import preprocess
@@ -45,7 +47,7 @@ class Analysis:
     pneumonia_probability: float | None  # calibrated P(pneumonia); None outside scope
     probabilities: dict | None  # calibrated NORMAL, BACTERIAL, VIRAL (child) or NORMAL, PNEUMONIA (adult)
     threshold: float | None  # the cut on pneumonia_probability that gave `label`; None outside scope
-    warnings: list[str]  # notes that do not stop a verdict (from decoding, from the photo step)
+    warnings: list[str]  # notes that do not stop a verdict (from decoding, the photo step, a film turned back)
     research: dict | None  # outside scope only: what the model computed anyway; not a verdict
     checks: dict  # the scope checks' scores and thresholds
     model: dict  # which model answered
@@ -85,7 +87,7 @@ def _analyse_decoded(decoded: list[Decoded], loaded, with_heatmap) -> list[Analy
         from .loading import get_model
 
         loaded = get_model()
-    films = [film_of(d.image) for d in decoded]
+    films = [upright(film_of(d.image), loaded.orientation_check) for d in decoded]
     inputs = np.concatenate([preprocess(film.image, loaded.config["image_size"]) for film in films])
     outputs = model_outputs(loaded, inputs, with_heatmap)
     model = {key: loaded.identity.get(key) for key in MODEL_KEYS}

@@ -54,7 +54,6 @@ def main(argv=None) -> int:
 
 def predict(loaded, paths: list[str], as_json: bool) -> int:
     """Print one line per path, in order; 1 when any file could not be read."""
-    from .analysis import analyse_many
     from .decode import InputError, decode
 
     if not as_json:
@@ -70,7 +69,7 @@ def predict(loaded, paths: list[str], as_json: bool) -> int:
                 errors[path] = str(error)
             except Exception as error:  # one odd file must not stop the batch
                 errors[path] = f"could not be read ({type(error).__name__})"
-        analyses = dict(zip(decoded, analyse_many(list(decoded.values()), loaded)))
+        analyses = _analyses(decoded, loaded, errors)
         for path in chunk:
             if path in errors:
                 failed += 1
@@ -81,6 +80,24 @@ def predict(loaded, paths: list[str], as_json: bool) -> int:
         if len(paths) > PROGRESS_AFTER:
             print(f"{start + len(chunk)}/{len(paths)}", file=sys.stderr, flush=True)
     return EXIT_FAILED_FILE if failed else 0
+
+
+def _analyses(decoded: dict, loaded, errors: dict) -> dict:
+    """{path: Analysis} for the decoded files. A batch that fails is retried
+    file by file, so that one odd file costs only its own line (in `errors`)."""
+    from .analysis import analyse, analyse_many
+
+    try:
+        return dict(zip(decoded, analyse_many(list(decoded.values()), loaded)))
+    except Exception:  # which file broke the batch is found below
+        pass
+    analyses = {}
+    for path, one in decoded.items():
+        try:
+            analyses[path] = analyse(one, loaded, with_heatmap=False)
+        except Exception as error:
+            errors[path] = f"could not be analysed ({type(error).__name__})"
+    return analyses
 
 
 def _result_line(path, analysis, as_json) -> str:

@@ -3,7 +3,8 @@
     decode(path_or_bytes) -> Decoded(image, warnings, kind)
 
 Accepted: JPEG, PNG, BMP, TIFF, WebP, GIF (8- or 16-bit or float, greyscale,
-palette or colour, with or without alpha) and DICOM. The image comes back in
+palette or colour, with or without alpha) and DICOM, each recognised by its
+content (pneumo.dicom.looks_like_dicom), not its name. The image comes back in
 mode "L" or "RGB" with its EXIF rotation applied. Anything else raises
 InputError with a message meant for the person who uploaded the file; no
 exception of any other kind leaves decode().
@@ -18,6 +19,8 @@ Limits (a file outside them is refused):
     MAX_PIXELS         = 50 megapixels  width x height, checked from the header
                                         before any decoding (decompression bombs)
     MIN_SIDE           = 64 pixels      smaller images hold too little detail
+    MAX_ASPECT_RATIO   = 16             a longer strip is no chest X-ray (and would
+                                        shrink to nothing on its short side)
     MAX_JPEG_SCANS     = 64             progressive JPEGs with more scans (each
                                         one re-reads the whole image) are refused
     MAX_INFLATED_BYTES = 99 MB          a deflated DICOM may expand to this much
@@ -47,32 +50,25 @@ How pixels are converted:
   warnings or errors, and pydicom never writes to the log.
 """
 
-import io
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-MAX_FILE_BYTES = 32 * 1024 * 1024
-MAX_PIXELS = 50_000_000
-MIN_SIDE = 64
-MAX_SIDE = 2048
-MAX_JPEG_SCANS = 64
-# One 50-megapixel 16-bit frame plus room for the header.
-MAX_INFLATED_BYTES = 2 * MAX_PIXELS + 4 * 1024 * 1024
+from .dicom import decode_dicom, looks_like_dicom
+# The limits and helpers both decoders share; re-exported, as callers import them from here.
+from .pixels import (MAX_ASPECT_RATIO, MAX_INFLATED_BYTES, MAX_JPEG_SCANS, MAX_PIXELS, MAX_SIDE,  # noqa: F401
+                     MIN_SIDE, SUPPORTED, InputError, block_mean, check_jpeg_scans, check_size, decode_frame,
+                     finite_range, open_header, reduction_factor, stretch_to_uint8, to_uint8)
 
-# Pillow refuses images of more than twice this outright and warns above it;
-# the warning is turned into a refusal below, so Pillow agrees with MAX_PIXELS.
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+MAX_FILE_BYTES = 32 * 1024 * 1024
 
 # Only these Pillow decoders are tried: fewer parsers exposed to uploads, and
 # none that shells out (EPS runs Ghostscript). "JPEG" also opens the MPO
 # files of many cameras and phones.
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF")
-SUPPORTED = "JPEG, PNG, BMP, TIFF, WebP, GIF or DICOM"
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 PIXELS_PER_BAND = 4_000_000  # high-bit-depth images are converted this many pixels at a time
 
@@ -83,10 +79,6 @@ ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_18
 
 
 TOO_LARGE_TO_DECODE = "This file needs more memory to decode than this server allows, so it was refused."
-
-
-class InputError(ValueError):
-    """The upload cannot be used; the message says why, for the uploader."""
 
 
 @dataclass
@@ -100,9 +92,7 @@ def decode(source) -> Decoded:
     """A path (str or Path) or the file's bytes -> Decoded; raises InputError only."""
     data, suffix = _read(source)
     try:
-        if data[128:132] == b"DICM" or suffix in DICOM_SUFFIXES:
-            from .dicom import decode_dicom  # pydicom is imported only for DICOM files
-
+        if looks_like_dicom(data) or suffix in DICOM_SUFFIXES:  # by content: a temporary file has no suffix
             image, notes = decode_dicom(data)
             return Decoded(image, notes, "dicom")
         image, notes = _decode_image(data)
@@ -114,25 +104,6 @@ def decode(source) -> Decoded:
     except Exception:  # a decoder's own error text may quote the file: never pass it on
         raise InputError(f"This file could not be decoded; it may be damaged. Please upload a {SUPPORTED} "
                          "file.") from None
-
-
-def check_size(width: int, height: int) -> None:
-    """Refuse images too large to decode safely or too small to read."""
-    if width * height > MAX_PIXELS:
-        raise InputError(
-            f"The image is {width} x {height} pixels, more than the {MAX_PIXELS // 1_000_000} "
-            "megapixels accepted. Please upload a smaller export of the X-ray."
-        )
-    if min(width, height) < MIN_SIDE:
-        raise InputError(
-            f"The image is only {width} x {height} pixels; at least {MIN_SIDE} pixels on each "
-            "side are needed to read an X-ray."
-        )
-
-
-def reduction_factor(width: int, height: int) -> int:
-    """The whole factor that brings the longest side to MAX_SIDE or less."""
-    return max(1, math.ceil(max(width, height) / MAX_SIDE))
 
 
 def _read(source) -> tuple[bytes, str]:
@@ -184,57 +155,12 @@ def open_image(data: bytes, formats) -> Image.Image:
     return image
 
 
-def open_header(data: bytes, formats) -> Image.Image:
-    """Pillow's view of the file from its header alone; refuses what Pillow calls a bomb."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data), formats=formats)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise InputError(f"The image claims more than {MAX_PIXELS // 1_000_000} megapixels and was "
-                             "refused.") from None
-        except MemoryError:
-            raise
-        except Exception:  # UnidentifiedImageError, SyntaxError, struct errors of a broken header
-            raise InputError(f"This file is not an image that can be read. Please upload a {SUPPORTED} "
-                             "file.") from None
-    return image
-
-
 def _orientation(image: Image.Image, notes: list[str]) -> int | None:
     try:
         return image.getexif().get(0x0112)
     except Exception:  # a damaged EXIF block should not cost the picture
         notes.append("The photo's orientation tag could not be read; the image is shown as stored.")
         return None
-
-
-def decode_frame(image: Image.Image, data: bytes) -> None:
-    """Decode the first frame now (truncation shows here), JPEGs at a reduced scale."""
-    if image.format in ("JPEG", "MPO"):
-        check_jpeg_scans(data)
-        width, height = image.size
-        factor = reduction_factor(width, height)
-        if factor > 1:
-            image.draft(None, (math.ceil(width / factor), math.ceil(height / factor)))
-    try:
-        image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError("The image is larger than it claims and was refused.") from None
-    except MemoryError:
-        raise  # decode() says so; it is not damage
-    except Exception:
-        raise InputError("The image file is truncated or corrupt; please upload it again.") from None
-
-
-def check_jpeg_scans(data: bytes) -> None:
-    """Refuse JPEGs with very many scans before decoding: each progressive
-    scan passes over the whole image (2000 scans: over 20 s of CPU). Entropy-
-    coded data escape 0xFF as FF 00, so FF DA is only ever a start-of-scan."""
-    scans = data.count(b"\xff\xda")
-    if scans > MAX_JPEG_SCANS:
-        raise InputError(f"This JPEG is stored in {scans} passes (scans), more than the {MAX_JPEG_SCANS} "
-                         "accepted. Please save it again as an ordinary JPEG or PNG.")
 
 
 def _to_l_or_rgb(image: Image.Image, notes: list[str]) -> Image.Image:
@@ -293,39 +219,8 @@ def _stretch_bands(image: Image.Image) -> np.ndarray:
     for top, bottom in bands:
         band_low, band_high = finite_range(np.asarray(image.crop((0, top, width, bottom))))
         low, high = min(low, band_low), max(high, band_high)
-    out = [_to_uint8(block_mean(np.asarray(image.crop((0, top, width, bottom))), factor), low, high)
+    out = [to_uint8(block_mean(np.asarray(image.crop((0, top, width, bottom))), factor), low, high)
            for top, bottom in bands if bottom - top >= factor]
     return np.concatenate(out)
 
 
-def finite_range(values: np.ndarray) -> tuple[float, float]:
-    """The darkest and brightest finite value; (inf, -inf) when there is none."""
-    if values.dtype.kind == "f":
-        values = values[np.isfinite(values)]
-    if values.size == 0:
-        return math.inf, -math.inf
-    return float(values.min()), float(values.max())
-
-
-def block_mean(values: np.ndarray, factor: int) -> np.ndarray:
-    """Shrink a 2-D (or 2-D x channels) array by `factor` (box filter) to float32;
-    rows and columns beyond the last whole block are dropped."""
-    if factor == 1:
-        return values.astype(np.float32)
-    height, width = values.shape[0] // factor * factor, values.shape[1] // factor * factor
-    blocks = values[:height, :width].reshape(height // factor, factor, width // factor, factor, *values.shape[2:])
-    return blocks.mean(axis=(1, 3), dtype=np.float32)
-
-
-def _to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Map low to 0 and high to 255 linearly; NaN and -inf to 0, +inf to 255."""
-    if not high > low:  # flat, or no finite pixel at all
-        return np.where(values == np.inf, 255, 0).astype(np.uint8)
-    values = np.nan_to_num(values.astype(np.float32, copy=False), nan=low, posinf=high, neginf=low)
-    scaled = (values - np.float32(low)) * np.float32(255.0 / (high - low))
-    return np.round(np.clip(scaled, 0, 255)).astype(np.uint8)
-
-
-def stretch_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Map the darkest finite value to 0 and the brightest to 255, linearly (float32)."""
-    return _to_uint8(values, *finite_range(values))

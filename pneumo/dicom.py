@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .decode import (MAX_INFLATED_BYTES, InputError, block_mean, check_size, decode_frame, open_header,
+from .pixels import (MAX_INFLATED_BYTES, InputError, block_mean, check_size, decode_frame, open_header,
                      reduction_factor, stretch_to_uint8)
 
 PILLOW_FORMATS = {"1.2.840.10008.1.2.4.50": ("JPEG",),  # JPEG Baseline (8-bit)
@@ -37,6 +37,9 @@ PILLOW_FORMATS = {"1.2.840.10008.1.2.4.50": ("JPEG",),  # JPEG Baseline (8-bit)
                   "1.2.840.10008.1.2.4.90": ("JPEG2000",),  # JPEG 2000 Lossless
                   "1.2.840.10008.1.2.4.91": ("JPEG2000",)}  # JPEG 2000
 DAMAGED = "The image data in this DICOM file are damaged or incomplete."
+# Value representations of explicit-VR DICOM: the two letters after a file's first tag.
+VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR "
+                b"US UT UV".split())
 
 
 @dataclass
@@ -50,6 +53,18 @@ class Header:
     @property
     def frame_bytes(self) -> int:
         return (self.rows * self.columns * self.samples * self.bits_allocated + 7) // 8
+
+
+def looks_like_dicom(data: bytes) -> bool:
+    """DICOM by content, whatever the file is called: the "DICM" mark after the
+    128-byte preamble, or (files written without preamble and meta header, which
+    pydicom still reads) a first element of group 0002 or 0008, little endian,
+    with a known VR or, in implicit VR, a short length."""
+    if data[128:132] == b"DICM":
+        return True
+    if len(data) < 8 or int.from_bytes(data[0:2], "little") not in (0x0002, 0x0008):
+        return False
+    return data[4:6] in VRS or int.from_bytes(data[4:8], "little") < 1024
 
 
 def decode_dicom(data: bytes) -> tuple[Image.Image, list[str]]:
@@ -80,11 +95,25 @@ def read_dicom(data: bytes):
 
     quiet_pydicom()
     try:
-        return pydicom.dcmread(io.BytesIO(_inflated(data)), force=True)
+        return _with_transfer_syntax(pydicom.dcmread(io.BytesIO(_inflated(data)), force=True))
     except (InputError, MemoryError):
         raise
     except Exception:
         raise InputError("This DICOM file cannot be read; it may be damaged.") from None
+
+
+def _with_transfer_syntax(ds):
+    """A data set written without its meta header names no transfer syntax, which
+    pixel decoding needs: take the encoding pydicom found it in (uncompressed)."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
+        implicit, little = ds.original_encoding
+        ds.file_meta = getattr(ds, "file_meta", None) or FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                          ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    return ds
 
 
 def _inflated(data: bytes) -> bytes:

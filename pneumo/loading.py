@@ -8,14 +8,15 @@ the app: it falls back to the bundled model and says why.
 
 import functools
 import hashlib
+import json
 import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from .predict import GRID
-from .run_folder import ADULT, KERAS_MODEL, OOD, POPULATION, REQUIRED, read_config
-from .runtime import load_runtime
+from .run_folder import ADULT, KERAS_MODEL, ONNX_REPORT, OOD, ORIENTATION, POPULATION, REQUIRED, read_config
+from .runtime import ONNX_FLOAT, ONNX_INT8, load_runtime
 from .settings import setting
 
 log = logging.getLogger("pneumo")
@@ -73,6 +74,17 @@ class LoadedModel:
             log.warning("%s was fitted for another model: adults get no verdict", ADULT)
             return None
         return head if head is not None and head.shipped else None
+
+    @functools.cached_property
+    def orientation_check(self):
+        """The run folder's turned-or-inverted-film check, or None (pneumo/orientation.py)."""
+        from .orientation import OrientationCheck
+
+        try:
+            return OrientationCheck.load(self.identity["path"])
+        except (OSError, ValueError, KeyError) as error:  # a broken file must not stop serving
+            log.warning("%s unreadable (%s): films are analysed as they come", ORIENTATION, error)
+            return None
 
 
 def load_model(path=None, repo=None, revision=None, runtime=None) -> LoadedModel:
@@ -139,11 +151,26 @@ def _load_folder(folder, runtime, source, repo=None, revision=None, commit=None,
         "classes": config["classes"],
         "threshold": config["threshold"],
         "image_size": config["image_size"],
-        "metrics": config.get("validation", {}),
+        "metrics": runtime_figures(folder, model.name, sha256, config["threshold"]) or config.get("validation", {}),
         "fallback_reason": fallback_reason,
     }
     log.info("model %s from %s (sha256 %s) on %s", identity["name"], source, sha256[:12], model.name)
     return LoadedModel(model, config, identity)
+
+
+def runtime_figures(folder, runtime, keras_sha256, threshold) -> dict | None:
+    """The selection split's figures as `runtime` computes them (onnx.json, written by
+    training/quantize.py), so that what is shown is what serves; None for keras, or
+    when onnx.json is absent or describes another model.keras or threshold."""
+    kinds = {ONNX_INT8: "int8", ONNX_FLOAT: "float"}
+    try:
+        report = json.loads((folder / ONNX_REPORT).read_text())
+        entry = report[kinds[runtime]] if runtime in kinds else None
+        if not entry or report.get("keras_sha256") != keras_sha256 or entry.get("threshold", threshold) != threshold:
+            return None
+        return entry["runtime"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def sha256_of(path):

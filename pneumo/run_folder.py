@@ -35,6 +35,7 @@ POPULATION = "population.npz"  # the population check (pneumo/population.py)
 POPULATION_REPORT = "population.json"  # its cross-validated figures (training/scope.py)
 ADULT = "adult.npz"  # the adult answer's read-out of the model's features (pneumo/adult.py)
 ADULT_REPORT = "adult.json"  # its figures on radiologist-labelled adults and the shipping rule (training/adult.py)
+ORIENTATION = "orientation.npz"  # the turned-or-inverted-film check (pneumo/orientation.py)
 CARD = "README.md"  # the model card
 ROC_PLOT, TRAINING_PLOT, RELIABILITY_PLOT = "roc.png", "training.png", "reliability.png"
 CHECKPOINTS = "checkpoints"  # per-epoch training state: never pushed, never served
@@ -42,8 +43,8 @@ CHECKPOINTS = "checkpoints"  # per-epoch training state: never pushed, never ser
 # What serving needs, and what it uses when present (the Hub pull fetches both;
 # config.json first).
 REQUIRED = (CONFIG, KERAS_MODEL)
-OPTIONAL = (METRICS, CARD, OOD, POPULATION, POPULATION_REPORT, ADULT, ADULT_REPORT, INT8_ONNX, FLOAT_ONNX,
-            ONNX_REPORT)
+OPTIONAL = (METRICS, CARD, OOD, POPULATION, POPULATION_REPORT, ADULT, ADULT_REPORT, ORIENTATION, INT8_ONNX,
+            FLOAT_ONNX, ONNX_REPORT)
 # Left out of a push: training state and the temporary full-precision copy.
 NOT_PUSHED = [f"{CHECKPOINTS}/", "*.float32.keras"]
 

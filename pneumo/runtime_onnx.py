@@ -41,6 +41,9 @@ class OnnxRuntimeModel:
         # Idle threads sleep instead of spinning: the web server and its other
         # requests share the same few cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Without VNNI, ONNX Runtime's int8 kernels may saturate 16-bit sums (val/ accuracy 0.875
+        # instead of 0.924 on an AVX2 CPU); this keeps them exact, so int8 computes the same on every CPU.
+        options.add_session_config_entry("session.x64quantprecision", "1")
         self._session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
                                              providers=["CPUExecutionProvider"])
         self.name = name

@@ -30,6 +30,7 @@ import os
 import queue
 import tempfile
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -51,8 +52,14 @@ WAIT_FOR_WORKER_S = 120  # a request waits this long for a free worker before "b
 RECYCLE_AFTER = 200  # requests per worker: memory fragmentation never builds up
 CHANNELS = {"L": 1, "RGB": 3}
 
-TOO_COSTLY = ("Decoding this file needed more memory or time than this server allows, so it was stopped. "
-              "Please upload an ordinary export of the X-ray (PNG or JPEG).")
+ORDINARY = "Please upload an ordinary export of the X-ray (PNG or JPEG)."
+# A worker that dies mid-file: its limits stopped it, or the file crashed a decoder (both show as a dead pipe).
+TOO_COSTLY = ("Decoding this file stopped the decoder: the file needed more memory or CPU time than this server "
+              "allows, or it is malformed. " + ORDINARY)
+TOO_MUCH_CPU = "Decoding this file needed more CPU time than this server allows, so it was stopped. " + ORDINARY
+# A worker that breaks the protocol (an image of no size, a garbled frame) is replaced; the message
+# claims no more than that.
+BROKEN = "The decoder gave no usable image for this file, so it was stopped. " + ORDINARY
 TOO_SLOW = ("Decoding this file took longer than {seconds:.0f} s, more than this server allows, so it was "
             "stopped. Please upload an ordinary export of the X-ray (PNG or JPEG).")
 BUSY = "The server is busy decoding other uploads; please try again in a minute."
@@ -78,7 +85,7 @@ class Worker:
     def decode(self, path: str, timeout_s: float) -> Decoded:
         if not self.ready:  # start-up is not the upload's fault: it has its own clock
             if not self._read_json(time.monotonic() + START_TIMEOUT_S).get("ready"):
-                raise WorkerFailed(TOO_COSTLY)
+                raise WorkerFailed(BROKEN)
             self.ready = True
         self.uses += 1
         deadline = time.monotonic() + timeout_s
@@ -104,18 +111,18 @@ class Worker:
             self.process.stdin.write(LENGTH.pack(len(body)) + body)
             self.process.stdin.flush()
         except OSError:
-            raise WorkerFailed(TOO_COSTLY) from None
+            raise WorkerFailed(self._death()) from None
 
     def _read_json(self, deadline: float, timeout_s: float = START_TIMEOUT_S) -> dict:
         (size,) = LENGTH.unpack(self._read_exact(LENGTH.size, deadline, timeout_s))
         if size > MAX_FRAME_BYTES:
-            raise WorkerFailed(TOO_COSTLY)
+            raise WorkerFailed(BROKEN)
         try:
             message = json.loads(self._read_exact(size, deadline, timeout_s))
         except ValueError:
-            raise WorkerFailed(TOO_COSTLY) from None
+            raise WorkerFailed(BROKEN) from None
         if not isinstance(message, dict):
-            raise WorkerFailed(TOO_COSTLY)
+            raise WorkerFailed(BROKEN)
         return message
 
     def _read_exact(self, count: int, deadline: float, timeout_s: float) -> bytes:
@@ -128,7 +135,7 @@ class Worker:
                 raise WorkerFailed(TOO_SLOW.format(seconds=timeout_s))
             chunk = os.read(fd, min(missing, 1 << 20))
             if not chunk:
-                raise WorkerFailed(TOO_COSTLY)
+                raise WorkerFailed(self._death())
             chunks.append(chunk)
             missing -= len(chunk)
         return b"".join(chunks)
@@ -138,8 +145,16 @@ class Worker:
         """What the worker says it sends, bounded before a byte of it is read."""
         mode, width, height = header.get("mode"), header.get("width"), header.get("height")
         if mode not in CHANNELS or not all(isinstance(side, int) and 0 < side <= MAX_SIDE for side in (width, height)):
-            raise WorkerFailed(TOO_COSTLY)
+            raise WorkerFailed(BROKEN)
         return mode, (width, height)
+
+    def _death(self) -> str:
+        """Why the worker's pipe closed, as far as its exit status tells."""
+        try:
+            code = self.process.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            return TOO_COSTLY
+        return TOO_MUCH_CPU if code == -signal.SIGXCPU else TOO_COSTLY
 
 
 class DecoderPool:

@@ -66,7 +66,7 @@ def allow_cpu_seconds(seconds: int) -> None:
 
 
 def handle(request: dict) -> tuple[dict, bytes]:
-    from pneumo.decode import TOO_LARGE_TO_DECODE, InputError, decode
+    from pneumo.decode import MAX_SIDE, TOO_LARGE_TO_DECODE, InputError, decode
 
     try:
         decoded = decode(request["path"])
@@ -75,6 +75,9 @@ def handle(request: dict) -> tuple[dict, bytes]:
     except MemoryError:
         return {"ok": False, "message": TOO_LARGE_TO_DECODE}, b""
     image = decoded.image
+    if not all(0 < side <= MAX_SIDE for side in image.size):  # decode() prevents it; never send what the parent refuses
+        return {"ok": False, "message": f"This file decodes to a {image.width} x {image.height} image, which cannot "
+                                        "be read as an X-ray."}, b""
     header = {"ok": True, "mode": image.mode, "width": image.width, "height": image.height,
               "warnings": decoded.warnings, "kind": decoded.kind}
     return header, image.tobytes()

@@ -144,3 +144,14 @@ def test_the_summary_never_claims_certainty(p, words):
                                probabilities={"NORMAL": 1 - p, "BACTERIAL": p / 2, "VIRAL": p / 2},
                                threshold=0.39, population="child", reason=None)
     assert f"estimated probability of pneumonia {words} (it answers PNEUMONIA from 39%)" in mcp_tool._summary(analysis)
+
+
+def test_a_dicom_without_preamble_is_read(app, shared_data):
+    """The tool's bytes reach the decoder as a temporary file without suffix: DICOM is found by content."""
+    import numpy as np
+
+    from tests.test_decode_edges import preambleless_dicom
+
+    pixels = np.asarray(Image.open(shared_data / XRAY).convert("L"))
+    result = answer(call(app, data_uri(preambleless_dicom(pixels), "application/dicom")))
+    assert result["scope"] == "ok" and result["label"] in ("NORMAL", "PNEUMONIA")

@@ -121,9 +121,24 @@ def test_metrics_agree_with_hand_computed_cases():
     assert m["roc_auc"] == pytest.approx(8 / 9)  # 8 of 9 (sick, healthy) pairs ranked right
     assert m["confusion_matrix_3class"] == [[2, 1, 0], [0, 2, 0], [0, 0, 1]]
     assert bacterial_viral_auc(labels, probabilities) == 1.0
-    # 0.5, 0.55 and 0.8 all give 5/6: the tie goes to the cut nearest 0.5.
-    assert choose_threshold(labels != NORMAL, probabilities[:, 1] + probabilities[:, 2]) == pytest.approx(0.5)
-    assert choose_threshold(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.7, 0.9])) == pytest.approx(0.7)
+    # Cuts in (.4, .55] and (.7, .8] both give 5/6: the tie goes to the gap nearest 0.5, cut at its middle.
+    assert choose_threshold(labels != NORMAL, probabilities[:, 1] + probabilities[:, 2]) == pytest.approx(0.475)
+    assert choose_threshold(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.7, 0.9])) == pytest.approx(0.65)
+
+
+def test_threshold_lies_between_observed_probabilities():
+    """A cut on an observed probability flips that image's label with rounding."""
+    rng = np.random.default_rng(3)
+    probability = rng.random(300)
+    truth = rng.random(300) < probability
+    threshold = choose_threshold(truth, probability)
+    assert threshold not in probability
+    below, above = probability[probability < threshold].max(), probability[probability > threshold].min()
+    assert threshold == pytest.approx((below + above) / 2)
+    # Nudging every probability by far less than the gap changes no label.
+    nudge = (above - below) / 4
+    for shift in (-nudge, nudge):
+        assert np.array_equal(probability + shift >= threshold, probability >= threshold)
 
 
 def test_expected_calibration_error_by_hand():

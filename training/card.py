@@ -24,6 +24,8 @@ Threshold for PNEUMONIA: **{{ threshold }}**, {{ threshold_rule }}
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {{ results_table }}
 
+{{ runtimes }}
+
 `val` is half of the official test split (a later collection than
 `train/`); `train_holdout` is a patient-level split of `train/`. The two
 differ on purpose: scores on a split of `train/` overstate how the model does
@@ -120,13 +122,29 @@ sensitivity >= {report['rule']['sensitivity']} with specificity >= {report['rule
 against all read films >= {report['rule']['roc_auc_all_read']}. {outcome}"""
 
 
+# The ONNX runtimes of onnx.json (training/quantize.py), as pneumo/runtime.py names them.
+RUNTIME_NAMES = {"int8": "onnx-int8", "float": "onnx-float"}
+
+
+def runtimes_section(onnx) -> str:
+    """What the runtimes that serve the model score, beside Keras's figures above."""
+    if not onnx:
+        return "`pneumo` serves this run with Keras (it has no ONNX models)."
+    rows = [f"| {RUNTIME_NAMES[kind]} | {r['runtime']['accuracy']:.3f} | {r['runtime']['roc_auc']:.4f} | "
+            f"{r['runtime']['sensitivity']:.3f} | {r['runtime']['specificity']:.3f} | {r['label_agreement']:.1%} |"
+            for kind, r in onnx.items() if kind in RUNTIME_NAMES and r.get("written", True)]
+    return (f"`pneumo` serves it with ONNX Runtime: `onnx-int8` on CPUs with VNNI, else `onnx-float`. On "
+            f"`{onnx['split']}` at the same threshold:\n\n| runtime | accuracy | ROC AUC | sensitivity | specificity "
+            "| same label as Keras |\n| --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows))
+
+
 # The variants of training/variants.py, as the card names them.
 VARIANT_NAMES = {"original": "the files as they are", "site": "re-framed, re-sized, re-compressed, other exposure",
                  "photo": "phone photos of the films", "unseen": "re-rendered in ways no fit saw (equalised, "
                  "collimated, cropped): a proxy for other hospitals"}
 
 
-def build_card(config, metrics, scope=None, adult=None):
+def build_card(config, metrics, scope=None, onnx=None, adult=None):
     evaluated = {name: m for name, m in metrics["splits"].items()}
     eval_results = [
         EvalResult(
@@ -164,4 +182,5 @@ def build_card(config, metrics, scope=None, adult=None):
         command=config["command"],
         dataset=DATASET,
         who_it_is_for=who_it_is_for(scope, adult),
+        runtimes=runtimes_section(onnx),
     )

@@ -314,7 +314,7 @@ def compare(runtime, inputs, reference, labels, config, batch_size=32):
     # The heatmaps shown as evidence are those of PNEUMONIA verdicts; a confidently
     # normal X-ray's map is almost empty, and a few noise-level cells decide its correlation.
     shown = correlations[sick(keras_raw)]
-    return {**figures, "max_abs_diff": float(np.abs(raw - keras_raw).max()),
+    return {**figures, "threshold": threshold, "max_abs_diff": float(np.abs(raw - keras_raw).max()),
             "mean_abs_diff": float(np.abs(raw - keras_raw).mean()),
             "label_agreement": float(np.mean(sick(raw) == sick(keras_raw))),
             "heatmap_correlation_mean": float(np.mean(correlations)),

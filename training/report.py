@@ -4,6 +4,7 @@
     config.json   what `pneumo` needs to serve it
     ood.npz, population.npz, population.json
                   the scope checks and their measured figures (training/scope.py)
+    orientation.npz   the turned-or-inverted-film check (training/orientation.py)
     metrics.json  every figure on every evaluated split
     roc.png  training.png  reliability.png
     README.md     the model card
@@ -30,8 +31,8 @@ from pneumo.calibration import apply_calibration
 from pneumo.classes import CLASSES, NORMAL, pneumonia_probability
 from pneumo.preprocess import to_model_input
 from pneumo.run_folder import (ADULT, ADULT_REPORT, CARD, FLOAT_ONNX, INT8_ONNX, KERAS_MODEL, METRICS, ONNX_REPORT,
-                               OOD, POPULATION, POPULATION_REPORT, RELIABILITY_PLOT, ROC_PLOT, TARGET_MEAN, TARGET_STD,
-                               TRAINING_PLOT, VGG_MEAN_BGR, write_config)
+                               OOD, ORIENTATION, POPULATION, POPULATION_REPORT, RELIABILITY_PLOT, ROC_PLOT, TARGET_MEAN,
+                               TARGET_STD, TRAINING_PLOT, VGG_MEAN_BGR, write_config)
 
 from .averaging import average_into
 from .calibrate import fit_calibration
@@ -40,11 +41,13 @@ from .checkpoints import read_state
 from .data import labels_of, load_pixels
 from .metrics import choose_threshold, evaluate
 from .model import GRADCAM_LAYERS
+from .orientation import fit_and_save as fit_orientation_check
 from .scope import fit_and_save as fit_scope_checks
 from .plots import plot_reliability, plot_roc, plot_training
 from .quantize import CALIBRATION_IMAGES, write_onnx_models
 
-THRESHOLD_RULE = "the cut on calibrated P(pneumonia) with the best accuracy on the selection split (ties: nearest 0.5)"
+THRESHOLD_RULE = ("the cut on calibrated P(pneumonia) with the best accuracy on the selection split, halfway between "
+                  "two observed probabilities (ties: nearest 0.5)")
 
 
 def write_run_folder(args, splits, checkpoint_dir, log):
@@ -87,8 +90,10 @@ def write_run_folder(args, splits, checkpoint_dir, log):
         onnx_models(model, config, splits, out, log, args.seed)
         # After the ONNX models: the checks' features come from the runtime that will serve them.
         scope = fit_scope_checks(out, args.data, args.adult_data, seed=args.seed, log=log)
+    orientation_check(out, args.data, args.adult_data, args.seed, log)
+    onnx = json.loads((out / ONNX_REPORT).read_text()) if (out / ONNX_REPORT).is_file() else None
     adult = json.loads((out / ADULT_REPORT).read_text()) if (out / ADULT_REPORT).is_file() else None
-    build_card(config, metrics, scope, adult).save(out / CARD)
+    build_card(config, metrics, scope, onnx, adult).save(out / CARD)
     log(f"run folder written: {out}")
 
 
@@ -104,6 +109,17 @@ def onnx_models(model, config, splits, out, log, seed=0):
     except Exception as error:  # tf2onnx missing or failing: Keras still serves the run
         log(f"ONNX export failed ({type(error).__name__}: {error}); the run serves with Keras until "
             f"python -m training.quantize {out} succeeds")
+
+
+def orientation_check(out, data, adult_data, seed, log):
+    """The turned-or-inverted-film check (image statistics only: any model can use it). A failure
+    here costs the run that check, not its report: it says so and how to retry."""
+    try:
+        fit_orientation_check(out, data, adult_data, seed=seed, log=log)
+    except Exception as error:  # e.g. too few patients to hold any out
+        (out / ORIENTATION).unlink(missing_ok=True)
+        log(f"orientation check not fitted ({type(error).__name__}: {error}): films are analysed as they "
+            f"come; retry with python -m training.orientation {out}")
 
 
 def _averaged_epochs(args, state):

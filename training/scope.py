@@ -38,7 +38,8 @@ from pneumo.ood import statistics_reason
 from pneumo.photo import film_of
 from pneumo.predict import model_outputs
 from pneumo.preprocess import preprocess
-from pneumo.run_folder import ADULT, ADULT_REPORT, CARD, METRICS, OOD, POPULATION, POPULATION_REPORT, read_config
+from pneumo.run_folder import (ADULT, ADULT_REPORT, CARD, METRICS, ONNX_REPORT, OOD, POPULATION, POPULATION_REPORT,
+                               read_config)
 
 from . import adult, ood, population
 from .data import load_splits
@@ -238,7 +239,8 @@ def rewrite_card(out, report):
 
     adult = json.loads((out / ADULT_REPORT).read_text()) if (out / ADULT_REPORT).is_file() else None
     if (out / METRICS).is_file():
-        build_card(read_config(out), json.loads((out / METRICS).read_text()), report, adult).save(out / CARD)
+        onnx = json.loads((out / ONNX_REPORT).read_text()) if (out / ONNX_REPORT).is_file() else None
+        build_card(read_config(out), json.loads((out / METRICS).read_text()), report, onnx, adult).save(out / CARD)
 
 
 if __name__ == "__main__":
