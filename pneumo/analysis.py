@@ -51,6 +51,7 @@ class Analysis:
     # analyse(..., research_location=True) only, never shown: where the evidence is on any film,
     # verdict or not (benchmarks/localisation.py). A pneumo.location.Location, or None.
     research_location: object = field(default=None, repr=False)
+    research_heatmap: np.ndarray | None = field(default=None, repr=False)  # the heatmap behind it
 
     def as_dict(self) -> dict:
         """The JSON result of every entry point (README: "The result")."""
@@ -95,6 +96,7 @@ def _analyse_decoded(decoded: list[Decoded], loaded, with_heatmap, research_loca
     results = [_result(loaded, d, film, outputs, i, model) for i, (d, film) in enumerate(zip(decoded, films))]
     if research_location:
         for i, (result, d, film) in enumerate(zip(results, decoded, films)):
+            result.research_heatmap = outputs.heatmaps[i]
             result.research_location = locate(outputs.heatmaps[i], film, d.image.size)
     return results
 
