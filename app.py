@@ -36,6 +36,7 @@ from pneumo.analysis import analyse  # noqa: E402
 from pneumo.decode import MAX_FILE_BYTES, InputError  # noqa: E402
 from pneumo.fetch import read_reference  # noqa: E402
 from pneumo.heatmap import overlay  # noqa: E402
+from pneumo.location import caption, describe  # noqa: E402
 from pneumo.sandbox import DecoderPool  # noqa: E402
 from pneumo.scope import OK  # noqa: E402
 from pneumo.uploads import (  # noqa: E402
@@ -103,7 +104,8 @@ def predict(upload):
     finally:
         discard_upload(path)
     analysis = analyse(decoded, MODEL)
-    heatmap = overlay(analysis.image, analysis.heatmap) if analysis.heatmap is not None else None
+    heatmap = overlay(analysis.image, analysis.heatmap, analysis.lungs, caption(analysis.location)) \
+        if analysis.heatmap is not None else None
     return analysis.as_dict(), heatmap
 
 
@@ -128,12 +130,12 @@ def label_data(headline, confidences):
 
 
 def show(result):
-    """The API result -> the verdict, the three-class breakdown, the notes.
+    """The API result -> the verdict, the three-class breakdown, the notes, where the evidence is.
     Outside the model's scope, no verdict: only why."""
     warnings = result["warnings"]
     if result["scope"] != OK:
         notes = [f"### ⚠️ No verdict\n\n{result['reason']}", *[f"ℹ️ {w}" for w in warnings]]
-        return label_data("No verdict", {}), None, "\n\n".join(notes)
+        return label_data("No verdict", {}), None, "\n\n".join(notes), ""
     sick, threshold = result["pneumonia_probability"], result["model"]["threshold"]
     verdict = label_data(result["label"], {"PNEUMONIA": sick, "NORMAL": 1 - sick})
     ranked = dict(sorted(result["probabilities"].items(), key=lambda item: -item[1]))
@@ -145,7 +147,8 @@ def show(result):
         "X-rays like the training ones, not a diagnosis.",
         *[f"⚠️ {warning}" for warning in warnings],
     ]
-    return verdict, breakdown, "\n\n".join(notes)
+    where = f"**{describe(result['location'])}**" if result.get("location") else ""
+    return verdict, breakdown, "\n\n".join(notes), where
 
 
 def build(loaded):
@@ -169,18 +172,21 @@ def build(loaded):
                                      elem_id="breakdown")
                 notes = gr.Markdown(elem_id="notes")
         heatmap = gr.Image(label="Grad-CAM: the areas that raised the model's pneumonia estimate", type="pil",
-                           format="png", interactive=False, height=420, elem_id="heatmap")
+                           format="png", interactive=False, height=512, elem_id="heatmap")
+        where = gr.Markdown(elem_id="where")
+        gr.Markdown("The colours show where the model's evidence is, outlined lung fields for orientation; "
+                    "they are not a delineation of the disease.")
         with gr.Accordion("Model", open=True):
             gr.Markdown(model_panel(loaded.identity), elem_id="model")
         with gr.Accordion("API result (JSON)", open=False):
             result = gr.JSON(label="result")
 
-        outputs = [verdict, breakdown, notes, heatmap, result]
+        outputs = [verdict, breakdown, notes, where, heatmap, result]
         image.change(lambda: [None] * len(outputs), outputs=outputs, api_visibility="private", queue=False)
         for event, source, name in ((submit.click, image, "predict"), (dicom.upload, dicom, "predict_dicom")):
             event(predict, source, [result, heatmap], api_name=name, preprocess=False,
                   api_visibility="undocumented" if MCP else "public").success(
-                show, result, [verdict, breakdown, notes], api_visibility="private", postprocess=False)
+                show, result, [verdict, breakdown, notes, where], api_visibility="private", postprocess=False)
         if MCP:  # the tool fetches URLs (bounded, pneumo/fetch.py): only served when asked for
             gr.api(analyse_chest_xray, api_name="analyse_chest_xray", api_description=mcp_tool.TOOL_DESCRIPTION)
     return demo

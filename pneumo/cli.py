@@ -81,6 +81,8 @@ def predict(loaded, paths: list[str], as_json: bool) -> int:
 
 
 def _result_line(path, analysis, as_json) -> str:
+    from .location import describe
+
     if as_json:
         return json.dumps({"path": path, **analysis.as_dict()})
     notes = "".join(f"\n{'':<9}  note: {w}" for w in analysis.warnings)
@@ -88,8 +90,9 @@ def _result_line(path, analysis, as_json) -> str:
         return f"{'-':<9}  {'-':>8}  {'-':>6} {'-':>6} {'-':>6}  {path}\n{'':<9}  no verdict ({analysis.scope}): " \
                f"{analysis.reason}" + notes
     p = analysis.probabilities
+    where = f"\n{'':<9}  where: {describe(analysis.location)}" if analysis.location else ""
     return (f"{analysis.label:<9}  {analysis.pneumonia_probability:>8.1%}  "
-            f"{p['NORMAL']:>6.1%} {p['BACTERIAL']:>6.1%} {p['VIRAL']:>6.1%}  {path}") + notes
+            f"{p['NORMAL']:>6.1%} {p['BACTERIAL']:>6.1%} {p['VIRAL']:>6.1%}  {path}") + where + notes
 
 
 def _error_line(path, message, as_json) -> str:
@@ -123,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     predict_cmd.add_argument(
         "--json", action="store_true",
         help='one JSON object per line: {"path", and the analysis result: "scope", "reason", "label", '
-             '"pneumonia_probability", "probabilities", "warnings", "research", "checks", "model"} '
+             '"pneumonia_probability", "probabilities", "warnings", "research", "checks", "model", "location"} '
              '(README: "The result"), or {"path", "error"}',
     )
     commands.add_parser("info", help="print the model's identity as JSON",

@@ -74,11 +74,19 @@ def describe(location: dict | None) -> str | None:
     """The location (as in the result) in one sentence; None without one."""
     if location is None:
         return None
-    zones = [f"{zone} zone" for zone in location["zones"]]
+    zones = location["zones"]
     if not zones:
         return "The evidence lies mostly outside the lung fields."
-    where = zones[0] if len(zones) == 1 else ", ".join(zones[:-1]) + " and " + zones[-1]
-    return f"The evidence is strongest in the {where}."
+    if len(zones) == 1:
+        return f"The evidence is strongest in the {zones[0]} zone."
+    return f"The evidence is strongest in the {', '.join(zones[:-1])} and {zones[-1]} zones."
+
+
+def caption(location: dict | None) -> str | None:
+    """A short label for the heatmap image: the zones, strongest first."""
+    if location is None:
+        return None
+    return "Strongest evidence: " + (", ".join(location["zones"]) if location["zones"] else "outside the lung fields")
 
 
 def assumed_fields() -> LungFields:

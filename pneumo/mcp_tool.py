@@ -9,6 +9,8 @@ removal, never a verdict of its own.
 
 import json
 
+from .location import describe
+
 TOOL_DESCRIPTION = """\
 Estimates whether a frontal chest X-ray shows pneumonia, and whether it looks bacterial or viral. \
 Research demo, not a medical device and not a diagnosis: never present its answer as one.
@@ -20,7 +22,10 @@ least 64 px on the shortest side. URLs must be public and answer within 10 s.
 Returns JSON: `scope` ("ok", "not_chest_xray" or "outside_population"), `reason` (why there is no \
 verdict), `label` ("NORMAL" or "PNEUMONIA" by the model's threshold), `pneumonia_probability` \
 (0-1, calibrated), `probabilities` (NORMAL, BACTERIAL, VIRAL), `warnings`, `checks`, `model` (which \
-model answered), `summary` (one sentence to relay) and `disclaimer` (relay it too).
+model answered), `location` (PNEUMONIA only, else null: `zones` in the patient's terms such as "right \
+lower", strongest first; `peak` {x, y} and `box` {x, y, w, h} as 0-1 fractions of the image from its \
+top-left corner; where the model's evidence is, not an outline of the disease), `summary` (one or two \
+sentences to relay) and `disclaimer` (relay it too).
 
 Scope rules: when `scope` is not "ok" there is no verdict: `label` and the probabilities are null \
 and `reason` says why (not a chest X-ray, or a patient outside the training population). Do not \
@@ -52,9 +57,10 @@ def _summary(analysis) -> str:
     p = analysis.probabilities
     kind = "bacterial" if p["BACTERIAL"] >= p["VIRAL"] else "viral"
     sign = f", more likely {kind}" if analysis.label == "PNEUMONIA" else ""
+    where = f" {describe(analysis.location)}" if analysis.location else ""
     return (f"The model's answer is {analysis.label}{sign}: estimated probability of pneumonia "
             f"{_percent(analysis.pneumonia_probability)} (it answers PNEUMONIA from "
-            f"{analysis.model['threshold']:.0%}).")
+            f"{analysis.model['threshold']:.0%}).{where}")
 
 
 def _percent(p) -> str:

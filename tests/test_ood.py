@@ -166,14 +166,14 @@ def test_app_shows_no_verdict_for_a_photo(tiny_run, monkeypatch, tmp_path):
     path.write_bytes(photo.getvalue())
     result, heatmap = app.predict(str(path))
     assert result["scope"] == NOT_CHEST_XRAY and result["label"] is None and heatmap is None
-    verdict, breakdown, notes = app.show(result)
+    verdict, breakdown, notes, where = app.show(result)
     assert verdict == {"label": "No verdict", "confidences": []} and breakdown is None
     assert "does not seem to show a chest X-ray" in notes or "does not look like a chest X-ray" in notes
     assert NOT_CHEST_XRAY not in notes
 
     synthetic_xray("virus", 4, 128).save(tmp_path / "xray.png")
     result, heatmap = app.predict(str(tmp_path / "xray.png"))
-    verdict, breakdown, notes = app.show(result)
+    verdict, breakdown, notes, where = app.show(result)
     assert result["scope"] == OK and verdict["label"] == result["label"] and heatmap is not None
     assert "calibrated on the validation X-rays" in notes
 
