@@ -26,6 +26,7 @@ answer (NORMAL, or no verdict: out of scope), and all boxed films.
 import argparse
 import csv
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -93,11 +94,17 @@ def main():
 
     loaded = get_model()
     results = {"whole frame": [], "in the lung fields": []}
-    groups, found = [], 0
+    counts = {method: [] for method in results}
+    groups, found, seconds = [], 0, {"analyse (with heatmap)": [], "locate (lung fields, zones, peak, box)": []}
     for row in rows:
         decoded = decode(str(Path(args.data) / row["file"]))
+        start = time.perf_counter()
         analysis = analyse(decoded, loaded, research_location=True)
         film = film_of(decoded.image)
+        seconds["analyse (with heatmap)"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        locate(analysis.research_heatmap, film, decoded.image.size)
+        seconds["locate (lung fields, zones, peak, box)"].append(time.perf_counter() - start)
         fields = lung_fields(film.image)
         found += fields is not None
         covered = covered_zones(boxes_of(row), (fields or assumed_fields()).zone_map())
@@ -106,6 +113,8 @@ def main():
         lungs = analysis.location or analysis.research_location.as_dict()
         results["whole frame"].append(scores(frame, boxes_of(row), covered))
         results["in the lung fields"].append(scores(lungs, boxes_of(row), covered))
+        counts["whole frame"].append(len(frame["zones"]))
+        counts["in the lung fields"].append(len(lungs["zones"]))
         groups.append(analysis.label or f"no verdict ({analysis.scope})")
     groups = np.array(groups)
     print(f"model: {loaded.identity.get('name')} ({loaded.identity.get('runtime')}); {len(rows)} boxed films; "
@@ -122,6 +131,9 @@ def main():
                 if len(values) else ["-", "-", "-"]
             print(f"| {subset} | {int(chosen.sum())} | {method} | " + " | ".join(cells) + " |")
     print("\ntargets on films called PNEUMONIA: peak in a box >= 70%, zone words >= 80%")
+    print("\nzones named per film: " + ", ".join(f"{method} {np.mean(counts[method]):.2f}" for method in results))
+    for step, values in seconds.items():
+        print(f"{step}: p50 {np.percentile(values, 50) * 1000:.1f} ms, p95 {np.percentile(values, 95) * 1000:.1f} ms")
 
 
 if __name__ == "__main__":

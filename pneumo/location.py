@@ -9,7 +9,7 @@ a few pixels), so that evidence on markers, text, the heart or outside the
 body is never named as a zone. Its strongest point is the `peak`; the
 connected area around it above half the peak's level is the hottest region,
 whose bounding box is `box`; `zones` are the lung zones holding at least
-ZONE_SHARE of that region's evidence, strongest first.
+ZONE_SHARE of that region's evidence inside the lungs, strongest first.
 
 Coordinates are fractions (0-1) of the uploaded image, so that a photo's
 crop (pneumo/photo.py) is mapped back: (0, 0) is its top-left corner.
@@ -118,7 +118,7 @@ def _region_around(heat: np.ndarray, peak: tuple) -> np.ndarray:
 
 def _zones(evidence: np.ndarray, zone_map: np.ndarray) -> list:
     mass = np.bincount(zone_map.ravel() + 1, weights=evidence.ravel(), minlength=len(ZONES) + 1)[1:]
-    total = evidence.sum()
+    total = mass.sum()  # the evidence inside the zones: the margin around the lungs names none
     if total <= 0:
         return []
     ranked = np.argsort(-mass, kind="stable")
