@@ -35,9 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pneumo.analysis import analyse  # noqa: E402
 from pneumo.decode import decode  # noqa: E402
+from pneumo.heatmap import fine_heatmap, shifted  # noqa: E402
 from pneumo.lungs import WORK_SIDE, ZONES, lung_fields  # noqa: E402
 from pneumo.location import assumed_fields, locate  # noqa: E402
 from pneumo.photo import film_of  # noqa: E402
+from pneumo.preprocess import preprocess  # noqa: E402
 
 SIDE = 384  # the films' and boxes' pixels
 COVERED_ZONE_SHARE, COVERED_BOX_SHARE = 0.10, 0.25
@@ -86,6 +88,7 @@ def scores(location: dict, boxes, covered) -> tuple:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "adult_cxr"))
+    parser.add_argument("--no-fine", action="store_true", help="skip the 16 x 16 heatmap (4 model passes a film)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N boxed films (a quick look)")
     args = parser.parse_args()
     rows = [row for row in csv.DictReader(open(Path(args.data) / "labels.csv")) if boxes_of(row)]
@@ -93,7 +96,7 @@ def main():
     from pneumo.loading import get_model
 
     loaded = get_model()
-    results = {"whole frame": [], "in the lung fields": []}
+    results = {"whole frame": [], "in the lung fields": [], "lung fields, 16 x 16 (4 shifted passes)": []}
     counts = {method: [] for method in results}
     groups, found, seconds = [], 0, {"analyse (with heatmap)": [], "locate (lung fields, zones, peak, box)": []}
     for row in rows:
@@ -115,6 +118,10 @@ def main():
         results["in the lung fields"].append(scores(lungs, boxes_of(row), covered))
         counts["whole frame"].append(len(frame["zones"]))
         counts["in the lung fields"].append(len(lungs["zones"]))
+        if not args.no_fine:
+            fine = locate(_fine(loaded, film), film, decoded.image.size).as_dict()
+            results["lung fields, 16 x 16 (4 shifted passes)"].append(scores(fine, boxes_of(row), covered))
+            counts["lung fields, 16 x 16 (4 shifted passes)"].append(len(fine["zones"]))
         groups.append(analysis.label or f"no verdict ({analysis.scope})")
     groups = np.array(groups)
     print(f"model: {loaded.identity.get('name')} ({loaded.identity.get('runtime')}); {len(rows)} boxed films; "
@@ -126,14 +133,24 @@ def main():
     print("| --- | --- | --- | --- | --- | --- |")
     for subset, chosen in subsets.items():
         for method, values in results.items():
+            if not values:
+                continue
             values = np.array(values)[chosen]
             cells = [f"{values[:, 0].mean():.1%}", f"{values[:, 1].mean():.3f}", f"{values[:, 2].mean():.1%}"] \
                 if len(values) else ["-", "-", "-"]
             print(f"| {subset} | {int(chosen.sum())} | {method} | " + " | ".join(cells) + " |")
     print("\ntargets on films called PNEUMONIA: peak in a box >= 70%, zone words >= 80%")
-    print("\nzones named per film: " + ", ".join(f"{method} {np.mean(counts[method]):.2f}" for method in results))
+    print("\nzones named per film: " + ", ".join(f"{method} {np.mean(counts[method]):.2f}" for method in results if counts[method]))
     for step, values in seconds.items():
         print(f"{step}: p50 {np.percentile(values, 50) * 1000:.1f} ms, p95 {np.percentile(values, 95) * 1000:.1f} ms")
+
+
+def _fine(loaded, film):
+    """The 16 x 16 heatmap of pneumo.heatmap.fine_heatmap: four copies of the film moved by a quarter cell."""
+    size = loaded.config["image_size"]
+    inputs = preprocess(film.image, size)
+    raw, maps = loaded.runtime(shifted(inputs, size // 32))
+    return fine_heatmap(maps, raw[0], loaded.runtime.head_kernel)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ MIN_VERTICAL_OVERLAP = 0.5  # the two lungs share at least half of the shorter o
 MEDIASTINUM_HALF_WIDTH = 6  # px at WORK_SIDE: a lung's darkest column lies at least this far from the middle
 MAX_LUNG_REACH = 0.47  # of the film's width: how far from the middle a lung's chest wall may be
 VALLEY_REACH = 0.33  # of the film's width: how far from the middle a lung's darkest column may be
+ROW_EDGE_LEVEL = 0.6  # the same for the apex and the diaphragm (ribs and vessels make lungs mottled)
 EDGE_LEVEL = 0.5  # a lung's edge: halfway from its darkest level back up to the brightness around it
 MIN_CONTRAST = 0.08  # the mediastinum is at least this much brighter than the lung (of the 0-1 range)
 APEX_WIDTH, APEX_DEPTH = 0.35, 0.35  # the apex: this share of the width at the top, full width this far down
@@ -120,12 +121,12 @@ def _lung_box(grey: np.ndarray, middle: int, side: int):
     outer = valley + _crossing(outside, profile[valley] + EDGE_LEVEL * (outside.max() - profile[valley]))
     lo, hi = sorted((int(columns[inner]), int(columns[outer])))
     rows = ndimage.uniform_filter1d(grey[:, lo:hi + 1].mean(axis=1), 7)
-    deepest = int(np.argmin(rows[int(0.2 * n): int(0.7 * n)])) + int(0.2 * n)
-    # The apex: the steepest darkening above the lung's darkest row (shoulder and clavicle into air);
-    # the diaphragm: the steepest brightening below it (air into liver or heart).
-    slope = np.gradient(rows)
-    top = int(np.argmin(slope[int(0.02 * n):deepest])) + int(0.02 * n) if deepest > int(0.02 * n) else 0
-    bottom = deepest + int(np.argmax(slope[deepest:int(0.97 * n)]))
+    deepest = int(np.argmin(rows[int(0.2 * n): int(0.75 * n)])) + int(0.2 * n)
+    # The apex and the diaphragm: where the rows, going up and down from the lung's darkest row,
+    # come back up to ROW_EDGE_LEVEL of the way to the bright rows (shoulders and neck; liver and heart).
+    above, below = rows[:deepest + 1][::-1], rows[deepest:]
+    top = deepest - _crossing(above, rows[deepest] + ROW_EDGE_LEVEL * (above.max() - rows[deepest]))
+    bottom = deepest + _crossing(below, rows[deepest] + ROW_EDGE_LEVEL * (below.max() - rows[deepest]))
     return top, bottom, lo, hi
 
 
