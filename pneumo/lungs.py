@@ -41,7 +41,8 @@ ZONES = tuple(f"{side} {level}" for side in SIDES for level in LEVELS)
 
 MIN_LUNG_SHARE = 0.025  # a lung smaller than this share of the film is noise or a shadow
 MAX_LUNG_SHARE = 0.35  # larger: background, not a lung
-MIN_LUNG_HEIGHT = 0.25  # of the film's height
+MIN_LUNG_HEIGHT, MAX_LUNG_HEIGHT = 0.25, 0.9  # of the film's height
+SHORT_LUNG = 0.75  # a lung shorter than this share of the other is taken to be cut short by an opacity
 MIN_VERTICAL_OVERLAP = 0.5  # the two lungs share at least half of the shorter one's rows
 MEDIASTINUM_HALF_WIDTH = 6  # px at WORK_SIDE: a lung's darkest column lies at least this far from the middle
 MAX_LUNG_REACH = 0.47  # of the film's width: how far from the middle a lung's chest wall may be
@@ -86,8 +87,8 @@ def lung_fields(image: Image.Image) -> LungFields | None:
     """A film (any mode) -> its two lung fields, or None when it does not show a pair of lungs."""
     grey = _standardised(image)
     middle = _mediastinum_column(grey)
-    boxes = [_lung_box(grey, middle, side) for side in (-1, 1)]
-    if any(box is None for box in boxes) or not _plausible(*boxes, grey.shape[0]):
+    boxes = _completed([_lung_box(grey, middle, side) for side in (-1, 1)], middle, grey.shape[0])
+    if boxes is None or not _plausible(*boxes, grey.shape[0]):
         return None
     right, left = (_field(box, side, grey.shape) for box, side in zip(boxes, (-1, 1)))
     return LungFields(right, left)
@@ -155,6 +156,31 @@ def _mediastinum_column(grey: np.ndarray) -> int:
     profile = grey[n // 5: 4 * n // 5].mean(axis=0)
     window = slice(int(0.35 * n), int(0.65 * n))
     return window.start + int(np.argmax(ndimage.uniform_filter1d(profile, 5)[window]))
+
+
+def _completed(boxes, middle, n):
+    """Pneumonia makes a lung bright, so its box is often missed or cut short: a lung not found
+    is the mirror image of the other across the mediastinum, and a lung much shorter than the
+    other takes the other's rows (the two lungs reach about as high and as low). None when
+    neither lung looks like one."""
+    good = [box is not None and _lung_like(box, n) for box in boxes]
+    if not any(good):
+        return None
+    if not all(good):
+        top, bottom, lo, hi = boxes[good.index(True)]
+        mirrored = (top, bottom, max(0, 2 * middle - hi), min(n - 1, 2 * middle - lo))
+        return [boxes[0], mirrored] if good[0] else [mirrored, boxes[1]]
+    heights = [box[1] - box[0] for box in boxes]
+    short, tall = int(np.argmin(heights)), int(np.argmax(heights))
+    if heights[short] < SHORT_LUNG * heights[tall]:
+        boxes[short] = boxes[tall][:2] + boxes[short][2:]
+    return boxes
+
+
+def _lung_like(box, n) -> bool:
+    top, bottom, lo, hi = box
+    return MIN_LUNG_HEIGHT * n <= bottom - top <= MAX_LUNG_HEIGHT * n and \
+        MIN_LUNG_SHARE <= (bottom - top) * (hi - lo) / n ** 2 <= MAX_LUNG_SHARE
 
 
 def _plausible(right, left, n) -> bool:
