@@ -2,19 +2,25 @@
 
     lung_fields(image) -> LungFields | None    None when no pair of lungs is found
 
-On a frontal film the lungs are the two large dark (air-filled) regions
-inside the brighter body, one on each side of the bright mediastinum. So,
-on a small standardised copy of the film:
+On a frontal film the lungs are two dark (air-filled) regions inside the
+brighter body, one on each side of the bright mediastinum and spine. So, on
+a copy of the film squashed to WORK_SIDE px, its 2nd-98th percentiles
+stretched to 0-1:
 
-1. dark = below Otsu's threshold of the film's central part (the body);
-2. the dark regions that touch the film's edge are the air around the
-   patient, not lungs: they are dropped (after an opening, which cuts the
-   thin bridges that join a lung to the outside on tightly framed films);
-3. the largest remaining region on each side of the midline is a lung; a
-   region that spans both sides (lungs joined above the heart) is cut at
-   the mediastinum (the brightest column near the middle);
-4. each lung becomes its convex hull, so that an opacity inside the lung
-   (the very thing to locate: consolidation is bright) stays inside its field.
+1. the mediastinum is the brightest column near the middle (the mean over
+   the chest's rows);
+2. on each side, the lung is the darkest valley of the column profile
+   within reach of the middle; its inner and outer edges are where the
+   profile climbs halfway back up;
+3. over the lung's columns, the apex and the diaphragm are where the row
+   profile climbs 60% of the way back up from the lung's darkest row;
+4. pneumonia makes a lung bright, so its box is often missed or cut short:
+   a lung not found mirrors the other across the mediastinum, and a lung
+   much shorter than the other takes its rows;
+5. each box gets a lung's outline (narrow apex towards the middle; the
+   costophrenic angle lower than the diaphragm's dome by the heart). An
+   outline from the box, not from dark pixels: a consolidation (bright,
+   the very thing to locate) stays inside its lung's field.
 
 Upper, middle and lower zones are thirds of each lung's height, the usual
 radiographic division (roughly: above the 2nd, between the 2nd and 4th,
@@ -22,9 +28,12 @@ below the 4th anterior rib). Names are the patient's: the patient's right
 lung is on the image's left on a frontal film.
 
 Sanity checks reject what is not a pair of lungs (sizes, heights, the two
-sides overlapping vertically), so a photo of a cat or a blank page gives
-None rather than invented lungs. Everything runs in numpy and
-scipy.ndimage at WORK_SIDE px: about a millisecond.
+sides overlapping vertically, both darker than the mediastinum), so a blank
+page or noise gives None rather than invented lungs; some photos of other
+things still pass (benchmarks/lung_fields.py), which is why a location is
+only given after the scope check has accepted the film as a chest X-ray.
+Validated by eye on contact sheets (benchmarks/lung_fields.py --sheets).
+numpy and scipy.ndimage only: a few milliseconds.
 """
 
 from dataclasses import dataclass
@@ -47,9 +56,10 @@ MIN_VERTICAL_OVERLAP = 0.5  # the two lungs share at least half of the shorter o
 MEDIASTINUM_HALF_WIDTH = 6  # px at WORK_SIDE: a lung's darkest column lies at least this far from the middle
 MAX_LUNG_REACH = 0.47  # of the film's width: how far from the middle a lung's chest wall may be
 VALLEY_REACH = 0.33  # of the film's width: how far from the middle a lung's darkest column may be
-ROW_EDGE_LEVEL = 0.6  # the same for the apex and the diaphragm (ribs and vessels make lungs mottled)
 EDGE_LEVEL = 0.5  # a lung's edge: halfway from its darkest level back up to the brightness around it
+ROW_EDGE_LEVEL = 0.6  # the same for the apex and the diaphragm (ribs and vessels make lungs mottled)
 MIN_CONTRAST = 0.08  # the mediastinum is at least this much brighter than the lung (of the 0-1 range)
+MIN_FIELD_CONTRAST = 0.08  # the same for the whole lung field (X-rays: 99% of them above 0.09)
 APEX_WIDTH, APEX_DEPTH = 0.35, 0.35  # the apex: this share of the width at the top, full width this far down
 DOME_RISE = 0.12  # the diaphragm's dome near the heart stands this share of the height above the lateral angle
 
@@ -91,6 +101,8 @@ def lung_fields(image: Image.Image) -> LungFields | None:
     if boxes is None or not _plausible(*boxes, grey.shape[0]):
         return None
     right, left = (_field(box, side, grey.shape) for box, side in zip(boxes, (-1, 1)))
+    if not _darker_than_mediastinum(grey, middle, boxes, (right, left)):
+        return None
     return LungFields(right, left)
 
 
@@ -181,6 +193,14 @@ def _lung_like(box, n) -> bool:
     top, bottom, lo, hi = box
     return MIN_LUNG_HEIGHT * n <= bottom - top <= MAX_LUNG_HEIGHT * n and \
         MIN_LUNG_SHARE <= (bottom - top) * (hi - lo) / n ** 2 <= MAX_LUNG_SHARE
+
+
+def _darker_than_mediastinum(grey, middle, boxes, fields) -> bool:
+    """Both lungs darker than the mediastinum between them: air beside soft tissue and bone.
+    (Most pictures that are no X-ray but pass the shape checks fail this one.)"""
+    top, bottom = min(box[0] for box in boxes), max(box[1] for box in boxes)
+    mediastinum = grey[top:bottom + 1, max(0, middle - 3):middle + 4].mean()
+    return all(mediastinum - grey[field].mean() >= MIN_FIELD_CONTRAST for field in fields)
 
 
 def _plausible(right, left, n) -> bool:
