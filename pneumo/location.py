@@ -86,7 +86,10 @@ def caption(location: dict | None) -> str | None:
     """A short label for the heatmap image: the zones, strongest first."""
     if location is None:
         return None
-    return "Strongest evidence: " + (", ".join(location["zones"]) if location["zones"] else "outside the lung fields")
+    zones = location["zones"]
+    if not zones:
+        return "Strongest evidence: outside the lung fields"
+    return f"Strongest evidence: {', '.join(zones)} zone{'s' if len(zones) > 1 else ''}"
 
 
 def assumed_fields() -> LungFields:

@@ -18,7 +18,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 from pneumo import analysis as pneumo_analysis  # noqa: E402
 
 RESULT_KEYS = {"scope", "reason", "label", "pneumonia_probability", "probabilities", "warnings", "research", "checks",
-               "model"}
+               "model", "location"}
 MODEL_KEYS = set(pneumo_analysis.MODEL_KEYS)
 
 

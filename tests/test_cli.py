@@ -12,7 +12,7 @@ from tests.conftest import ROOT, synthetic_xray
 from pneumo.analysis import MODEL_KEYS
 
 RESULT_KEYS = {"path", "scope", "reason", "label", "pneumonia_probability", "probabilities", "warnings", "research",
-               "checks", "model"}
+               "checks", "model", "location"}
 
 
 def run_cli(*args, model_path):

@@ -86,6 +86,7 @@ def test_a_real_xray_gets_a_verdict(app, shared_data):
     assert 0 <= result["pneumonia_probability"] <= 1
     assert result["label"] in result["summary"] and result["disclaimer"] == mcp_tool.DISCLAIMER
     assert "research" not in result
+    assert (result["label"] == "PNEUMONIA") == (result["location"] is not None)
 
 
 def test_a_photo_by_url_gets_no_verdict_and_the_reason(app, file_server):
@@ -96,6 +97,7 @@ def test_a_photo_by_url_gets_no_verdict_and_the_reason(app, file_server):
     assert result["label"] is None and result["probabilities"] is None and result["pneumonia_probability"] is None
     assert result["reason"] and result["summary"] == f"No verdict: {result['reason']}"
     assert "research" not in result  # the raw numbers would read as a verdict
+    assert result["location"] is None
 
 
 def test_a_broken_file_gets_a_clear_error(app, file_server):
@@ -141,5 +143,15 @@ def test_the_summary_never_claims_certainty(p, words):
 
     analysis = SimpleNamespace(label="PNEUMONIA" if p >= 0.39 else "NORMAL", pneumonia_probability=p,
                                probabilities={"NORMAL": 1 - p, "BACTERIAL": p / 2, "VIRAL": p / 2},
-                               model={"threshold": 0.39}, reason=None)
+                               model={"threshold": 0.39}, reason=None, location=None)
     assert f"estimated probability of pneumonia {words} (it answers PNEUMONIA from 39%)" in mcp_tool._summary(analysis)
+
+
+def test_the_summary_says_where_the_evidence_is():
+    from types import SimpleNamespace
+
+    analysis = SimpleNamespace(label="PNEUMONIA", pneumonia_probability=0.9, model={"threshold": 0.39}, reason=None,
+                               probabilities={"NORMAL": 0.1, "BACTERIAL": 0.6, "VIRAL": 0.3},
+                               location={"zones": ["right lower"]})
+    assert mcp_tool._summary(analysis).endswith("The evidence is strongest in the right lower zone.")
+    assert "location" in mcp_tool.TOOL_DESCRIPTION and "not an outline of the disease" in mcp_tool.TOOL_DESCRIPTION

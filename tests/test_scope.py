@@ -20,7 +20,7 @@ from training.photos import photo_of_film
 
 ADULT_DATA = SHARED_DATA.parent / "adult_cxr"
 RESULT_KEYS = {"scope", "reason", "label", "pneumonia_probability", "probabilities", "warnings", "research", "checks",
-               "model"}
+               "model", "location"}
 skimage_data = pytest.importorskip("skimage.data")
 
 
@@ -55,6 +55,7 @@ def assert_schema(result):
     assert set(result) == RESULT_KEYS and result["scope"] in SCOPES
     assert set(result["model"]) == set(MODEL_KEYS)
     json.dumps(result)  # plain JSON all the way down
+    assert (result["label"] == "PNEUMONIA") == (result["location"] is not None)  # where: for PNEUMONIA only
     if result["scope"] == OK:
         assert result["reason"] is None and result["research"] is None
         assert result["label"] in ("NORMAL", "PNEUMONIA") and 0 <= result["pneumonia_probability"] <= 1
@@ -117,7 +118,7 @@ def test_every_entry_point_agrees(bundled, files, tmp_path):
 
 def test_the_ui_shows_a_reason_not_a_verdict(bundled, files):
     app = pytest.importorskip("app")  # its `show` turns a result into what the page displays
-    verdict, breakdown, notes = app.show(analyse(files["adult"], bundled).as_dict())
+    verdict, breakdown, notes, where = app.show(analyse(files["adult"], bundled).as_dict())
     assert verdict["label"] == "No verdict" and breakdown is None
     assert "adult chest X-ray" in notes and "young children" in notes
 
