@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pneumo.analysis import analyse  # noqa: E402
 from pneumo.decode import decode  # noqa: E402
-from pneumo.heatmap import fine_heatmap, shifted  # noqa: E402
+from pneumo.heatmap import channel_weights  # noqa: E402
 from pneumo.lungs import WORK_SIDE, ZONES, lung_fields  # noqa: E402
 from pneumo.location import assumed_fields, locate  # noqa: E402
 from pneumo.photo import film_of  # noqa: E402
@@ -143,6 +143,42 @@ def main():
     print("\nzones named per film: " + ", ".join(f"{method} {np.mean(counts[method]):.2f}" for method in results if counts[method]))
     for step, values in seconds.items():
         print(f"{step}: p50 {np.percentile(values, 50) * 1000:.1f} ms, p95 {np.percentile(values, 95) * 1000:.1f} ms")
+
+
+
+
+
+def shifted(inputs: np.ndarray, step: int) -> np.ndarray:
+    """(1, H, W, 3) model input -> (4, H, W, 3): its content moved `step` px (a quarter of a cell of
+    the maps) right and down, right and up, left and down, left and up (edges repeated)."""
+    def move(a, by, axis):
+        edge = np.take(a, [0] if by > 0 else [-1], axis=axis)
+        kept = np.take(a, np.arange(a.shape[axis] - abs(by)) + (0 if by > 0 else abs(by)), axis=axis)
+        pad = np.repeat(edge, abs(by), axis=axis)
+        return np.concatenate([pad, kept] if by > 0 else [kept, pad], axis=axis)
+
+    x = inputs[0]
+    return np.stack([move(move(x, dx, 1), dy, 0) for dx in (step, -step) for dy in (step, -step)])
+
+
+def fine_heatmap(maps, probabilities, head_kernel) -> np.ndarray:
+    """The maps (4, h, w, C) of `shifted` inputs (moved a quarter of a cell) and the verdict's softmax
+    outputs (3,) -> one (2h, 2w) heatmap in [0, 1]: the four grids interleaved.
+
+    Cell i of the maps is centred at (i + 1/2) cells of the input. Content moved right by a quarter
+    cell puts the evidence that was at (i + 1/4) cells into cell i, moved left that at (i + 3/4):
+    together they sample it every half cell, at the centres of a grid twice as fine, from the same
+    Grad-CAM weights (the verdict's, so that all four passes explain the same answer)."""
+    maps = np.asarray(maps, np.float64)
+    weights = channel_weights(np.asarray(probabilities)[None], head_kernel, maps.shape[1] * maps.shape[2])[0]
+    cams = np.maximum(np.einsum("nhwc,c->nhw", maps, weights), 0.0)
+    n, h, w = cams.shape
+    fine = np.zeros((2 * h, 2 * w))
+    # Moved right (down) by a quarter cell: the even columns (rows) of the fine grid; left (up): the odd.
+    for cam, (dx, dy) in zip(cams, ((0, 0), (0, 1), (1, 0), (1, 1))):
+        fine[dy::2, dx::2] = cam
+    peak = fine.max()
+    return (fine / peak if peak > 0 else fine).astype(np.float32)
 
 
 def _fine(loaded, film):
