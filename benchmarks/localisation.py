@@ -1,6 +1,6 @@
 """Does the evidence sit where radiologists boxed the disease? On the boxed adult films.
 
-    python benchmarks/localisation.py [--data ../shared/data/adult_cxr] [--limit N]
+    python benchmarks/localisation.py [--data ../shared/data/adult_cxr] [--limit N] [--no-fine]
 
 Films: those of labels.csv with RSNA "Lung Opacity" boxes (`rsna_boxes`) or
 NIH Pneumonia boxes (`nih_boxes`), in 384-px pixels; a film's boxes are the
@@ -17,10 +17,14 @@ For each method:
   area or 25% of the box lies in it, zones taken from the film's lung fields).
 
 Methods: "whole frame" (Grad-CAM over the whole film, zones as halves and
-thirds of the frame: what the app had before lung fields) and "in the lung
-fields" (what ships, pneumo/location.py). Rows: films the model calls
-PNEUMONIA (the targets: pointing >= 70%, zones >= 80%), films with another
-answer (NORMAL, or no verdict: out of scope), and all boxed films.
+thirds of the frame: what the app had before lung fields), "in the lung
+fields" (what ships, pneumo/location.py) and "lung fields, 16 x 16": a
+finer Grad-CAM from the same maps and head kernel, the film moved a quarter
+of a cell four ways and the four 8 x 8 maps interleaved (four more model
+passes; measured here, not shipped). Rows: films the model calls PNEUMONIA
+(the targets: pointing >= 70%, zones >= 80%), films with another answer
+(NORMAL, or no verdict: out of scope) and all boxed films, each with the
+location computed whatever the answer (analyse's research_location).
 """
 
 import argparse

@@ -39,7 +39,7 @@ numpy and scipy.ndimage only: a few milliseconds.
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 from scipy import ndimage
 
 WORK_SIDE = 128  # the film is squashed to this square, as the model sees it
