@@ -120,7 +120,7 @@ def analyse_chest_xray(image: str) -> str:
         decoded = DECODERS.decode_bytes(data)  # in a sandboxed worker process, as uploads are
     except InputError as error:
         raise gr.Error(str(error), print_exception=False) from None
-    return mcp_tool.tool_result(analyse(decoded, MODEL, with_heatmap=False))
+    return mcp_tool.tool_result(analyse(decoded, MODEL))  # with the heatmap: a PNEUMONIA answer says where
 
 
 def label_data(headline, confidences):

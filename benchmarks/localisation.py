@@ -75,7 +75,8 @@ def covered_zones(boxes, zone_map) -> set:
         for index, name in enumerate(ZONES):
             zone = zone_map == index
             overlap = (zone & inside).sum()
-            if zone.any() and (overlap >= COVERED_ZONE_SHARE * zone.sum() or overlap >= COVERED_BOX_SHARE * inside.sum()):
+            if zone.any() and (overlap >= COVERED_ZONE_SHARE * zone.sum()
+                               or overlap >= COVERED_BOX_SHARE * inside.sum()):
                 covered.add(name)
     return covered
 
@@ -144,7 +145,8 @@ def main():
                 if len(values) else ["-", "-", "-"]
             print(f"| {subset} | {int(chosen.sum())} | {method} | " + " | ".join(cells) + " |")
     print("\ntargets on films called PNEUMONIA: peak in a box >= 70%, zone words >= 80%")
-    print("\nzones named per film: " + ", ".join(f"{method} {np.mean(counts[method]):.2f}" for method in results if counts[method]))
+    print("\nzones named per film: " + ", ".join(f"{method} {np.mean(counts[method]):.2f}"
+                                                for method in results if counts[method]))
     for step, values in seconds.items():
         print(f"{step}: p50 {np.percentile(values, 50) * 1000:.1f} ms, p95 {np.percentile(values, 95) * 1000:.1f} ms")
 

@@ -23,6 +23,7 @@ CHUNK = 16
 PROGRESS_AFTER = 10
 
 EXIT_FAILED_FILE, EXIT_NO_MODEL = 1, 2
+ZONES_WIDTH = 25  # "right middle, right lower" fits; more zones run on
 
 
 def main(argv=None) -> int:
@@ -55,7 +56,8 @@ def predict(loaded, paths: list[str], as_json: bool) -> int:
     from .decode import InputError, decode
 
     if not as_json:
-        print(f"{'label':<9}  {'P(pneu.)':>8}  {'normal':>6} {'bact.':>6} {'viral':>6}  file")
+        print(f"{'label':<9}  {'P(pneu.)':>8}  {'normal':>6} {'bact.':>6} {'viral':>6}  "
+              f"{'strongest evidence':<{ZONES_WIDTH}}  file")
     failed = 0
     for start in range(0, len(paths), CHUNK):
         chunk = paths[start:start + CHUNK]
@@ -81,18 +83,23 @@ def predict(loaded, paths: list[str], as_json: bool) -> int:
 
 
 def _result_line(path, analysis, as_json) -> str:
-    from .location import describe
-
     if as_json:
         return json.dumps({"path": path, **analysis.as_dict()})
     notes = "".join(f"\n{'':<9}  note: {w}" for w in analysis.warnings)
     if analysis.label is None:
-        return f"{'-':<9}  {'-':>8}  {'-':>6} {'-':>6} {'-':>6}  {path}\n{'':<9}  no verdict ({analysis.scope}): " \
-               f"{analysis.reason}" + notes
+        return f"{'-':<9}  {'-':>8}  {'-':>6} {'-':>6} {'-':>6}  {'-':<{ZONES_WIDTH}}  {path}\n{'':<9}  " \
+               f"no verdict ({analysis.scope}): {analysis.reason}" + notes
     p = analysis.probabilities
-    where = f"\n{'':<9}  where: {describe(analysis.location)}" if analysis.location else ""
     return (f"{analysis.label:<9}  {analysis.pneumonia_probability:>8.1%}  "
-            f"{p['NORMAL']:>6.1%} {p['BACTERIAL']:>6.1%} {p['VIRAL']:>6.1%}  {path}") + where + notes
+            f"{p['NORMAL']:>6.1%} {p['BACTERIAL']:>6.1%} {p['VIRAL']:>6.1%}  "
+            f"{_zones(analysis.location):<{ZONES_WIDTH}}  {path}") + notes
+
+
+def _zones(location) -> str:
+    """The zones of a PNEUMONIA verdict's location, strongest first ("right lower, right middle"); "-" without."""
+    if location is None:
+        return "-"
+    return ", ".join(location["zones"]) or "outside the lungs"
 
 
 def _error_line(path, message, as_json) -> str:

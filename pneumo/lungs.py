@@ -129,7 +129,8 @@ def _lung_box(grey: np.ndarray, middle: int, side: int):
     valley = MEDIASTINUM_HALF_WIDTH + int(np.argmin(profile[MEDIASTINUM_HALF_WIDTH:int(VALLEY_REACH * n)]))
     if profile[0] - profile[valley] < MIN_CONTRAST:
         return None  # no darker lung beside a brighter mediastinum
-    inner = valley - _crossing(profile[:valley + 1][::-1], profile[valley] + EDGE_LEVEL * (profile[0] - profile[valley]))
+    inner_level = profile[valley] + EDGE_LEVEL * (profile[0] - profile[valley])
+    inner = valley - _crossing(profile[:valley + 1][::-1], inner_level)
     outside = profile[valley:reach]
     outer = valley + _crossing(outside, profile[valley] + EDGE_LEVEL * (outside.max() - profile[valley]))
     lo, hi = sorted((int(columns[inner]), int(columns[outer])))
