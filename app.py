@@ -41,6 +41,7 @@ from pneumo.analysis import analyse  # noqa: E402
 from pneumo.decode import MAX_FILE_BYTES, InputError  # noqa: E402
 from pneumo.fetch import read_reference  # noqa: E402
 from pneumo.heatmap import overlay  # noqa: E402
+from pneumo.location import caption, describe  # noqa: E402
 from pneumo.sandbox import DecoderPool  # noqa: E402
 from pneumo.scope import OK  # noqa: E402
 from pneumo.uploads import (  # noqa: E402
@@ -122,7 +123,8 @@ def predict(upload):
     finally:
         discard_upload(path)
     analysis = analyse(decoded, MODEL)
-    heatmap = overlay(analysis.image, analysis.heatmap) if analysis.heatmap is not None else None
+    heatmap = overlay(analysis.image, analysis.heatmap, analysis.lungs, caption(analysis.location)) \
+        if analysis.heatmap is not None else None
     return analysis.as_dict(), heatmap
 
 
@@ -137,7 +139,7 @@ def analyse_chest_xray(image: str) -> str:
         decoded = DECODERS.decode_bytes(data)  # in a sandboxed worker process, as uploads are
     except InputError as error:
         raise gr.Error(str(error), print_exception=False) from None
-    return mcp_tool.tool_result(analyse(decoded, MODEL, with_heatmap=False))
+    return mcp_tool.tool_result(analyse(decoded, MODEL))  # with the heatmap: a PNEUMONIA answer says where
 
 
 def label_data(headline, confidences):
@@ -156,16 +158,22 @@ CALIBRATED_ON = {
 }
 
 
+# Under every heatmap: what it is, and what it is not.
+HEATMAP_MEANING = ("The colours show where the model's evidence is, with the lung fields outlined for orientation; "
+                   "they are not a delineation of the disease.")
+
+
 def show(result):
-    """The API result -> updates of the verdict, the normal/bacterial/viral breakdown, the notes and the
-    heatmap's panel. Outside the model's scope, no verdict: the verdict panel says "No verdict", the notes
-    right under it say why, and what would read as an answer (breakdown, heatmap) is hidden. The Labels
-    get their data as is (postprocess=False), so an empty one gets {}: the page cannot read None."""
+    """The API result -> updates of the verdict, the normal/bacterial/viral breakdown, the notes, the
+    heatmap's panel and the words under it (where the evidence is). Outside the model's scope, no verdict:
+    the verdict panel says "No verdict", the notes right under it say why, and what would read as an answer
+    (breakdown, heatmap) is hidden. The Labels get their data as is (postprocess=False), so an empty one
+    gets {}: the page cannot read None."""
     warnings = result["warnings"]
     if result["scope"] != OK:
         notes = [f"**Why:** {result['reason']}", *[f"ℹ️ {w}" for w in warnings]]
         return (gr.update(value=label_data("No verdict", {}), visible=True), gr.update(value={}, visible=False),
-                "\n\n".join(notes), gr.update(visible=False))
+                "\n\n".join(notes), gr.update(visible=False), "")
     sick, threshold = result["pneumonia_probability"], result["threshold"]
     verdict = gr.update(value=label_data(result["label"], {"PNEUMONIA": sick, "NORMAL": 1 - sick}), visible=True)
     notes = [
@@ -174,7 +182,9 @@ def show(result):
         "X-rays like the validation ones, not a diagnosis.",
         *[f"⚠️ {warning}" for warning in warnings],
     ]
-    return verdict, breakdown_update(result["probabilities"]), "\n\n".join(notes), gr.update(visible=True)
+    where = [f"**{describe(result['location'])}**"] if result.get("location") else []
+    return (verdict, breakdown_update(result["probabilities"]), "\n\n".join(notes), gr.update(visible=True),
+            "\n\n".join([*where, HEATMAP_MEANING]))
 
 
 def breakdown_update(probabilities):
@@ -189,7 +199,7 @@ def breakdown_update(probabilities):
 def cleared():
     """A new image: the last answer goes, its panels with it."""
     hidden = gr.update(value=None, visible=False)
-    return hidden, hidden, WAITING, hidden, None
+    return hidden, hidden, WAITING, hidden, "", None
 
 
 def build(loaded):
@@ -217,17 +227,19 @@ def build(loaded):
                 heatmap = gr.Image(label="Grad-CAM: the areas that raised the model's pneumonia estimate",
                                    type="pil", format="png", interactive=False, elem_id="heatmap", visible=False,
                                    alt_text=HEATMAP_ALT)
+                where = gr.Markdown(elem_id="where")
         with gr.Accordion("Model", open=True):
             gr.Markdown(model_panel(loaded.identity), elem_id="model")
         with gr.Accordion("API result (JSON)", open=False):
             result = gr.JSON(label="result")
 
-        outputs = [verdict, breakdown, notes, heatmap, result]
+        outputs = [verdict, breakdown, notes, heatmap, where, result]
         image.change(cleared, outputs=outputs, api_visibility="private", queue=False)
         for event, source, name in ((submit.click, image, "predict"), (dicom.upload, dicom, "predict_dicom")):
             event(predict, source, [result, heatmap], api_name=name, preprocess=False,
                   api_visibility="undocumented" if MCP else "public").success(
-                show, result, [verdict, breakdown, notes, heatmap], api_visibility="private", postprocess=False)
+                show, result, [verdict, breakdown, notes, heatmap, where], api_visibility="private",
+                postprocess=False)
         if MCP:  # the tool fetches URLs (bounded, pneumo/fetch.py): only served when asked for
             gr.api(analyse_chest_xray, api_name="analyse_chest_xray", api_description=mcp_tool.TOOL_DESCRIPTION)
     return demo

@@ -1,7 +1,7 @@
 """The one path from an upload to an answer.
 
     analyse(source) -> Analysis          one file, with a heatmap
-    analyse_many(sources) -> [Analysis]  a batch, without heatmaps (the CLI)
+    analyse_many(sources) -> [Analysis]  a batch (the CLI)
 
 The web UI, `/predict`, `/predict_dicom`, the CLI and the MCP tool all call
 these and only shape the result; none of them assembles a verdict itself,
@@ -30,6 +30,7 @@ from .classes import CLASSES, pneumonia_probability
 from .decode import Decoded, decode
 from .orientation import upright
 from .photo import film_of
+from .location import locate
 from .predict import model_outputs
 from .preprocess import preprocess
 from .scope import ADULT, OK, assess_scope
@@ -51,27 +52,36 @@ class Analysis:
     research: dict | None  # outside scope only: what the model computed anyway; not a verdict
     checks: dict  # the scope checks' scores and thresholds
     model: dict  # which model answered
+    location: dict | None = None  # PNEUMONIA verdicts only: zones, peak, box (pneumo/location.py)
     heatmap: np.ndarray | None = field(default=None, repr=False)  # (h, w) in [0, 1]; only in scope
     image: Image.Image | None = field(default=None, repr=False)  # what the model saw (the film of a photo)
+    lungs: object = field(default=None, repr=False)  # the lung fields behind `location`, for the overlay
+    # analyse(..., research_location=True) only, never shown: where the evidence is on any film,
+    # verdict or not (benchmarks/localisation.py). A pneumo.location.Location, or None.
+    research_location: object = field(default=None, repr=False)
+    research_heatmap: np.ndarray | None = field(default=None, repr=False)  # the heatmap behind it
 
     def as_dict(self) -> dict:
         """The JSON result of every entry point (README: "The result")."""
         return {key: getattr(self, key) for key in
                 ("scope", "population", "reason", "label", "pneumonia_probability", "probabilities", "threshold",
-                 "warnings", "research", "checks", "model")}
+                 "warnings", "research", "checks", "model", "location")}
 
 
-def analyse(source, loaded=None, with_heatmap=True) -> Analysis:
+def analyse(source, loaded=None, with_heatmap=True, research_location=False) -> Analysis:
     """One file (a path or its bytes), a Decoded or a PIL image -> Analysis.
+    research_location: also locate the evidence when there is no PNEUMONIA verdict, in
+    `research_location` only (for measuring; never part of the result).
     Raises pneumo.decode.InputError for files that cannot be read."""
-    return _analyse_decoded([_as_decoded(source)], loaded, with_heatmap)[0]
+    return _analyse_decoded([_as_decoded(source)], loaded, with_heatmap or research_location, research_location)[0]
 
 
 def analyse_many(sources, loaded=None, batch_size=16) -> list[Analysis]:
-    """Many decoded inputs -> Analyses without heatmaps, in batches."""
+    """Many decoded inputs -> Analyses, in batches. With heatmaps (a product of the maps
+    the pass gives anyway: cheap) so that PNEUMONIA verdicts carry their location."""
     decoded = [_as_decoded(source) for source in sources]
     return [a for start in range(0, len(decoded), batch_size)
-            for a in _analyse_decoded(decoded[start:start + batch_size], loaded, with_heatmap=False)]
+            for a in _analyse_decoded(decoded[start:start + batch_size], loaded, with_heatmap=True)]
 
 
 def _as_decoded(source) -> Decoded:
@@ -82,7 +92,7 @@ def _as_decoded(source) -> Decoded:
     return decode(source)
 
 
-def _analyse_decoded(decoded: list[Decoded], loaded, with_heatmap) -> list[Analysis]:
+def _analyse_decoded(decoded: list[Decoded], loaded, with_heatmap, research_location=False) -> list[Analysis]:
     if loaded is None:
         from .loading import get_model
 
@@ -91,7 +101,12 @@ def _analyse_decoded(decoded: list[Decoded], loaded, with_heatmap) -> list[Analy
     inputs = np.concatenate([preprocess(film.image, loaded.config["image_size"]) for film in films])
     outputs = model_outputs(loaded, inputs, with_heatmap)
     model = {key: loaded.identity.get(key) for key in MODEL_KEYS}
-    return [_result(loaded, d, film, outputs, i, model) for i, (d, film) in enumerate(zip(decoded, films))]
+    results = [_result(loaded, d, film, outputs, i, model) for i, (d, film) in enumerate(zip(decoded, films))]
+    if research_location:
+        for i, (result, d, film) in enumerate(zip(results, decoded, films)):
+            result.research_heatmap = outputs.heatmaps[i]
+            result.research_location = locate(outputs.heatmaps[i], film, d.image.size)
+    return results
 
 
 def _result(loaded, decoded, film, outputs, i, model) -> Analysis:
@@ -107,8 +122,11 @@ def _result(loaded, decoded, film, outputs, i, model) -> Analysis:
     answer = _adult_answer if scope.population == ADULT else _child_answer
     sick, probabilities, threshold, heatmap = answer(loaded, outputs, i)
     label = "PNEUMONIA" if sick >= threshold else "NORMAL"
+    # Where the evidence is, only for a PNEUMONIA verdict: on a NORMAL film it would point at nothing.
+    where = locate(heatmap, film, decoded.image.size) if label == "PNEUMONIA" and heatmap is not None else None
     return Analysis(OK, scope.population, None, label, sick, probabilities, threshold, warnings, None, scope.scores,
-                    model, heatmap=heatmap, image=film.image)
+                    model, where.as_dict() if where else None, heatmap=heatmap, image=film.image,
+                    lungs=where.fields if where else None)
 
 
 def _child_answer(loaded, outputs, i):

@@ -23,6 +23,7 @@ CHUNK = 16
 PROGRESS_AFTER = 10
 
 EXIT_FAILED_FILE, EXIT_NO_MODEL = 1, 2
+ZONES_WIDTH = 25  # "right middle, right lower" fits; more zones run on
 
 
 def main(argv=None) -> int:
@@ -57,7 +58,8 @@ def predict(loaded, paths: list[str], as_json: bool) -> int:
     from .decode import InputError, decode
 
     if not as_json:
-        print(f"{'label':<9}  {'P(pneu.)':>8}  {'normal':>6} {'bact.':>6} {'viral':>6}  file")
+        print(f"{'label':<9}  {'P(pneu.)':>8}  {'normal':>6} {'bact.':>6} {'viral':>6}  "
+              f"{'strongest evidence':<{ZONES_WIDTH}}  file")
     failed = 0
     for start in range(0, len(paths), CHUNK):
         chunk = paths[start:start + CHUNK]
@@ -105,13 +107,20 @@ def _result_line(path, analysis, as_json) -> str:
         return json.dumps({"path": path, **analysis.as_dict()})
     notes = "".join(f"\n{'':<9}  note: {w}" for w in analysis.warnings)
     if analysis.label is None:
-        return f"{'-':<9}  {'-':>8}  {'-':>6} {'-':>6} {'-':>6}  {path}\n{'':<9}  no verdict ({analysis.scope}): " \
-               f"{analysis.reason}" + notes
+        return f"{'-':<9}  {'-':>8}  {'-':>6} {'-':>6} {'-':>6}  {'-':<{ZONES_WIDTH}}  {path}\n{'':<9}  " \
+               f"no verdict ({analysis.scope}): {analysis.reason}" + notes
     p = analysis.probabilities
     # An adult answer has no bacterial/viral split (pneumo/adult.py): those columns stay empty.
     split = "  ".join(f"{p[k]:>6.1%}" if k in p else f"{'-':>6}" for k in ("BACTERIAL", "VIRAL"))
     return (f"{analysis.label:<9}  {analysis.pneumonia_probability:>8.1%}  "
-            f"{p['NORMAL']:>6.1%} {split}  {path}") + notes
+            f"{p['NORMAL']:>6.1%} {split}  {_zones(analysis.location):<{ZONES_WIDTH}}  {path}") + notes
+
+
+def _zones(location) -> str:
+    """The zones of a PNEUMONIA verdict's location, strongest first ("right lower, right middle"); "-" without."""
+    if location is None:
+        return "-"
+    return ", ".join(location["zones"]) or "outside the lungs"
 
 
 def _error_line(path, message, as_json) -> str:
@@ -146,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
         "--json", action="store_true",
         help='one JSON object per line: {"path", and the analysis result: "scope", "population", "reason", '
              '"label", "pneumonia_probability", "probabilities", "threshold", "warnings", "research", "checks", '
-             '"model"} '
+             '"model", "location"} '
              '(README: "The result"), or {"path", "error"}',
     )
     commands.add_parser("info", help="print the model's identity as JSON",

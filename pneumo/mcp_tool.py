@@ -9,6 +9,8 @@ removal, never a verdict of its own.
 
 import json
 
+from .location import describe
+
 TOOL_DESCRIPTION = """\
 Estimates whether a frontal chest X-ray shows pneumonia, and whether it looks bacterial or viral. \
 Research demo, not a medical device and not a diagnosis: never present its answer as one.
@@ -21,8 +23,10 @@ Returns JSON: `scope` ("ok", "not_chest_xray" or "outside_population"), `populat
 "adult": whose answer it is; null without a verdict), `reason` (why there is no verdict), `label` \
 ("NORMAL" or "PNEUMONIA" by `threshold`), `pneumonia_probability` (0-1, calibrated), `probabilities` \
 (NORMAL, BACTERIAL, VIRAL for a child; NORMAL, PNEUMONIA for an adult: no bacterial/viral split), \
-`warnings`, `checks`, `model` (which model answered), `summary` (one sentence to relay) and \
-`disclaimer` (relay it too).
+`warnings`, `checks`, `model` (which model answered), `location` (PNEUMONIA only, else null: `zones` \
+in the patient's terms such as "right lower", strongest first; `peak` {x, y} and `box` {x, y, w, h} as \
+0-1 fractions of the image from its top-left corner; where the model's evidence is, not an outline of \
+the disease), `summary` (one or two sentences to relay) and `disclaimer` (relay it too).
 
 Scope rules: when `scope` is not "ok" there is no verdict: `label` and the probabilities are null \
 and `reason` says why (not a chest X-ray, or a patient outside the training population). Do not \
@@ -56,9 +60,10 @@ def _summary(analysis) -> str:
     sign = ""
     if analysis.label == "PNEUMONIA" and "BACTERIAL" in p:  # an adult answer has no bacterial/viral split
         sign = f", more likely {'bacterial' if p['BACTERIAL'] >= p['VIRAL'] else 'viral'}"
+    where = f" {describe(analysis.location)}" if analysis.location else ""
     return (f"The model's answer for this {analysis.population}'s film is {analysis.label}{sign}: estimated "
             f"probability of pneumonia {_percent(analysis.pneumonia_probability)} (it answers PNEUMONIA from "
-            f"{analysis.threshold:.0%}).")
+            f"{analysis.threshold:.0%}).{where}")
 
 
 def _percent(p) -> str:

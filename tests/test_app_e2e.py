@@ -17,8 +17,8 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 from pneumo import analysis as pneumo_analysis  # noqa: E402
 
-RESULT_KEYS = {"scope", "reason", "label", "pneumonia_probability", "probabilities", "warnings", "research", "checks",
-               "model"}
+RESULT_KEYS = {"scope", "population", "reason", "label", "pneumonia_probability", "probabilities", "threshold",
+               "warnings", "research", "checks", "model", "location"}
 MODEL_KEYS = set(pneumo_analysis.MODEL_KEYS)
 
 
@@ -191,7 +191,7 @@ def test_a_verdict_without_the_three_classes_hides_the_breakdown(tiny_run, monke
         loading.get_model.cache_clear()
     result = {"scope": "ok", "population": "adult", "reason": None, "label": "PNEUMONIA", "pneumonia_probability": 0.7,
               "probabilities": probabilities, "threshold": 0.5, "warnings": [], "model": {"threshold": 0.4}}
-    verdict, breakdown, notes, heatmap_panel = app.show(result)
+    verdict, breakdown, notes, heatmap_panel, where = app.show(result)
     assert verdict["value"]["label"] == "PNEUMONIA"
     assert {bar["label"] for bar in verdict["value"]["confidences"]} == {"PNEUMONIA", "NORMAL"}
     assert breakdown == {"__type__": "update", "value": {}, "visible": False}

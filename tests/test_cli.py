@@ -11,8 +11,8 @@ from tests.conftest import ROOT, synthetic_xray
 
 from pneumo.analysis import MODEL_KEYS
 
-RESULT_KEYS = {"path", "scope", "reason", "label", "pneumonia_probability", "probabilities", "warnings", "research",
-               "checks", "model"}
+RESULT_KEYS = {"path", "scope", "population", "reason", "label", "pneumonia_probability", "probabilities",
+               "threshold", "warnings", "research", "checks", "model", "location"}
 
 
 def run_cli(*args, model_path):

@@ -87,6 +87,7 @@ def test_a_real_xray_gets_a_verdict(app, shared_data):
     assert 0 <= result["pneumonia_probability"] <= 1
     assert result["label"] in result["summary"] and result["disclaimer"] == mcp_tool.DISCLAIMER
     assert "research" not in result
+    assert (result["label"] == "PNEUMONIA") == (result["location"] is not None)
 
 
 def test_a_photo_by_url_gets_no_verdict_and_the_reason(app, file_server):
@@ -97,6 +98,7 @@ def test_a_photo_by_url_gets_no_verdict_and_the_reason(app, file_server):
     assert result["label"] is None and result["probabilities"] is None and result["pneumonia_probability"] is None
     assert result["reason"] and result["summary"] == f"No verdict: {result['reason']}"
     assert "research" not in result  # the raw numbers would read as a verdict
+    assert result["location"] is None
 
 
 def test_a_broken_file_gets_a_clear_error(app, file_server):
@@ -142,8 +144,20 @@ def test_the_summary_never_claims_certainty(p, words):
 
     analysis = SimpleNamespace(label="PNEUMONIA" if p >= 0.39 else "NORMAL", pneumonia_probability=p,
                                probabilities={"NORMAL": 1 - p, "BACTERIAL": p / 2, "VIRAL": p / 2},
-                               threshold=0.39, population="child", reason=None)
+                               threshold=0.39, population="child", reason=None, location=None)
     assert f"estimated probability of pneumonia {words} (it answers PNEUMONIA from 39%)" in mcp_tool._summary(analysis)
+
+
+def test_the_summary_says_where_the_evidence_is():
+    from types import SimpleNamespace
+
+    analysis = SimpleNamespace(label="PNEUMONIA", pneumonia_probability=0.9, threshold=0.39, population="adult",
+                               reason=None, probabilities={"NORMAL": 0.1, "PNEUMONIA": 0.9},
+                               location={"zones": ["right lower"]})
+    summary = mcp_tool._summary(analysis)
+    assert summary.endswith("The evidence is strongest in the right lower zone.")
+    assert "adult's film is PNEUMONIA:" in summary  # no bacterial/viral claim for an adult
+    assert "location" in mcp_tool.TOOL_DESCRIPTION and "not an outline of the disease" in mcp_tool.TOOL_DESCRIPTION
 
 
 def test_a_dicom_without_preamble_is_read(app, shared_data):

@@ -170,19 +170,20 @@ def test_app_shows_no_verdict_for_a_photo(tiny_run, monkeypatch, tmp_path):
     path.write_bytes(photo.getvalue())
     result, heatmap = app.predict(str(path))
     assert result["scope"] == NOT_CHEST_XRAY and result["label"] is None and heatmap is None
-    verdict, breakdown, notes, heatmap_panel = app.show(result)
+    verdict, breakdown, notes, heatmap_panel, where = app.show(result)
     # Never None to a Label (its page cannot read it): "No verdict", the rest hidden.
     assert verdict["value"] == {"label": "No verdict", "confidences": []} and verdict["visible"] is True
     assert breakdown["value"] == {} and breakdown["visible"] is False and heatmap_panel["visible"] is False
+    assert where == ""
     assert "does not seem to show a chest X-ray" in notes or "does not look like a chest X-ray" in notes
     assert NOT_CHEST_XRAY not in notes
 
     synthetic_xray("virus", 4, 128).save(tmp_path / "xray.png")
     result, heatmap = app.predict(str(tmp_path / "xray.png"))
-    verdict, breakdown, notes, heatmap_panel = app.show(result)
+    verdict, breakdown, notes, heatmap_panel, where = app.show(result)
     assert result["scope"] == OK and verdict["value"]["label"] == result["label"] and heatmap is not None
     assert breakdown["visible"] is True and breakdown["value"]["label"] in result["probabilities"]
-    assert heatmap_panel["visible"] is True
+    assert heatmap_panel["visible"] is True and app.HEATMAP_MEANING in where
     assert "calibrated on the validation X-rays" in notes
 
 

@@ -19,7 +19,7 @@ from training import scope as scope_fit
 from training.photos import photo_of_film
 
 RESULT_KEYS = {"scope", "population", "reason", "label", "pneumonia_probability", "probabilities", "threshold",
-               "warnings", "research", "checks", "model"}
+               "warnings", "research", "checks", "model", "location"}
 # Whose answer a film in scope gets, and the classes of that answer (pneumo/scope.py, pneumo/adult.py).
 CLASSES_OF = {"child": {"NORMAL", "BACTERIAL", "VIRAL"}, "adult": {"NORMAL", "PNEUMONIA"}}
 skimage_data = require_import("skimage.data")
@@ -57,6 +57,7 @@ def assert_schema(result):
     assert set(result) == RESULT_KEYS and result["scope"] in SCOPES
     assert set(result["model"]) == set(MODEL_KEYS)
     json.dumps(result)  # plain JSON all the way down
+    assert (result["label"] == "PNEUMONIA") == (result["location"] is not None)  # where: for PNEUMONIA only
     if result["scope"] == OK:
         assert result["reason"] is None and result["research"] is None
         assert result["label"] in ("NORMAL", "PNEUMONIA") and 0 <= result["pneumonia_probability"] <= 1
@@ -124,9 +125,9 @@ def test_every_entry_point_agrees(bundled, files, tmp_path):
 
 def test_the_ui_shows_a_reason_not_a_verdict(bundled, files):
     import app  # the checkout's app.py: its `show` turns a result into what the page displays
-    verdict, breakdown, notes, heatmap_panel = app.show(analyse(files["adult"], bundled).as_dict())
+    verdict, breakdown, notes, heatmap_panel, where = app.show(analyse(files["adult"], bundled).as_dict())
     assert verdict["value"]["label"] == "No verdict"
-    assert breakdown["visible"] is False and heatmap_panel["visible"] is False
+    assert breakdown["visible"] is False and heatmap_panel["visible"] is False and where == ""
     assert "adult chest X-ray" in notes and "young children" in notes
 
 

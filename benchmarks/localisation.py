@@ -1,0 +1,199 @@
+"""Does the evidence sit where radiologists boxed the disease? On the boxed adult films.
+
+    python benchmarks/localisation.py [--data ../shared/data/adult_cxr] [--limit N] [--no-fine]
+
+Films: those of labels.csv with RSNA "Lung Opacity" boxes (`rsna_boxes`) or
+NIH Pneumonia boxes (`nih_boxes`), in 384-px pixels; a film's boxes are the
+union of both. Each goes once through pneumo.analysis.analyse (the served
+model, PNEUMO_* settings as in the app) with research_location=True, so that
+the location is computed even without a PNEUMONIA verdict (never shown to
+users; here only to measure).
+
+For each method:
+- pointing game: the share of films whose `peak` lies inside a box;
+- IoU: the mean IoU of `box` with the union of the boxes (on a 384 grid);
+- zones named: the share of films whose zone words name at least one zone
+  the boxes cover (a zone is covered when a box holds at least 10% of its
+  area or 25% of the box lies in it, zones taken from the film's lung fields).
+
+Methods: "whole frame" (Grad-CAM over the whole film, zones as halves and
+thirds of the frame: what the app had before lung fields), "in the lung
+fields" (what ships, pneumo/location.py) and "lung fields, 16 x 16": a
+finer Grad-CAM from the same maps and head kernel, the film moved a quarter
+of a cell four ways and the four 8 x 8 maps interleaved (four more model
+passes; measured here, not shipped). Rows: films the model calls PNEUMONIA
+(the targets: pointing >= 70%, zones >= 80%), films with another answer
+(NORMAL, or no verdict: out of scope) and all boxed films, each with the
+location computed whatever the answer (analyse's research_location).
+"""
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pneumo.analysis import analyse  # noqa: E402
+from pneumo.decode import decode  # noqa: E402
+from pneumo.heatmap import channel_weights  # noqa: E402
+from pneumo.lungs import WORK_SIDE, ZONES, lung_fields  # noqa: E402
+from pneumo.location import assumed_fields, locate  # noqa: E402
+from pneumo.photo import film_of  # noqa: E402
+from pneumo.preprocess import preprocess  # noqa: E402
+
+SIDE = 384  # the films' and boxes' pixels
+COVERED_ZONE_SHARE, COVERED_BOX_SHARE = 0.10, 0.25
+
+
+def boxes_of(row) -> list:
+    boxes = [tuple(map(float, b.split(","))) for b in row["rsna_boxes"].split(";") if b.strip()] \
+        if row["rsna_class"] == "Lung Opacity" else []
+    for item in filter(None, row["nih_boxes"].split(";")):
+        finding, numbers = item.split(":")
+        if finding.strip().lower() == "pneumonia":
+            boxes.append(tuple(map(float, numbers.split(","))))
+    return boxes
+
+
+def box_mask(boxes, side) -> np.ndarray:
+    mask = np.zeros((side, side), bool)
+    for x, y, w, h in boxes:
+        s = side / SIDE
+        mask[int(y * s):int(np.ceil((y + h) * s)), int(x * s):int(np.ceil((x + w) * s))] = True
+    return mask
+
+
+def covered_zones(boxes, zone_map) -> set:
+    """Zones (names) the boxes cover, on the WORK_SIDE zone map."""
+    covered = set()
+    for box in boxes:
+        inside = box_mask([box], WORK_SIDE)
+        for index, name in enumerate(ZONES):
+            zone = zone_map == index
+            overlap = (zone & inside).sum()
+            if zone.any() and (overlap >= COVERED_ZONE_SHARE * zone.sum()
+                               or overlap >= COVERED_BOX_SHARE * inside.sum()):
+                covered.add(name)
+    return covered
+
+
+def scores(location: dict, boxes, covered) -> tuple:
+    union = box_mask(boxes, SIDE)
+    px, py = (min(int(location["peak"][k] * SIDE), SIDE - 1) for k in ("x", "y"))
+    b = location["box"]
+    predicted = box_mask([(b["x"] * SIDE, b["y"] * SIDE, b["w"] * SIDE, b["h"] * SIDE)], SIDE)
+    iou = (predicted & union).sum() / max((predicted | union).sum(), 1)
+    return float(union[py, px]), float(iou), float(bool(set(location["zones"]) & covered))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "adult_cxr"))
+    parser.add_argument("--no-fine", action="store_true", help="skip the 16 x 16 heatmap (4 model passes a film)")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N boxed films (a quick look)")
+    args = parser.parse_args()
+    rows = [row for row in csv.DictReader(open(Path(args.data) / "labels.csv")) if boxes_of(row)]
+    rows = rows[:args.limit] if args.limit else rows
+    from pneumo.loading import get_model
+
+    loaded = get_model()
+    results = {"whole frame": [], "in the lung fields": [], "lung fields, 16 x 16 (4 shifted passes)": []}
+    counts = {method: [] for method in results}
+    groups, found, seconds = [], 0, {"analyse (with heatmap)": [], "locate (lung fields, zones, peak, box)": []}
+    for row in rows:
+        decoded = decode(str(Path(args.data) / row["file"]))
+        start = time.perf_counter()
+        analysis = analyse(decoded, loaded, research_location=True)
+        film = film_of(decoded.image)
+        seconds["analyse (with heatmap)"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        locate(analysis.research_heatmap, film, decoded.image.size)
+        seconds["locate (lung fields, zones, peak, box)"].append(time.perf_counter() - start)
+        fields = lung_fields(film.image)
+        found += fields is not None
+        covered = covered_zones(boxes_of(row), (fields or assumed_fields()).zone_map())
+        heatmap = analysis.research_heatmap
+        frame = locate(heatmap, film, decoded.image.size, restrict=False).as_dict()
+        lungs = analysis.location or analysis.research_location.as_dict()
+        results["whole frame"].append(scores(frame, boxes_of(row), covered))
+        results["in the lung fields"].append(scores(lungs, boxes_of(row), covered))
+        counts["whole frame"].append(len(frame["zones"]))
+        counts["in the lung fields"].append(len(lungs["zones"]))
+        if not args.no_fine:
+            fine = locate(_fine(loaded, film), film, decoded.image.size).as_dict()
+            results["lung fields, 16 x 16 (4 shifted passes)"].append(scores(fine, boxes_of(row), covered))
+            counts["lung fields, 16 x 16 (4 shifted passes)"].append(len(fine["zones"]))
+        groups.append(analysis.label or f"no verdict ({analysis.scope})")
+    groups = np.array(groups)
+    print(f"model: {loaded.identity.get('name')} ({loaded.identity.get('runtime')}); {len(rows)} boxed films; "
+          f"lung fields found on {found} ({found / len(rows):.0%}), assumed on the rest")
+    print("answers: " + ", ".join(f"{name} {int((groups == name).sum())}" for name in sorted(set(groups))))
+    subsets = {"called PNEUMONIA": groups == "PNEUMONIA", "other answers (NORMAL or no verdict)": groups != "PNEUMONIA",
+               "all boxed films": np.ones(len(groups), bool)}
+    print("\n| films | n | method | peak in a box | mean IoU of box | zone words name a boxed zone |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for subset, chosen in subsets.items():
+        for method, values in results.items():
+            if not values:
+                continue
+            values = np.array(values)[chosen]
+            cells = [f"{values[:, 0].mean():.1%}", f"{values[:, 1].mean():.3f}", f"{values[:, 2].mean():.1%}"] \
+                if len(values) else ["-", "-", "-"]
+            print(f"| {subset} | {int(chosen.sum())} | {method} | " + " | ".join(cells) + " |")
+    print("\ntargets on films called PNEUMONIA: peak in a box >= 70%, zone words >= 80%")
+    print("\nzones named per film: " + ", ".join(f"{method} {np.mean(counts[method]):.2f}"
+                                                for method in results if counts[method]))
+    for step, values in seconds.items():
+        print(f"{step}: p50 {np.percentile(values, 50) * 1000:.1f} ms, p95 {np.percentile(values, 95) * 1000:.1f} ms")
+
+
+
+
+
+def shifted(inputs: np.ndarray, step: int) -> np.ndarray:
+    """(1, H, W, 3) model input -> (4, H, W, 3): its content moved `step` px (a quarter of a cell of
+    the maps) right and down, right and up, left and down, left and up (edges repeated)."""
+    def move(a, by, axis):
+        edge = np.take(a, [0] if by > 0 else [-1], axis=axis)
+        kept = np.take(a, np.arange(a.shape[axis] - abs(by)) + (0 if by > 0 else abs(by)), axis=axis)
+        pad = np.repeat(edge, abs(by), axis=axis)
+        return np.concatenate([pad, kept] if by > 0 else [kept, pad], axis=axis)
+
+    x = inputs[0]
+    return np.stack([move(move(x, dx, 1), dy, 0) for dx in (step, -step) for dy in (step, -step)])
+
+
+def fine_heatmap(maps, probabilities, head_kernel) -> np.ndarray:
+    """The maps (4, h, w, C) of `shifted` inputs (moved a quarter of a cell) and the verdict's softmax
+    outputs (3,) -> one (2h, 2w) heatmap in [0, 1]: the four grids interleaved.
+
+    Cell i of the maps is centred at (i + 1/2) cells of the input. Content moved right by a quarter
+    cell puts the evidence that was at (i + 1/4) cells into cell i, moved left that at (i + 3/4):
+    together they sample it every half cell, at the centres of a grid twice as fine, from the same
+    Grad-CAM weights (the verdict's, so that all four passes explain the same answer)."""
+    maps = np.asarray(maps, np.float64)
+    weights = channel_weights(np.asarray(probabilities)[None], head_kernel, maps.shape[1] * maps.shape[2])[0]
+    cams = np.maximum(np.einsum("nhwc,c->nhw", maps, weights), 0.0)
+    n, h, w = cams.shape
+    fine = np.zeros((2 * h, 2 * w))
+    # Moved right (down) by a quarter cell: the even columns (rows) of the fine grid; left (up): the odd.
+    for cam, (dx, dy) in zip(cams, ((0, 0), (0, 1), (1, 0), (1, 1))):
+        fine[dy::2, dx::2] = cam
+    peak = fine.max()
+    return (fine / peak if peak > 0 else fine).astype(np.float32)
+
+
+def _fine(loaded, film):
+    """The 16 x 16 heatmap of pneumo.heatmap.fine_heatmap: four copies of the film moved by a quarter cell."""
+    size = loaded.config["image_size"]
+    inputs = preprocess(film.image, size)
+    raw, maps = loaded.runtime(shifted(inputs, size // 32))
+    return fine_heatmap(maps, raw[0], loaded.runtime.head_kernel)
+
+
+if __name__ == "__main__":
+    main()

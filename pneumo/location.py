@@ -1,0 +1,140 @@
+"""Where the model's evidence for pneumonia lies, in the lungs' terms.
+
+    locate(heatmap, film, size) -> Location    zones, peak and box; plus the lung fields, for drawing
+    describe(location) -> str                  the same in one sentence, for people and screen readers
+
+The heatmap (pneumo/heatmap.py, on the model's grid) is brought to the lung
+step's square, kept only inside the lung fields (pneumo/lungs.py, widened by
+a few pixels), so that evidence on markers, text, the heart or outside the
+body is never named as a zone. Its strongest point is the `peak`; the
+connected area around it above half the peak's level is the hottest region,
+whose bounding box is `box`; `zones` are the lung zones holding at least
+ZONE_SHARE of that region's evidence inside the lungs, strongest first.
+
+Coordinates are fractions (0-1) of the uploaded image, so that a photo's
+crop (pneumo/photo.py) is mapped back: (0, 0) is its top-left corner.
+When no pair of lungs is found, the zones come from where the lungs usually
+lie on a frontal film (ASSUMED_LUNGS) and `lung_fields` says "assumed".
+
+This is where the model's evidence is, not a delineation of the disease.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from .lungs import WORK_SIDE, ZONES, LungFields, lung_fields
+
+HOT_LEVEL = 0.5  # the hottest region: connected to the peak, at least this share of its level
+ZONE_SHARE = 0.25  # a zone is named when it holds at least this share of the hottest region's evidence
+MARGIN = 3  # px at WORK_SIDE: the lung fields are widened by this much (the heatmap is coarse)
+# Where the lungs usually lie on a frontal film, as (top, bottom, inner, outer) fractions of the frame:
+# used only when the film's own lung fields are not found.
+ASSUMED_LUNGS = ((0.12, 0.85, 0.45, 0.12), (0.12, 0.85, 0.55, 0.88))
+
+
+@dataclass
+class Location:
+    zones: list  # zone names (pneumo/lungs.py ZONES), strongest first
+    peak: dict  # {"x", "y"} in [0, 1] of the uploaded image
+    box: dict  # {"x", "y", "w", "h"} in [0, 1] of the uploaded image
+    lung_fields: str  # "found" on this film, or "assumed" (where lungs usually lie)
+    fields: LungFields | None = None  # on the film's WORK_SIDE square, for the overlay
+
+    def as_dict(self) -> dict:
+        return {"zones": self.zones, "peak": self.peak, "box": self.box, "lung_fields": self.lung_fields}
+
+
+def locate(heatmap: np.ndarray, film, size: tuple, restrict=True) -> Location:
+    """A heatmap (h, w) in [0, 1] of `film` (pneumo.photo.Film) -> Location in the uploaded image of `size`.
+    restrict=False: the heatmap over the whole frame (the method before the lung fields, for comparison)."""
+    found = lung_fields(film.image)
+    fields = found or assumed_fields()
+    heat = _on_work_square(heatmap)
+    if restrict:
+        inside = ndimage.binary_dilation(fields.mask, iterations=MARGIN)
+        if (heat * inside).max() > 0:
+            heat = heat * inside
+    peak_row, peak_col = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    hot = _region_around(heat, (peak_row, peak_col))
+    rows, cols = np.nonzero(hot)
+    to_image = _to_image(film, size)
+    x0, y0 = to_image(cols.min() / WORK_SIDE, rows.min() / WORK_SIDE)
+    x1, y1 = to_image((cols.max() + 1) / WORK_SIDE, (rows.max() + 1) / WORK_SIDE)
+    px, py = to_image((peak_col + 0.5) / WORK_SIDE, (peak_row + 0.5) / WORK_SIDE)
+    zone_map = fields.zone_map() if restrict else frame_zone_map()
+    return Location(_zones(heat * hot, zone_map), {"x": px, "y": py},
+                    {"x": x0, "y": y0, "w": round(x1 - x0, 4), "h": round(y1 - y0, 4)},
+                    "found" if found is not None else "assumed", fields if restrict else None)
+
+
+def describe(location: dict | None) -> str | None:
+    """The location (as in the result) in one sentence; None without one."""
+    if location is None:
+        return None
+    zones = location["zones"]
+    if not zones:
+        return "The evidence lies mostly outside the lung fields."
+    if len(zones) == 1:
+        return f"The evidence is strongest in the {zones[0]} zone."
+    return f"The evidence is strongest in the {', '.join(zones[:-1])} and {zones[-1]} zones."
+
+
+def caption(location: dict | None) -> str | None:
+    """A short label for the heatmap image: the zones, strongest first."""
+    if location is None:
+        return None
+    zones = location["zones"]
+    if not zones:
+        return "Strongest evidence: outside the lung fields"
+    return f"Strongest evidence: {', '.join(zones)} zone{'s' if len(zones) > 1 else ''}"
+
+
+def assumed_fields() -> LungFields:
+    """Boxes where the lungs usually lie on a frontal film."""
+    masks = []
+    for top, bottom, inner, outer in ASSUMED_LUNGS:
+        mask = np.zeros((WORK_SIDE, WORK_SIDE), bool)
+        lo, hi = sorted((inner, outer))
+        mask[int(top * WORK_SIDE):int(bottom * WORK_SIDE), int(lo * WORK_SIDE):int(hi * WORK_SIDE)] = True
+        masks.append(mask)
+    return LungFields(*masks)
+
+
+def frame_zone_map() -> np.ndarray:
+    """Zones as halves and thirds of the frame, ignoring the lungs (the method before the lung fields)."""
+    rows, cols = np.mgrid[0:WORK_SIDE, 0:WORK_SIDE]
+    return (3 * (cols >= WORK_SIDE // 2) + np.minimum(3 * rows // WORK_SIDE, 2)).astype(np.int8)
+
+
+def _on_work_square(heatmap: np.ndarray) -> np.ndarray:
+    image = Image.fromarray(np.asarray(heatmap, np.float32), mode="F")
+    return np.asarray(image.resize((WORK_SIDE, WORK_SIDE), Image.Resampling.BILINEAR), np.float32)
+
+
+def _region_around(heat: np.ndarray, peak: tuple) -> np.ndarray:
+    labels, _ = ndimage.label(heat >= HOT_LEVEL * heat[peak])
+    return labels == labels[peak]
+
+
+def _zones(evidence: np.ndarray, zone_map: np.ndarray) -> list:
+    mass = np.bincount(zone_map.ravel() + 1, weights=evidence.ravel(), minlength=len(ZONES) + 1)[1:]
+    total = mass.sum()  # the evidence inside the zones: the margin around the lungs names none
+    if total <= 0:
+        return []
+    ranked = np.argsort(-mass, kind="stable")
+    return [ZONES[i] for i in ranked if mass[i] >= ZONE_SHARE * total]
+
+
+def _to_image(film, size):
+    """Fractions of the film -> fractions (rounded to 4 places) of the uploaded image of `size`,
+    through the photo step's crop when there was one."""
+    width, height = size
+    left, top, right, bottom = film.box if film.box is not None else (0, 0, width, height)
+
+    def convert(x, y):
+        return (round(float((left + x * (right - left)) / width), 4),
+                round(float((top + y * (bottom - top)) / height), 4))
+    return convert

@@ -1,0 +1,215 @@
+"""Where the evidence is: lung fields, zones, peak and box (pneumo/lungs.py, pneumo/location.py),
+through analyse, the CLI and the app (gradio_client), on the bundled model and real films."""
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from tests.app_server import running_app
+from tests.conftest import ROOT, require
+from tests.test_cli import run_cli
+
+from pneumo.analysis import analyse
+from pneumo.heatmap import overlay
+from pneumo.location import ZONES, caption, describe, locate
+from pneumo.lungs import WORK_SIDE, lung_fields
+from pneumo.photo import Film, film_of
+
+BUNDLED = ROOT / "pneumo" / "bundled_model"
+ADULTS = ROOT.parent / "shared" / "data" / "adult_cxr"
+# Films on which the contact sheets showed both lungs found (children's val/, a boxed adult).
+CHILD = "PNEUMONIA/person101_bacteria_484.jpeg"
+ADULT = "nih_00000061_012.jpeg"
+
+
+def assert_location(location):
+    """A result's location: known zones, peak and box inside the image, the peak in the box's neighbourhood."""
+    assert set(location) == {"zones", "peak", "box", "lung_fields"}
+    assert set(location["zones"]) <= set(ZONES) and len(set(location["zones"])) == len(location["zones"])
+    assert location["lung_fields"] in ("found", "assumed")
+    peak, box = location["peak"], location["box"]
+    assert 0 <= peak["x"] <= 1 and 0 <= peak["y"] <= 1
+    assert 0 <= box["x"] and 0 <= box["y"] and 0 < box["w"] and 0 < box["h"]
+    assert box["x"] + box["w"] <= 1.0001 and box["y"] + box["h"] <= 1.0001
+    assert box["x"] - 0.01 <= peak["x"] <= box["x"] + box["w"] + 0.01
+    assert box["y"] - 0.01 <= peak["y"] <= box["y"] + box["h"] + 0.01
+
+
+@pytest.fixture(scope="module")
+def child(shared_data):
+    path = shared_data / "val" / CHILD
+    require(path.is_file(), f"{path} not found")
+    return path
+
+
+@pytest.fixture(scope="module")
+def adult():
+    path = ADULTS / ADULT
+    require(path.is_file(), f"adult films not found at {ADULTS}")
+    return path
+
+
+def boxed_adults(count):
+    rows = [row for row in csv.DictReader(open(ADULTS / "labels.csv")) if row["rsna_class"] == "Lung Opacity"]
+    return [ADULTS / row["file"] for row in rows[:count]]
+
+
+def hot_spot(column, row, size=8):
+    """A heatmap on the model's 8 x 8 grid, hot at one cell."""
+    heat = np.zeros((size, size), np.float32)
+    heat[row, column] = 1.0
+    return heat
+
+
+# The lung-field step
+
+def test_lung_fields_of_a_child_and_an_adult(child, adult):
+    for path in (child, adult):
+        fields = lung_fields(Image.open(path))
+        assert fields is not None, path
+        assert fields.right.shape == (WORK_SIDE, WORK_SIDE) and not (fields.right & fields.left).any()
+        # The patient's right lung lies on the image's left.
+        assert np.nonzero(fields.right)[1].mean() < WORK_SIDE / 2 < np.nonzero(fields.left)[1].mean()
+        zones = fields.zones()
+        assert set(zones) == set(ZONES) and all(zone.any() for zone in zones.values())
+        # Upper above middle above lower, on each side.
+        for side in ("right", "left"):
+            rows = [np.nonzero(zones[f"{side} {level}"])[0].mean() for level in ("upper", "middle", "lower")]
+            assert rows == sorted(rows)
+
+
+def test_lung_fields_of_a_photo_and_of_non_xrays(child):
+    from training.photos import photo_of_film
+
+    photo = photo_of_film(Image.open(child), np.random.default_rng(3))
+    for image in (photo, film_of(photo).image):  # the raw photo, and the film the photo step finds
+        fields = lung_fields(image)
+        assert fields is None or fields.mask.shape == (WORK_SIDE, WORK_SIDE)
+    skimage_data = pytest.importorskip("skimage.data")
+    for image in (Image.new("L", (256, 256), 128), Image.new("L", (64, 300), 0),
+                  Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256), dtype=np.uint8))):
+        assert lung_fields(image) is None
+    for image in (Image.fromarray(skimage_data.chelsea()), Image.fromarray(skimage_data.text())):
+        fields = lung_fields(image)  # sensible or nothing: never a crash
+        assert fields is None or (fields.right.any() and fields.left.any())
+
+
+# Zones and sides
+
+def test_zones_of_a_mirrored_film_swap_sides(child):
+    film = Image.open(child).convert("L")
+    heat = hot_spot(column=2, row=5)  # the image's left, low: the patient's right lower zone
+    here = locate(heat, Film(film), film.size)
+    there = locate(heat[:, ::-1], Film(ImageOps.mirror(film)), film.size)
+    assert here.zones and all(zone.startswith("right") for zone in here.zones)
+    assert [zone.replace("right", "left") for zone in here.zones] == there.zones
+    assert there.peak["x"] == pytest.approx(1 - here.peak["x"], abs=0.02)
+    assert there.peak["y"] == pytest.approx(here.peak["y"], abs=0.01)
+
+
+def test_mirrored_film_through_analyse_swaps_sides(child):
+    film = Image.open(child).convert("L")
+    here, there = analyse(film, research_location=True), analyse(ImageOps.mirror(film), research_location=True)
+    sides = [{zone.split()[0] for zone in a.research_location.zones} for a in (here, there)]
+    swap = {"right": "left", "left": "right"}
+    assert sides[0] and sides[1] == {swap[side] for side in sides[0]}
+
+
+def test_evidence_outside_the_lungs_is_not_a_zone(child):
+    """Heat only on the mediastinum: no zone is named (the markers, heart and text are not lungs)."""
+    film = Image.open(child).convert("L")
+    fields = lung_fields(film)
+    heat = np.zeros((WORK_SIDE, WORK_SIDE), np.float32)
+    heat[2:10, 60:68] = 1.0  # the top of the mediastinum, above both lungs
+    assert not (fields.mask[2:10, 60:68]).any()
+    assert locate(heat, Film(film), film.size).zones == []
+    assert locate(heat, Film(film), film.size, restrict=False).zones  # over the whole frame it was named
+
+
+def test_a_photo_maps_back_to_the_uploaded_image(child):
+    film = Image.open(child).convert("L")
+    photo = Image.new("L", (2 * film.width, film.height), 0)
+    photo.paste(film, (film.width, 0))  # the film on the right half of the "photo"
+    cropped = Film(film, is_photo=True, box=(film.width, 0, 2 * film.width, film.height))
+    location = locate(hot_spot(column=2, row=5), cropped, photo.size).as_dict()
+    assert location["peak"]["x"] >= 0.5 and location["box"]["x"] >= 0.5
+    assert_location(location)
+
+
+def test_words_and_overlay(child):
+    film = Image.open(child).convert("L")
+    where = locate(hot_spot(column=2, row=5), Film(film), film.size)
+    assert describe(where.as_dict()).startswith("The evidence is strongest in the right")
+    assert describe({"zones": ["right lower", "right middle"]}) == \
+        "The evidence is strongest in the right lower and right middle zones."
+    assert describe(None) is None and caption(None) is None
+    picture = overlay(film, hot_spot(2, 5), where.fields, caption(where.as_dict()))
+    plain = overlay(film, hot_spot(2, 5))
+    assert picture.height > plain.height and picture.width == plain.width >= 384  # a band for the caption
+    assert (np.asarray(picture)[:plain.height] != np.asarray(plain)).any()  # the lung outline is drawn
+
+
+# Through analyse, the CLI and the app, on the bundled model
+
+def test_pneumonia_verdicts_carry_a_location(shared_data):
+    films = sorted((shared_data / "val" / "PNEUMONIA").glob("*.jpeg"))[:4]
+    normals = sorted((shared_data / "val" / "NORMAL").glob("*.jpeg"))[:4]
+    seen = set()
+    for path in films + normals:
+        result = analyse(path.read_bytes()).as_dict()
+        assert (result["label"] == "PNEUMONIA") == (result["location"] is not None), path
+        seen.add(result["label"])
+        if result["location"]:
+            assert_location(result["location"])
+    assert seen == {"PNEUMONIA", "NORMAL"}
+
+
+def test_boxed_adult_films(adult):
+    """Out of scope (today's model) means no location; the research location is there and in range."""
+    for path in boxed_adults(3):
+        analysis = analyse(path.read_bytes(), research_location=True)
+        result = analysis.as_dict()
+        assert (result["label"] == "PNEUMONIA") == (result["location"] is not None)
+        if result["scope"] != "ok":
+            assert result["location"] is None and "location" not in (result["research"] or {})
+        assert_location(analysis.research_location.as_dict())
+
+
+def test_out_of_scope_has_no_location():
+    skimage_data = pytest.importorskip("skimage.data")
+    buffer = io.BytesIO()
+    Image.fromarray(skimage_data.chelsea()).save(buffer, "PNG")
+    result = analyse(buffer.getvalue()).as_dict()
+    assert result["scope"] != "ok" and result["location"] is None
+
+
+def test_cli_prints_the_location(shared_data):
+    films = sorted((shared_data / "val" / "PNEUMONIA").glob("*.jpeg"))[:3]
+    result = run_cli("predict", "--json", *films, model_path=BUNDLED)
+    assert result.returncode == 0, result.stderr
+    for line in map(json.loads, result.stdout.splitlines()):
+        assert (line["label"] == "PNEUMONIA") == (line["location"] is not None)
+        if line["location"]:
+            assert_location(line["location"])
+    table = run_cli("predict", *films, model_path=BUNDLED)
+    assert "strongest evidence" in table.stdout.splitlines()[0]
+    assert any(zone in table.stdout for zone in ZONES)
+
+
+def test_app_returns_the_location(shared_data, tmp_path_factory):
+    gradio_client = pytest.importorskip("gradio_client")
+    films = sorted((shared_data / "val" / "PNEUMONIA").glob("*.jpeg"))[:2]
+    with running_app(BUNDLED, tmp_path_factory.mktemp("app")) as app:
+        client = gradio_client.Client(app.url, verbose=False,
+                                      download_files=str(tmp_path_factory.mktemp("downloads")))
+        for path in films:
+            result, heatmap = client.predict(gradio_client.handle_file(path), api_name="/predict")
+            assert (result["label"] == "PNEUMONIA") == (result["location"] is not None)
+            if result["location"]:
+                assert_location(result["location"])
+                with Image.open(heatmap) as picture:
+                    assert min(picture.size) >= 384
