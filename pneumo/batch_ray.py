@@ -1,0 +1,92 @@
+"""The Ray engine of archive runs (`pneumo predict --out FILE --engine ray`).
+
+Ray Data spreads the paths over a pool of actors; each actor holds one
+loaded model and one sandboxed decoder and turns a batch of paths into rows
+with the same functions as the local engine (pneumo/batch.py), so both give
+the same rows. The rows stream back to this process, which appends them to
+--out as they arrive: a killed run resumes as a local one does.
+
+Where the model comes from on each node: every actor calls get_model(), as
+the app does, with this process's PNEUMO_* variables (passed on in Ray's
+runtime environment). So the bundled model comes with the installed package,
+PNEUMO_MODEL_REPO is downloaded by each node from the Hub (checked by its
+sha256, then cached) and PNEUMO_MODEL_PATH must exist at that path on every
+node. The files to screen, likewise, must be at their paths on every node
+(a shared or network filesystem).
+
+Ray is optional: `pip install 'pneumonia-detector[ray]'`.
+"""
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .batch import BATCH, decode_one, rows_for
+
+RAY_MISSING = "--engine ray needs Ray: pip install 'pneumonia-detector[ray]' (or pip install '.[ray]' in the checkout)"
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def screen_with_ray(paths, write, workers, address=None) -> None:
+    """Screen `paths` on `workers` actors; `write` gets each batch of rows as it arrives."""
+    if not paths:
+        return
+    ray = _import_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        # address None starts a local Ray for this command (and stops it at the end).
+        ray.init(address=address, num_cpus=None if address else workers, runtime_env=_runtime_env(),
+                 include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    try:
+        workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # the command draws its own
+        context.execution_options.verbose_progress = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        dataset = ray.data.from_items([{"path": path} for path in paths],
+                                      override_num_blocks=max(1, min(len(paths) // BATCH, 4 * workers)))
+        rows = dataset.map_batches(Screener, batch_size=BATCH, batch_format="numpy", concurrency=workers, num_cpus=1)
+        for batch in rows.iter_batches(batch_size=None, batch_format="numpy"):
+            write([json.loads(row) for row in batch["row"]])
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+class Screener:
+    """One Ray actor: a loaded model and a sandboxed decoder, kept for all its batches."""
+
+    def __init__(self):
+        from .loading import get_model
+        from .sandbox import DecoderPool
+
+        # One CPU per actor: its model must not start a thread per core of the node.
+        os.environ.setdefault("PNEUMO_ONNX_THREADS", "1")
+        self.loaded = get_model()
+        self.decoders = DecoderPool(size=1)
+
+    def __call__(self, batch: dict) -> dict:
+        paths = [str(path) for path in batch["path"]]
+        rows = rows_for([(path, decode_one(self.decoders.decode, path)) for path in paths], self.loaded)
+        # JSON text: the rows' nested fields vary, which Arrow columns would not take.
+        return {"row": np.array([json.dumps(row) for row in rows], dtype=object)}
+
+
+def _import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ModuleNotFoundError:
+        raise RuntimeError(RAY_MISSING) from None
+    return ray
+
+
+def _runtime_env() -> dict:
+    """The model's PNEUMO_* settings for every actor; from a source checkout, also the code."""
+    env = {key: value for key, value in os.environ.items() if key.startswith("PNEUMO_")}
+    if "site-packages" not in str(CHECKOUT):  # not installed: actors import pneumo from this checkout
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT), os.environ.get("PYTHONPATH")]))
+    return {"env_vars": env}
