@@ -20,6 +20,7 @@ Ray is optional: `pip install 'pneumonia-detector[ray]'`.
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,15 +41,18 @@ def screen_with_ray(paths, write, workers, address=None) -> None:
         # address None starts a local Ray for this command (and stops it at the end).
         ray.init(address=address, num_cpus=None if address else workers, runtime_env=_runtime_env(),
                  include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    warnings.filterwarnings("ignore", module=r"ray\.")  # Ray Data's tuning advice is not for the command's user
     try:
         workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the command draws its own
         context.execution_options.verbose_progress = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
-        dataset = ray.data.from_items([{"path": path} for path in paths],
-                                      override_num_blocks=max(1, min(len(paths) // BATCH, 4 * workers)))
-        rows = dataset.map_batches(Screener, batch_size=BATCH, batch_format="numpy", concurrency=workers, num_cpus=1)
+        # Blocks of a few batches each, enough for every actor to have work.
+        blocks = max(1, min(-(-len(paths) // BATCH), 4 * workers))
+        dataset = ray.data.from_items([{"path": path} for path in paths], override_num_blocks=blocks)
+        rows = dataset.map_batches(Screener, batch_size=BATCH, batch_format="numpy", num_cpus=1,
+                                   compute=ray.data.ActorPoolStrategy(size=min(workers, blocks)))
         for batch in rows.iter_batches(batch_size=None, batch_format="numpy"):
             write([json.loads(row) for row in batch["row"]])
     finally:
