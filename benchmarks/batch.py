@@ -1,6 +1,6 @@
 """Archive runs: images/s of each way to screen a folder, and the cost of resuming.
 
-    python benchmarks/batch.py [--images DIR] [--count N] [--repeat R] [--no-ray]
+    python benchmarks/batch.py [--images DIR] [--count N] [--repeat R] [--no-ray] [--upscale PX]
 
 Each row times the whole command, start-up and model load included, on the
 same N files (default: the first 304 of ../shared/data/chest_xray/val, the
@@ -14,7 +14,9 @@ real X-rays; synthetic ones when they are absent), writing to a fresh file:
 
 Then resuming: a rerun of a finished run (nothing left to screen), and
 reading an output of 100,000 rows back, the work a resume does first.
-With --repeat R each row is the best of R runs (the machine may be shared:
+--upscale PX re-saves each film as a JPEG PX pixels on its longer side (the
+dataset's films are 224 px; a hospital's exports are 2000-3000 px, where
+decoding costs more than the model). With --repeat R each row is the best of R runs (the machine may be shared:
 the load average is printed with every row).
 """
 
@@ -33,6 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from PIL import Image  # noqa: E402
+
 from pneumo.batch_output import open_output  # noqa: E402 (needs the path above)
 from tests.conftest import synthetic_xray  # noqa: E402
 
@@ -46,7 +50,8 @@ def main(argv=None):
         folder = gather(args, work / "films")
         count = len(list(folder.iterdir()))
         print(machine())
-        print(f"{count} files from {args.images if args.images.is_dir() else 'synthetic images'}\n")
+        size = f", re-saved as {args.upscale} px JPEGs" if args.upscale else ""
+        print(f"{count} files from {args.images if args.images.is_dir() else 'synthetic images'}{size}\n")
         print("| way | images/s | seconds | load average (1 min) before |")
         print("| --- | --- | --- | --- |")
         baseline = row("one process: `pneumo predict --json`", args.repeat, count,
@@ -131,7 +136,13 @@ def gather(args, folder) -> Path:
     if args.images.is_dir():
         files = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in (".jpeg", ".jpg", ".png"))
         for i, path in enumerate(files[:args.count]):
-            os.symlink(path, folder / f"{i:06d}{path.suffix}")
+            if args.upscale:
+                with Image.open(path) as film:
+                    scale = args.upscale / max(film.size)
+                    film.resize((round(film.width * scale), round(film.height * scale)), Image.Resampling.BICUBIC
+                                ).save(folder / f"{i:06d}.jpeg", quality=92)
+            else:
+                os.symlink(path, folder / f"{i:06d}{path.suffix}")
     else:
         for i in range(args.count):
             synthetic_xray(["normal", "bacteria", "virus"][i % 3], seed=i, size=1024).save(folder / f"{i:06d}.jpeg")
@@ -150,6 +161,7 @@ def parse_args(argv):
     parser.add_argument("--count", type=int, default=304)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--upscale", type=int, metavar="PX", help="re-save the films this large (longer side)")
     return parser.parse_args(argv)
 
 

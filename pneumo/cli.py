@@ -34,6 +34,8 @@ def main(argv=None) -> int:
         return EXIT_NO_MODEL
     if args.command == "predict" and not args.out and (args.workers or args.ray_address or args.engine != "local"):
         _parser().error("--engine, --workers and --ray-address need --out")
+    if args.command == "predict" and args.workers is not None and args.workers < 1:
+        _parser().error("--workers must be at least 1")
     if args.command == "predict" and args.out:  # an archive run: pneumo/batch.py
         from .batch import run
 
