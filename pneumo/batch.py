@@ -12,18 +12,16 @@ Both engines compute a row the same way, with the functions below: the
 file is decoded in a sandboxed worker process (pneumo/sandbox.py, the app's
 limits), then analysed in batches by pneumo.analysis.analyse_many.
 
-    local   this machine: N decoding workers (default: one per usable core)
-            feed the model, which runs in this process on the next batch
-            while they decode; the bottleneck on 2 cores is the CPU itself.
-    ray     a Ray cluster (pneumo/batch_ray.py): N actors, each with its own
-            model and decoder; rows stream back to --out here.
+    local   this machine: N worker processes (default: one per usable core),
+            each with its own model on one thread and its own decoder.
+    ray     a Ray cluster (pneumo/batch_ray.py): N actors, the same
+            Screener each; rows stream back to --out here.
 """
 
 import os
 import sys
 import time
 from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
 
 from .batch_output import OutputError, error_row, open_output
 from .batch_sources import SourceError, list_sources
@@ -76,33 +74,57 @@ def run(sources, out, engine="local", workers=None, ray_address=None, stream=Non
 
 
 def screen_locally(paths, write, workers) -> None:
-    """Decode in `workers` sandboxed processes, analyse here in batches, in the order given."""
-    from .loading import get_model
-    from .sandbox import DecoderPool
+    """`workers` processes, each with its own model and sandboxed decoder, screen a
+    batch at a time; the rows come back here in the order given.
 
-    if not paths:
-        return
-    loaded = get_model()
-    decoders = DecoderPool(size=workers)
-    try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="pneumo-decode") as threads:
-            remaining, pending = iter(paths), deque()
+    Why whole pipelines and not one model fed by many decoders: ONNX Runtime
+    splits every layer over its threads and waits for the slowest, so on a
+    busy machine a decoder that takes one of its cores stalls the whole model.
+    One thread per process, each with its own core, never waits for another."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
-            def keep_decoding():
-                # Two batches ahead: the workers decode the next batch while the model runs on this one.
-                while len(pending) < 2 * BATCH and (path := next(remaining, None)) is not None:
-                    pending.append((path, threads.submit(decode_one, decoders.decode, path)))
+    batches = iter([paths[start:start + BATCH] for start in range(0, len(paths), BATCH)])
+    # spawn: a fresh interpreter, not a fork of this one (its threads, its open files).
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending = deque()
+        try:
+            while True:
+                while len(pending) < 2 * workers and (batch := next(batches, None)) is not None:
+                    pending.append(pool.submit(screen_batch, batch))
+                if not pending:
+                    break
+                write(pending.popleft().result())
+        finally:
+            for future in pending:
+                future.cancel()
 
-            keep_decoding()
-            while pending:
-                batch = []
-                while pending and len(batch) < BATCH:
-                    path, future = pending.popleft()
-                    batch.append((path, future.result()))
-                    keep_decoding()
-                write(rows_for(batch, loaded))
-    finally:
-        decoders.close()
+
+_screener = None
+
+
+def screen_batch(paths) -> list[dict]:
+    """In a worker process: this process's model and decoder, loaded on its first batch."""
+    global _screener
+    if _screener is None:
+        _screener = Screener()
+    return _screener(paths)
+
+
+class Screener:
+    """A loaded model and a sandboxed decoder: paths in, rows out (both engines)."""
+
+    def __init__(self):
+        from .loading import get_model
+        from .sandbox import DecoderPool
+
+        # One core per screener: its model must not start a thread per core of the machine.
+        os.environ.setdefault("PNEUMO_ONNX_THREADS", "1")
+        self.loaded = get_model()
+        self.decoders = DecoderPool(size=1)
+
+    def __call__(self, paths) -> list[dict]:
+        return rows_for([(path, decode_one(self.decoders.decode, path)) for path in paths], self.loaded)
 
 
 def decode_one(decode, path):

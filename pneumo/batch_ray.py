@@ -1,9 +1,9 @@
 """The Ray engine of archive runs (`pneumo predict --out FILE --engine ray`).
 
 Ray Data spreads the paths over a pool of actors; each actor holds one
-loaded model and one sandboxed decoder and turns a batch of paths into rows
-with the same functions as the local engine (pneumo/batch.py), so both give
-the same rows. The rows stream back to this process, which appends them to
+loaded model and one sandboxed decoder (pneumo.batch.Screener, as each
+process of the local engine does) and turns a batch of paths into rows, so
+both engines give the same rows. The rows stream back to this process, which appends them to
 --out as they arrive: a killed run resumes as a local one does.
 
 Where the model comes from on each node: every actor calls get_model(), as
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .batch import BATCH, decode_one, rows_for
+from .batch import BATCH, Screener
 
 RAY_MISSING = "--engine ray needs Ray: pip install 'pneumonia-detector[ray]' (or pip install '.[ray]' in the checkout)"
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def screen_with_ray(paths, write, workers, address=None) -> None:
         # Blocks of a few batches each, enough for every actor to have work.
         blocks = max(1, min(-(-len(paths) // BATCH), 4 * workers))
         dataset = ray.data.from_items([{"path": path} for path in paths], override_num_blocks=blocks)
-        rows = dataset.map_batches(Screener, batch_size=BATCH, batch_format="numpy", num_cpus=1,
+        rows = dataset.map_batches(RayScreener, batch_size=BATCH, batch_format="numpy", num_cpus=1,
                                    compute=ray.data.ActorPoolStrategy(size=min(workers, blocks)))
         for batch in rows.iter_batches(batch_size=None, batch_format="numpy"):
             write([json.loads(row) for row in batch["row"]])
@@ -60,21 +60,14 @@ def screen_with_ray(paths, write, workers, address=None) -> None:
             ray.shutdown()
 
 
-class Screener:
-    """One Ray actor: a loaded model and a sandboxed decoder, kept for all its batches."""
+class RayScreener:
+    """One Ray actor: pneumo.batch.Screener (a model and a decoder), kept for all its batches."""
 
     def __init__(self):
-        from .loading import get_model
-        from .sandbox import DecoderPool
-
-        # One CPU per actor: its model must not start a thread per core of the node.
-        os.environ.setdefault("PNEUMO_ONNX_THREADS", "1")
-        self.loaded = get_model()
-        self.decoders = DecoderPool(size=1)
+        self.screener = Screener()
 
     def __call__(self, batch: dict) -> dict:
-        paths = [str(path) for path in batch["path"]]
-        rows = rows_for([(path, decode_one(self.decoders.decode, path)) for path in paths], self.loaded)
+        rows = self.screener([str(path) for path in batch["path"]])
         # JSON text: the rows' nested fields vary, which Arrow columns would not take.
         return {"row": np.array([json.dumps(row) for row in rows], dtype=object)}
 
