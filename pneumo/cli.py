@@ -145,11 +145,11 @@ def _parser() -> argparse.ArgumentParser:
                          help="the result file, its format by suffix: .jsonl, .csv (nested fields as JSON text) or "
                               ".parquet (a folder of part files); columns: path, error and the result's fields")
     archive.add_argument("--engine", choices=("local", "ray"), default="local",
-                         help="local: decoding processes on this machine (default); ray: a Ray cluster "
+                         help="local: worker processes on this machine (default); ray: a Ray cluster "
                               "(pip install 'pneumonia-detector[ray]')")
     archive.add_argument("--workers", type=int, metavar="N",
-                         help="local: decoding processes (default: usable cores); ray: actors, one model each "
-                              "(default: the cluster's CPUs)")
+                         help="local: processes, each with a model on one thread and a decoder (default: usable "
+                              "cores); ray: actors, the same each (default: the cluster's CPUs)")
     archive.add_argument("--ray-address", metavar="ADDR",
                          help="an existing Ray cluster (e.g. ray://head:10001 or auto); default: start a local one")
     commands.add_parser("info", help="print the model's identity as JSON",
