@@ -1,6 +1,8 @@
 """Command line for the served model.
 
     python -m pneumo predict [--json] PATH...   classify X-ray files
+    python -m pneumo predict SOURCE... --out FILE [--engine local|ray]
+                                                screen an archive into a file, resumably (pneumo/batch.py)
     python -m pneumo info                       which model would serve
 
 The model is chosen as in the app: PNEUMO_MODEL_PATH, else PNEUMO_MODEL_REPO
@@ -31,6 +33,14 @@ def main(argv=None) -> int:
     if not args.command:
         _parser().print_help(sys.stderr)
         return EXIT_NO_MODEL
+    if args.command == "predict" and not args.out and (args.workers or args.ray_address or args.engine != "local"):
+        _parser().error("--engine, --workers and --ray-address need --out")
+    if args.command == "predict" and args.workers is not None and args.workers < 1:
+        _parser().error("--workers must be at least 1")
+    if args.command == "predict" and args.out:  # an archive run: pneumo/batch.py
+        from .batch import run
+
+        return run(args.paths, args.out, args.engine, args.workers, args.ray_address)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the keras runtime: keep TensorFlow's start-up chatter off stderr
     from .settings import check_at_start_up
 
@@ -158,6 +168,22 @@ def _parser() -> argparse.ArgumentParser:
              '"model", "location"} '
              '(README: "The result"), or {"path", "error"}',
     )
+    archive = predict_cmd.add_argument_group(
+        "archive runs", "With --out: PATHs may also be folders (walked recursively; files that are neither images "
+        "nor DICOM are skipped and counted) or manifests (.csv with a `path` column, .txt one path a line). "
+        "One row per file goes to FILE; rerunning the same command skips the files already there, so a killed "
+        "run continues where it stopped. A progress bar on a terminal, one summary line at the end.")
+    archive.add_argument("--out", metavar="FILE",
+                         help="the result file, its format by suffix: .jsonl, .csv (nested fields as JSON text) or "
+                              ".parquet (a folder of part files); columns: path, error and the result's fields")
+    archive.add_argument("--engine", choices=("local", "ray"), default="local",
+                         help="local: worker processes on this machine (default); ray: a Ray cluster "
+                              "(pip install 'pneumonia-detector[ray]')")
+    archive.add_argument("--workers", type=int, metavar="N",
+                         help="local: processes, each with a model on one thread and a decoder (default: usable "
+                              "cores); ray: actors, the same each (default: the cluster's CPUs)")
+    archive.add_argument("--ray-address", metavar="ADDR",
+                         help="an existing Ray cluster (e.g. ray://head:10001 or auto); default: start a local one")
     commands.add_parser("info", help="print the model's identity as JSON",
                         description="Print which model would serve (source, repo, revision, sha256, "
                                     "metrics, ...) as one JSON object.")

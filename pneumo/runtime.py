@@ -7,7 +7,8 @@ PNEUMO_RUNTIME:
     onnx-int8   model.int8.onnx: int8 weights and activations
     onnx-float  model.float.onnx: the float model in ONNX Runtime, its
                 weights read from model.keras (float16 storage, float32 compute)
-    keras       TensorFlow and Keras, imported only for this runtime
+    keras       TensorFlow and Keras, imported only for this runtime; not
+                installed by `pip install .` (the `keras` extra brings them)
 
 Without VNNI (the avx512_vnni or avx_vnni CPU flag) int8 convolutions run
 slower than float ones or, on some kernels, lose accuracy to overflow, so
@@ -84,7 +85,11 @@ def load_runtime(folder, config, keras_sha256, choice=None, flags=None):
 
 def _load(name, folder, config, keras_sha256):
     if name == KERAS:
-        from .runtime_keras import KerasRuntime  # the only way TensorFlow gets imported
+        try:
+            from .runtime_keras import KerasRuntime  # the only way TensorFlow gets imported
+        except ModuleNotFoundError as error:  # `pip install .` serves on ONNX Runtime alone
+            raise UnusableRuntime(f"the keras runtime needs TensorFlow and Keras ({error.name} is not installed): "
+                                  f"pip install 'pneumonia-detector[keras]'") from None
 
         return KerasRuntime(folder, config)
     from .runtime_onnx import load_onnx

@@ -9,7 +9,6 @@ import pytest
 from tests.conftest import ROOT
 
 PACKAGES = ("pneumo", "training")
-# Being untied in the decode-edges work (pneumo/decode.py <-> pneumo/dicom.py): delete this line once merged.
 TOLERATED = set()  # no loop is tolerated
 
 

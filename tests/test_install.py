@@ -78,3 +78,59 @@ def test_predict_json_through_the_command(pneumo_command, tmp_path):
     labels = {Path(line["path"]).stem: line["label"] for line in lines}
     assert labels == {"child-normal": "NORMAL", "child-bacterial-pneumonia": "PNEUMONIA",
                       "child-viral-pneumonia": "PNEUMONIA"}
+
+
+# `pip install .` alone, in a fresh virtual environment: the library and the command
+# serve on ONNX Runtime, without TensorFlow; what needs an extra says which.
+
+@pytest.fixture(scope="module")
+def plain_install(tmp_path_factory):
+    venv = tmp_path_factory.mktemp("plain") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    installed = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(ROOT)], capture_output=True,
+                               text=True, timeout=1800)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    return venv / "bin"
+
+
+def test_a_plain_install_predicts_without_tensorflow(plain_install, tmp_path):
+    film = ROOT / "examples" / "child-normal.jpeg"
+    result = run(plain_install / "pneumo", "predict", "--json", film, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["label"] == "NORMAL"
+    archive = run(plain_install / "pneumo", "predict", film.parent, "--out", tmp_path / "rows.csv", cwd=tmp_path)
+    assert archive.returncode == 0 and "4 files: ok 3" in archive.stderr, archive.stderr
+    no_tensorflow = subprocess.run([str(plain_install / "python"), "-c", "import tensorflow"], capture_output=True,
+                                   text=True, cwd=tmp_path)
+    assert no_tensorflow.returncode != 0 and "No module named 'tensorflow'" in no_tensorflow.stderr
+
+
+@pytest.mark.parametrize("args, env, extra", [
+    (["info"], {"PNEUMO_RUNTIME": "keras"}, "pneumonia-detector[keras]"),
+    (["predict", "EXAMPLES", "--out", "rows.jsonl", "--engine", "ray"], {}, "pneumonia-detector[ray]"),
+    (["predict", "EXAMPLES", "--out", "rows.parquet"], {}, "pneumonia-detector[parquet]"),
+])
+def test_what_a_plain_install_lacks_names_its_extra(plain_install, tmp_path, args, env, extra):
+    args = [str(ROOT / "examples") if arg == "EXAMPLES" else arg for arg in args]
+    result = subprocess.run([str(plain_install / "pneumo"), *args], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env={**{k: v for k, v in os.environ.items() if not k.startswith("PNEUMO_")},
+                                              "HF_HUB_OFFLINE": "1", **env})
+    assert result.returncode == 2, result.stderr
+    assert extra in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_extras_pin_what_the_requirement_files_pin():
+    import tomllib
+
+    def pins(lines):
+        lines = (line.split("#")[0].strip().lower() for line in lines)
+        return dict(line.split("==") for line in lines if "==" in line)
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    files = {**pins((ROOT / "requirements-dev.txt").read_text().splitlines())}
+    for name in ("requirements.txt", "requirements-keras.txt", "requirements-train.txt"):
+        files.update(pins((ROOT / name).read_text().splitlines()))
+    for extra, requirements in extras.items():
+        for name, version in pins(requirements).items():
+            assert files.get(name) == version, f"[{extra}] pins {name}=={version}, the requirement files {files.get(name)}"
+    assert "tensorflow-cpu" not in pins((ROOT / "requirements.txt").read_text().splitlines())

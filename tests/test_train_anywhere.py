@@ -147,5 +147,5 @@ def test_jax_requirements_pin_the_same_versions():
         return dict(line.lower().split("==") for line in lines if "==" in line)
 
     jax_pins = pins("requirements-train-jax.txt")
-    others = {**pins("requirements.txt"), **pins("requirements-train.txt")}
+    others = {**pins("requirements.txt"), **pins("requirements-keras.txt"), **pins("requirements-train.txt")}
     assert jax_pins and {name: others.get(name) for name in jax_pins} == jax_pins

@@ -1,0 +1,199 @@
+"""Archive runs: many files to rows in a file, resumable (`pneumo predict --out`).
+
+    pneumo predict SOURCE... --out results.jsonl [--engine local|ray] [--workers N] [--ray-address ADDR]
+
+SOURCE: files, folders (walked recursively) or manifests (pneumo/batch_sources.py).
+Each file gets one row in --out (pneumo/batch_output.py): its result from
+pneumo.analysis, or the reason it could not be read. A rerun with the same
+--out screens only the files without a row, so a killed run is continued by
+running the same command again.
+
+Both engines compute a row the same way, with the functions below: the
+file is decoded in a sandboxed worker process (pneumo/sandbox.py, the app's
+limits), then analysed in batches by pneumo.analysis.analyse_many.
+
+    local   this machine: N worker processes (default: one per usable core),
+            each with its own model on one thread and its own decoder.
+    ray     a Ray cluster (pneumo/batch_ray.py): N actors, the same
+            Screener each; rows stream back to --out here.
+"""
+
+import os
+import sys
+import time
+from collections import Counter, deque
+
+from .batch_output import OutputError, error_row, open_output
+from .batch_sources import SourceError, list_sources
+from .decode import Decoded, InputError
+
+BATCH = 16  # files per model call: the batch analyse_many is fastest at
+EXIT_OK, EXIT_FAILED_FILE, EXIT_SETUP = 0, 1, 2
+
+
+def run(sources, out, engine="local", workers=None, ray_address=None, stream=None) -> int:
+    """Screen `sources` into `out`; prints a progress bar (on a terminal) and one summary line to `stream`."""
+    stream = stream or sys.stderr
+    started = time.monotonic()
+    try:
+        listed = list_sources(sources)
+        output = open_output(out)
+    except (SourceError, OutputError) as error:
+        print(f"error: {error}", file=stream)
+        return EXIT_SETUP
+    before = len(output.rows)
+    todo = [path for path in listed.files if path not in output.done]
+    progress = _progress_bar(len(todo), stream)
+
+    def write(rows):
+        output.append(rows)
+        progress.update(len(rows))
+
+    try:
+        if engine == "ray":
+            from .batch_ray import screen_with_ray
+
+            screen_with_ray(todo, write, workers, ray_address)  # default: the cluster's CPUs
+        else:
+            screen_locally(todo, write, workers or usable_cpus())
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"interrupted: {len(output.rows) - before} rows written to {out}; "
+              "run the same command again to continue", file=stream)
+        return EXIT_FAILED_FILE
+    except (OSError, ValueError, KeyError, RuntimeError) as error:  # the model could not be loaded, Ray failed
+        progress.close()
+        print(f"error: {error}", file=stream)
+        return EXIT_SETUP
+    finally:
+        output.close()
+    progress.close()
+    new_rows = output.rows[before:]
+    print(summary(output.rows, new_rows, listed.skipped, time.monotonic() - started, out), file=stream)
+    return EXIT_FAILED_FILE if any(row["error"] for row in new_rows) else EXIT_OK
+
+
+def screen_locally(paths, write, workers) -> None:
+    """`workers` processes, each with its own model and sandboxed decoder, screen a
+    batch at a time; the rows come back here in the order given.
+
+    Why whole pipelines and not one model fed by many decoders: ONNX Runtime
+    splits every layer over its threads and waits for the slowest, so on a
+    busy machine a decoder that takes one of its cores stalls the whole model.
+    One thread per process, each with its own core, never waits for another."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    batches = iter([paths[start:start + BATCH] for start in range(0, len(paths), BATCH)])
+    # spawn: a fresh interpreter, not a fork of this one (its threads, its open files).
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending = deque()
+        try:
+            while True:
+                while len(pending) < 2 * workers and (batch := next(batches, None)) is not None:
+                    pending.append(pool.submit(screen_batch, batch))
+                if not pending:
+                    break
+                write(pending.popleft().result())
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+_screener = None
+
+
+def screen_batch(paths) -> list[dict]:
+    """In a worker process: this process's model and decoder, loaded on its first batch."""
+    global _screener
+    if _screener is None:
+        _screener = Screener()
+    return _screener(paths)
+
+
+class Screener:
+    """A loaded model and a sandboxed decoder: paths in, rows out (both engines)."""
+
+    def __init__(self):
+        from .loading import get_model
+        from .sandbox import DecoderPool
+
+        # One core per screener: its model must not start a thread per core of the machine.
+        os.environ.setdefault("PNEUMO_ONNX_THREADS", "1")
+        self.loaded = get_model()
+        self.decoders = DecoderPool(size=1)
+
+    def __call__(self, paths) -> list[dict]:
+        return rows_for([(path, decode_one(self.decoders.decode, path)) for path in paths], self.loaded)
+
+
+def decode_one(decode, path):
+    """A Decoded, or the error row that says why the file could not be read."""
+    try:
+        return decode(path)
+    except InputError as error:
+        return error_row(path, str(error))
+    except Exception as error:  # one odd file must not stop the run
+        return error_row(path, f"could not be read ({type(error).__name__})")
+
+
+def rows_for(batch, loaded) -> list[dict]:
+    """[(path, Decoded or error row)] -> rows, in order; the model sees the decoded ones in one call."""
+    from .analysis import analyse_many
+
+    decoded = [(path, item) for path, item in batch if isinstance(item, Decoded)]
+    try:
+        analyses = analyse_many([item for _, item in decoded], loaded, batch_size=BATCH)
+    except Exception:  # one image that breaks the batch: find it, keep the others
+        analyses = [_analyse_alone(item, loaded) for _, item in decoded]
+    rows = {path: ({"path": path, "error": None, **analysis.as_dict()} if not isinstance(analysis, str)
+                   else error_row(path, analysis)) for (path, _), analysis in zip(decoded, analyses)}
+    return [rows.get(path, item) for path, item in batch]
+
+
+def _analyse_alone(item, loaded):
+    from .analysis import analyse_many
+
+    try:
+        return analyse_many([item], loaded)[0]
+    except Exception as error:
+        return f"could not be analysed ({type(error).__name__})"
+
+
+def summary(rows, new_rows, skipped, seconds, out) -> str:
+    """One line: the file's counts per scope and label, errors, and this run's speed."""
+    counts = Counter(row["scope"] for row in rows if not row["error"])
+    labels = Counter(row["label"] for row in rows if row["scope"] == "ok" and not row["error"])
+    errors = sum(1 for row in rows if row["error"])
+    scopes = ", ".join(f"{scope} {n}" + (" (" + ", ".join(f"{label} {labels[label]}" for label in sorted(labels))
+                                          + ")" if scope == "ok" and labels else "")
+                       for scope, n in sorted(counts.items(), key=lambda item: (item[0] != "ok", item[0])))
+    earlier = f", {len(rows) - len(new_rows)} from an earlier run" if len(rows) > len(new_rows) else ""
+    rate = len(new_rows) / seconds if seconds > 0 else 0.0
+    return (f"{out}: {len(rows)} files{earlier}: {scopes or 'no results'}; errors {errors}; "
+            f"skipped {skipped} non-image files; this run {len(new_rows)} files in {seconds:.1f} s, "
+            f"{rate:.1f} images/s")
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class _Quiet:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress_bar(total, stream):
+    """Files done, rate and time left on a terminal; nothing when the output is a file or a pipe."""
+    if not stream.isatty():
+        return _Quiet()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", file=stream, smoothing=0.1, dynamic_ncols=True)

@@ -1,0 +1,300 @@
+"""Archive runs, `pneumo predict SOURCE... --out FILE`: rows, resuming, engines.
+
+The bundled model serves (no PNEUMO_* variables), so the example films get
+real verdicts. Ray's tests start real (small) Ray clusters."""
+
+import csv
+import importlib.util
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, require
+
+from pneumo import batch
+from pneumo.batch_output import COLUMNS, OutputError, open_output
+
+EXAMPLES = ROOT / "examples"
+# What each file of the tree must give: (scope, label) or "error".
+EXPECTED = {
+    "child-normal.jpeg": ("ok", "NORMAL"),
+    "a/child-bacterial-pneumonia.jpeg": ("ok", "PNEUMONIA"),
+    "a/b/child-viral-pneumonia.jpeg": ("ok", "PNEUMONIA"),
+    "a/adult.jpeg": ("outside_population", None),
+    "a/b/ct-export": ("not_chest_xray", None),  # a DICOM without a suffix
+    "broken.jpeg": "error",
+}
+SUMMARY = re.compile(r": 6 files(?:, \d+ from an earlier run)?: ok 3 \(NORMAL 1, PNEUMONIA 2\), not_chest_xray 1, outside_population 1; errors 1; "
+                     r"skipped 1 non-image files; this run (\d+) files in [\d.]+ s, [\d.]+ images/s$")
+
+
+def bundled_env():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PNEUMO_")}
+    env.update(HF_HUB_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="2")
+    return env
+
+
+@pytest.fixture(autouse=True)
+def bundled_model(monkeypatch):
+    for key in [k for k in os.environ if k.startswith("PNEUMO_")]:
+        monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """Images in nested folders, a DICOM without a suffix, a broken JPEG, a
+    non-image (skipped, counted) and a hidden folder (ignored)."""
+    import pydicom.data
+
+    root = tmp_path_factory.mktemp("archive")
+    for name in EXPECTED:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+    for name in ("child-normal.jpeg", "a/child-bacterial-pneumonia.jpeg", "a/b/child-viral-pneumonia.jpeg",
+                 "a/adult.jpeg"):
+        shutil.copy(EXAMPLES / Path(name).name, root / name)
+    shutil.copy(pydicom.data.get_testdata_file("CT_small.dcm"), root / "a/b/ct-export")
+    (root / "broken.jpeg").write_bytes((EXAMPLES / "child-normal.jpeg").read_bytes()[:3000])
+    (root / "a/notes.txt").write_text("not an image\n")
+    (root / ".cache").mkdir()
+    shutil.copy(EXAMPLES / "adult.jpeg", root / ".cache/thumbnail.jpeg")
+    return root
+
+
+def pneumo(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "pneumo", "predict", *map(str, args)], cwd=ROOT,
+                          env=bundled_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def read_rows(out: Path) -> list[dict]:
+    """The output read back with ordinary tools, not with pneumo's own reader."""
+    if out.suffix == ".jsonl":
+        return [json.loads(line) for line in out.read_text().splitlines()]
+    if out.suffix == ".csv":
+        with open(out, newline="") as file:
+            rows = list(csv.DictReader(file))
+        assert rows and tuple(rows[0]) == COLUMNS
+        nested = {"probabilities", "warnings", "research", "checks", "model"}
+        return [{k: (json.loads(v) if k in nested else float(v) if k == "pneumonia_probability" else v)
+                 if v != "" else None for k, v in row.items()} for row in rows]
+    import pandas
+
+    table = pandas.read_parquet(out)
+    rows = table.astype(object).where(table.notna(), None).to_dict("records")
+    return [{**row, **{k: json.loads(row[k]) for k in ("probabilities", "research", "checks", "model")
+                       if row[k] is not None}, "warnings": None if row["warnings"] is None else list(row["warnings"])}
+            for row in rows]
+
+
+def by_file(rows, root) -> dict:
+    return {str(Path(row["path"]).relative_to(root)): row for row in rows}
+
+
+def assert_tree_rows(rows, root):
+    assert len(rows) == len({row["path"] for row in rows}), "a file has two rows"
+    files = by_file(rows, root)
+    assert set(files) == set(EXPECTED)
+    for name, expected in EXPECTED.items():
+        row = files[name]
+        assert set(row) == set(COLUMNS)
+        if expected == "error":
+            assert row["error"] and row["scope"] is None and row["model"] is None, row
+            continue
+        assert row["error"] is None and (row["scope"], row["label"]) == expected, (name, row)
+        assert row["model"]["source"] == "bundled" and len(row["model"]["sha256"]) == 64
+        if row["scope"] == "ok":
+            assert 0 <= row["pneumonia_probability"] <= 1 and set(row["probabilities"]) == {"NORMAL", "BACTERIAL", "VIRAL"}
+        else:
+            assert row["reason"] and row["probabilities"] is None and row["research"]["probabilities"]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_a_folder_tree_gives_one_row_per_file_and_a_summary(tree, tmp_path, suffix):
+    if suffix == ".parquet":
+        require(importlib.util.find_spec("pyarrow"), "pyarrow is not installed (requirements-dev.txt)")
+    out = tmp_path / f"results{suffix}"
+    result = pneumo(tree, "--out", out, "--workers", "1")
+    assert result.returncode == 1, result.stderr  # the broken file
+    # Not a terminal: no progress bar, only the summary line.
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and SUMMARY.search(lines[0]) and SUMMARY.search(lines[0]).group(1) == "6", result.stderr
+    assert result.stdout == ""
+    rows = read_rows(out)
+    assert_tree_rows(rows, tree)
+
+    again = pneumo(tree, "--out", out)  # everything is done: nothing is screened twice
+    assert SUMMARY.search(again.stderr.strip()).group(1) == "0", again.stderr
+    assert again.returncode == 0
+    assert read_rows(out) == rows
+
+
+def test_a_manifest_and_named_files(tree, tmp_path):
+    manifest = tmp_path / "list.txt"
+    manifest.write_text(f"# films\n{tree / 'child-normal.jpeg'}\n\n{tree / 'a/notes.txt'}\n")
+    out = tmp_path / "results.jsonl"
+    result = pneumo(manifest, tree / "child-normal.jpeg", "--out", out)
+    rows = read_rows(out)
+    # A named file is screened even when it is no image (its row says why); a file named twice, once.
+    assert [Path(row["path"]).name for row in rows] == ["child-normal.jpeg", "notes.txt"]
+    assert rows[0]["label"] == "NORMAL" and rows[1]["error"]
+    assert result.returncode == 1
+
+
+def films(folder: Path, count: int) -> Path:
+    folder.mkdir()
+    names = ["child-normal.jpeg", "child-bacterial-pneumonia.jpeg", "child-viral-pneumonia.jpeg", "adult.jpeg"]
+    for i in range(count):
+        shutil.copy(EXAMPLES / names[i % len(names)], folder / f"{i:03d}-{names[i % len(names)]}")
+    return folder
+
+
+def row_count(out: Path) -> int:
+    if out.suffix == ".parquet":
+        return len(list(out.glob("part-*.parquet")))
+    return out.read_bytes().count(b"\n") if out.exists() else 0
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_a_killed_run_resumes_with_every_file_exactly_once(tmp_path, suffix):
+    if suffix == ".parquet":
+        require(importlib.util.find_spec("pyarrow"), "pyarrow is not installed (requirements-dev.txt)")
+    folder = films(tmp_path / "films", 96)
+    out = tmp_path / f"results{suffix}"
+    first_batch_written = 2 if suffix == ".csv" else 1  # a CSV's header line comes first
+    process = subprocess.Popen([sys.executable, "-m", "pneumo", "predict", str(folder), "--out", str(out),
+                                "--workers", "1"], cwd=ROOT, env=bundled_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while row_count(out) < first_batch_written and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # polling for the first batch, not a timing assertion
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    complete = {".jsonl": 96, ".csv": 97, ".parquet": 96 // batch.BATCH}[suffix]
+    assert first_batch_written <= row_count(out) < complete, "killed before the first batch or after the last"
+    # What a kill in the middle of a write leaves behind: half a row, or a part file not yet renamed.
+    if suffix == ".parquet":
+        (out / "part-999999.parquet.tmp").write_bytes(b"PAR1 half a part")
+    else:
+        with open(out, "ab") as file:
+            file.write(b'{"path": "half a row' if suffix == ".jsonl" else b"/films/half,a,row")
+
+    result = pneumo(folder, "--out", out, "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    assert "from an earlier run" in result.stderr
+    rows = read_rows(out)
+    assert sorted(row["path"] for row in rows) == sorted(str(p) for p in folder.iterdir())
+    assert all(row["error"] is None and row["scope"] for row in rows)
+
+
+def run_in_process(sources, out, **options) -> tuple[int, list[dict], str]:
+    stream = io.StringIO()
+    code = batch.run(sources, out, stream=stream, **options)
+    return code, read_rows(Path(out)), stream.getvalue()
+
+
+def comparable(rows) -> dict:
+    """Rows by path; the floats to 6 places (different batch make-ups may change the last bits)."""
+    def rounded(value):
+        if isinstance(value, float):
+            return round(value, 6)
+        if isinstance(value, dict):
+            return {k: rounded(v) for k, v in value.items()}
+        return value
+
+    return {row["path"]: {k: rounded(v) for k, v in row.items()} for row in rows}
+
+
+@pytest.fixture(scope="module")
+def local_rows(tree, tmp_path_factory):
+    code, rows, _ = run_in_process([tree], tmp_path_factory.mktemp("one") / "one.jsonl", workers=1)
+    assert code == 1
+    return rows
+
+
+def test_two_local_workers_give_the_same_rows_as_one(tree, tmp_path, local_rows):
+    code, rows, text = run_in_process([tree], tmp_path / "two.jsonl", workers=2)
+    assert code == 1 and SUMMARY.search(text.strip())
+    assert comparable(rows) == comparable(local_rows)
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_terminal_gets_a_progress_bar(tree, tmp_path):
+    stream = Terminal()
+    batch.run([tree], tmp_path / "out.jsonl", workers=1, stream=stream)
+    bar = stream.getvalue()
+    assert "6/6" in bar and "file/s" in bar, bar  # files done, rate (and time left while running)
+    assert SUMMARY.search(bar.strip().splitlines()[-1])
+
+
+def test_unusable_outputs_get_a_clear_error(tree, tmp_path):
+    damaged = tmp_path / "results.jsonl"
+    damaged.write_text('{"path": "a"}\nnot json\n')
+    code, text = batch.run([tree], damaged, stream=(stream := io.StringIO())), stream.getvalue()
+    assert code == 2 and "damaged or not written by `pneumo predict --out`" in text and "line 1" in text
+    assert damaged.read_text() == '{"path": "a"}\nnot json\n'  # nothing written to someone else's file
+
+    foreign_csv = tmp_path / "table.csv"
+    foreign_csv.write_text("name,age\nx,1\n")
+    with pytest.raises(OutputError, match="header"):
+        open_output(foreign_csv)
+    with pytest.raises(OutputError, match="does not exist"):
+        open_output(tmp_path / "missing" / "results.jsonl")
+    with pytest.raises(OutputError, match=r"\.jsonl, \.csv or \.parquet"):
+        open_output(tmp_path / "results.txt")
+    assert batch.run([tmp_path / "no-such-folder"], tmp_path / "r.jsonl", stream=(stream := io.StringIO())) == 2
+    assert "no such file or folder" in stream.getvalue()
+
+
+def test_a_half_written_last_row_is_dropped_and_screened_again(tmp_path):
+    out = tmp_path / "results.jsonl"
+    row = {column: None for column in COLUMNS} | {"path": "done.jpeg", "error": "x"}
+    out.write_text(json.dumps(row) + "\n" + '{"path": "half.jpe')
+    output = open_output(out)
+    assert output.done == {"done.jpeg"}
+    assert out.read_text() == json.dumps(row) + "\n"
+
+
+# Ray: the same rows from Ray Data and an actor pool, on a local Ray and on two nodes.
+
+def require_ray():
+    require(importlib.util.find_spec("ray"), "ray is not installed (requirements-dev.txt; pip install '.[ray]')")
+
+
+def test_ray_started_by_the_command_gives_the_local_rows(tree, tmp_path, local_rows):
+    require_ray()
+    out = tmp_path / "ray.jsonl"
+    result = pneumo(tree, "--out", out, "--engine", "ray", "--workers", "1")
+    assert result.returncode == 1, result.stderr
+    assert SUMMARY.search(result.stderr.strip().splitlines()[-1]), result.stderr
+    assert comparable(read_rows(out)) == comparable(local_rows)
+
+
+def test_ray_on_two_nodes_gives_the_local_rows(tree, tmp_path, local_rows):
+    require_ray()
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        code, rows, text = run_in_process([tree], tmp_path / "ray.parquet" if importlib.util.find_spec("pyarrow")
+                                          else tmp_path / "ray.jsonl", engine="ray", workers=2,
+                                          ray_address=cluster.address)
+    finally:
+        cluster.shutdown()
+    assert code == 1, text
+    assert comparable(rows) == comparable(local_rows)
