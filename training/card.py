@@ -71,7 +71,7 @@ def results_row(name, m):
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def who_it_is_for(scope, adult=None) -> str:
+def who_it_is_for(scope, adult_report=None) -> str:
     """The scope checks' section, with the figures measured when they were fitted (training/scope.py)."""
     checks = ("The `pneumo` package answers only for images in the model's scope. Uploads that do not look "
               "like a chest X-ray (colour, blank or noisy images, or model features far from the training "
@@ -96,7 +96,11 @@ on both sides) gives adult films the scope `outside_population` and no verdict. 
 | films | children without a verdict | adults without a verdict |
 | --- | --- | --- |
 """ + "\n".join(f"| {VARIANT_NAMES.get(name, name)} | {g['children']:.1%} | {g['adults']:.1%} |"
-                 for name, g in cv.items()) + adult_answer(adult)
+                 for name, g in cv.items()) + adult_answer(adult_report)
+
+
+# The shipping rule's figures (training/adult.py), as the card names them.
+RULE_NAMES = {"roc_auc": "ROC AUC", "roc_auc_all_read": "ROC AUC against all read films"}
 
 
 def adult_answer(report) -> str:
@@ -106,7 +110,7 @@ def adult_answer(report) -> str:
     cv, films = report["cross_validated"], report["cross_validated"]["films"]
     outcome = ("It met every bar, so adult films get it: pneumonia or not, with no bacterial/viral split."
                if report["shipped"] else
-               "It missed " + ", ".join(f"{key} >= {bar}" for key, bar in report["rule"].items()
+               "It missed " + ", ".join(f"{RULE_NAMES.get(key, key)} >= {bar}" for key, bar in report["rule"].items()
                                         if not report["rule_met"][key])
                + ", so it is not served: adult films keep the scope `outside_population`.")
     return f"""
