@@ -35,44 +35,24 @@ class LoadedModel:
         """The run folder's fitted feature check, or None (pneumo/ood.py)."""
         from .ood import FeatureCheck
 
-        try:
-            check = FeatureCheck.load(self.identity["path"])
-        except (OSError, ValueError, KeyError) as error:  # a broken file must not stop serving
-            log.warning("%s unreadable (%s): the not-a-chest-X-ray check uses image statistics only", OOD, error)
-            return None
-        if check is not None and check.mean.shape != (self.runtime.channels,):
-            log.warning("%s was fitted for another model: the check uses image statistics only", OOD)
-            return None
-        return check
+        return self._fitted(FeatureCheck, OOD, lambda c: c.mean.shape == (self.runtime.channels,),
+                            "the not-a-chest-X-ray check uses image statistics only")
 
     @functools.cached_property
     def population_check(self):
         """The run folder's fitted population check, or None (pneumo/population.py)."""
         from .population import PopulationCheck
 
-        try:
-            check = PopulationCheck.load(self.identity["path"])
-        except (OSError, ValueError, KeyError, TypeError) as error:  # a broken file must not stop serving
-            log.warning("%s unreadable (%s): no population check", POPULATION, error)
-            return None
-        if check is not None and check.coef.shape != (GRID * GRID * self.runtime.channels,):  # region features
-            log.warning("%s was fitted for another model: no population check", POPULATION)
-            return None
-        return check
+        return self._fitted(PopulationCheck, POPULATION,  # on region features (pneumo/predict.py)
+                            lambda c: c.coef.shape == (GRID * GRID * self.runtime.channels,), "no population check")
 
     @functools.cached_property
     def adult_head(self):
         """The run folder's adult answer if it met the shipping rule when fitted, else None (pneumo/adult.py)."""
         from .adult import AdultHead
 
-        try:
-            head = AdultHead.load(self.identity["path"])
-        except (OSError, ValueError, KeyError, TypeError) as error:  # a broken file must not stop serving
-            log.warning("%s unreadable (%s): adults get no verdict", ADULT, error)
-            return None
-        if head is not None and head.coef.shape != (2 * self.runtime.channels,):  # adult_features
-            log.warning("%s was fitted for another model: adults get no verdict", ADULT)
-            return None
+        head = self._fitted(AdultHead, ADULT, lambda h: h.coef.shape == (2 * self.runtime.channels,),
+                            "adults get no verdict")
         return head if head is not None and head.shipped else None
 
     @functools.cached_property
@@ -80,11 +60,20 @@ class LoadedModel:
         """The run folder's turned-or-inverted-film check, or None (pneumo/orientation.py)."""
         from .orientation import OrientationCheck
 
+        return self._fitted(OrientationCheck, ORIENTATION, lambda c: True, "films are analysed as they come")
+
+    def _fitted(self, kind, name, fits_this_model, without):
+        """kind.load(run folder), or None: absent, unreadable or fitted for another model. A broken
+        file must not stop serving, so it only costs that check (`without` says what follows)."""
         try:
-            return OrientationCheck.load(self.identity["path"])
-        except (OSError, ValueError, KeyError) as error:  # a broken file must not stop serving
-            log.warning("%s unreadable (%s): films are analysed as they come", ORIENTATION, error)
+            fitted = kind.load(self.identity["path"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            log.warning("%s unreadable (%s): %s", name, error, without)
             return None
+        if fitted is not None and not fits_this_model(fitted):
+            log.warning("%s was fitted for another model: %s", name, without)
+            return None
+        return fitted
 
 
 def load_model(path=None, repo=None, revision=None, runtime=None) -> LoadedModel:
