@@ -63,9 +63,12 @@ class Analysis:
 
     def as_dict(self) -> dict:
         """The JSON result of every entry point (README: "The result")."""
-        return {key: getattr(self, key) for key in
-                ("scope", "population", "reason", "label", "pneumonia_probability", "probabilities", "threshold",
-                 "warnings", "research", "checks", "model", "location")}
+        return {key: getattr(self, key) for key in RESULT_FIELDS}
+
+
+# The result's fields, in order (README: "The result"); archive runs write one column each.
+RESULT_FIELDS = ("scope", "population", "reason", "label", "pneumonia_probability", "probabilities", "threshold",
+                 "warnings", "research", "checks", "model", "location")
 
 
 def analyse(source, loaded=None, with_heatmap=True, research_location=False) -> Analysis:

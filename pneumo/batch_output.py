@@ -29,10 +29,11 @@ import json
 import os
 from pathlib import Path
 
-RESULT_COLUMNS = ("scope", "reason", "label", "pneumonia_probability", "probabilities", "warnings", "research",
-                  "checks", "model")
-COLUMNS = ("path", "error", *RESULT_COLUMNS)
-NESTED = ("probabilities", "warnings", "research", "checks", "model")  # JSON text in CSV; Parquet: see _table
+from .analysis import RESULT_FIELDS
+
+COLUMNS = ("path", "error", *RESULT_FIELDS)
+NESTED = ("probabilities", "warnings", "research", "checks", "model", "location")  # JSON text in CSV; Parquet: _table
+NUMBERS = ("pneumonia_probability", "threshold")  # numbers in CSV cells, read back as floats
 PART_PREFIX, PART_SUFFIX, TEMPORARY = "part-", ".parquet", ".tmp"
 
 
@@ -41,7 +42,7 @@ class OutputError(Exception):
 
 
 def error_row(path: str, message: str) -> dict:
-    return {"path": path, "error": message, **dict.fromkeys(RESULT_COLUMNS)}
+    return {"path": path, "error": message, **dict.fromkeys(RESULT_FIELDS)}
 
 
 def open_output(path):
@@ -175,7 +176,7 @@ def _csv_value(cell: str, column: str):
         return None
     if column in NESTED:
         return json.loads(cell)
-    return float(cell) if column == "pneumonia_probability" else cell
+    return float(cell) if column in NUMBERS else cell
 
 
 class ParquetOutput:
@@ -241,7 +242,7 @@ def _parquet_schema():
     import pyarrow as pa
 
     text = pa.string()
-    types = {"pneumonia_probability": pa.float64(), "warnings": pa.list_(text)}
+    types = {**dict.fromkeys(NUMBERS, pa.float64()), "warnings": pa.list_(text)}
     return pa.schema([(c, types.get(c, text)) for c in COLUMNS])
 
 

@@ -1,7 +1,7 @@
 """The Ray engine of archive runs (`pneumo predict --out FILE --engine ray`).
 
 Ray Data spreads the paths over a pool of actors; each actor holds one
-loaded model and one sandboxed decoder (pneumo.batch.Screener, as each
+loaded model and one sandboxed decoder (pneumo.batch_rows.Screener, as each
 process of the local engine does) and turns a batch of paths into rows, so
 both engines give the same rows. The rows stream back to this process, which appends them to
 --out as they arrive: a killed run resumes as a local one does.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .batch import BATCH, Screener
+from .batch_rows import BATCH, Screener
 
 RAY_MISSING = "--engine ray needs Ray: pip install 'pneumonia-detector[ray]' (or pip install '.[ray]' in the checkout)"
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def screen_with_ray(paths, write, workers, address=None) -> None:
 
 
 class RayScreener:
-    """One Ray actor: pneumo.batch.Screener (a model and a decoder), kept for all its batches."""
+    """One Ray actor: pneumo.batch_rows.Screener (a model and a decoder), kept for all its batches."""
 
     def __init__(self):
         self.screener = Screener()

@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import ROOT, require
 
-from pneumo import batch
+from pneumo import batch, batch_rows
 from pneumo.batch_output import COLUMNS, OutputError, open_output
 
 EXAMPLES = ROOT / "examples"
@@ -180,7 +180,7 @@ def test_a_killed_run_resumes_with_every_file_exactly_once(tmp_path, suffix):
     finally:
         process.wait()
     assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    complete = {".jsonl": 96, ".csv": 97, ".parquet": 96 // batch.BATCH}[suffix]
+    complete = {".jsonl": 96, ".csv": 97, ".parquet": 96 // batch_rows.BATCH}[suffix]
     assert first_batch_written <= row_count(out) < complete, "killed before the first batch or after the last"
     # What a kill in the middle of a write leaves behind: half a row, or a part file not yet renamed.
     if suffix == ".parquet":

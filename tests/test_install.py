@@ -49,9 +49,10 @@ def build_leftovers() -> set[str]:
 
 
 def run(installed, *args, cwd):
+    """`installed`: (the pneumo command, the folder it was installed into, or None for a whole venv)."""
     command, site = installed
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PNEUMO_")}  # the bundled model
-    env.update(HF_HUB_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(site))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PNEUMO_") and k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="2", **({"PYTHONPATH": str(site)} if site else {}))
     # Run outside the checkout, so that only the installed package can answer.
     return subprocess.run([str(command), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=300)
@@ -95,10 +96,11 @@ def plain_install(tmp_path_factory):
 
 def test_a_plain_install_predicts_without_tensorflow(plain_install, tmp_path):
     film = ROOT / "examples" / "child-normal.jpeg"
-    result = run(plain_install / "pneumo", "predict", "--json", film, cwd=tmp_path)
+    result = run((plain_install / "pneumo", None), "predict", "--json", film, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["label"] == "NORMAL"
-    archive = run(plain_install / "pneumo", "predict", film.parent, "--out", tmp_path / "rows.csv", cwd=tmp_path)
+    archive = run((plain_install / "pneumo", None), "predict", film.parent, "--out", tmp_path / "rows.csv",
+                  cwd=tmp_path)
     assert archive.returncode == 0 and "4 files: ok 3" in archive.stderr, archive.stderr
     no_tensorflow = subprocess.run([str(plain_install / "python"), "-c", "import tensorflow"], capture_output=True,
                                    text=True, cwd=tmp_path)

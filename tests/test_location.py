@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from tests.app_server import running_app
-from tests.conftest import ROOT, require
+from tests.conftest import ROOT, require, require_import
 from tests.test_cli import run_cli
 
 from pneumo.analysis import analyse
@@ -89,7 +89,7 @@ def test_lung_fields_of_a_photo_and_of_non_xrays(child):
     for image in (photo, film_of(photo).image):  # the raw photo, and the film the photo step finds
         fields = lung_fields(image)
         assert fields is None or fields.mask.shape == (WORK_SIDE, WORK_SIDE)
-    skimage_data = pytest.importorskip("skimage.data")
+    skimage_data = require_import("skimage.data")
     for image in (Image.new("L", (256, 256), 128), Image.new("L", (64, 300), 0),
                   Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256), dtype=np.uint8))):
         assert lung_fields(image) is None
@@ -180,7 +180,7 @@ def test_boxed_adult_films(adult):
 
 
 def test_out_of_scope_has_no_location():
-    skimage_data = pytest.importorskip("skimage.data")
+    skimage_data = require_import("skimage.data")
     buffer = io.BytesIO()
     Image.fromarray(skimage_data.chelsea()).save(buffer, "PNG")
     result = analyse(buffer.getvalue()).as_dict()
@@ -201,7 +201,7 @@ def test_cli_prints_the_location(shared_data):
 
 
 def test_app_returns_the_location(shared_data, tmp_path_factory):
-    gradio_client = pytest.importorskip("gradio_client")
+    gradio_client = require_import("gradio_client")
     films = sorted((shared_data / "val" / "PNEUMONIA").glob("*.jpeg"))[:2]
     with running_app(BUNDLED, tmp_path_factory.mktemp("app")) as app:
         client = gradio_client.Client(app.url, verbose=False,
