@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import ROOT, require
 
 from pneumo import batch, batch_rows
-from pneumo.batch_output import COLUMNS, OutputError, open_output
+from pneumo.batch_output import COLUMNS, NESTED, NUMBERS, OutputError, open_output
 
 EXAMPLES = ROOT / "examples"
 # What each file of the tree must give: (scope, label) or "error".
@@ -82,14 +82,13 @@ def read_rows(out: Path) -> list[dict]:
         with open(out, newline="") as file:
             rows = list(csv.DictReader(file))
         assert rows and tuple(rows[0]) == COLUMNS
-        nested = {"probabilities", "warnings", "research", "checks", "model"}
-        return [{k: (json.loads(v) if k in nested else float(v) if k == "pneumonia_probability" else v)
+        return [{k: (json.loads(v) if k in NESTED else float(v) if k in NUMBERS else v)
                  if v != "" else None for k, v in row.items()} for row in rows]
     import pandas
 
     table = pandas.read_parquet(out)
     rows = table.astype(object).where(table.notna(), None).to_dict("records")
-    return [{**row, **{k: json.loads(row[k]) for k in ("probabilities", "research", "checks", "model")
+    return [{**row, **{k: json.loads(row[k]) for k in set(NESTED) - {"warnings"}
                        if row[k] is not None}, "warnings": None if row["warnings"] is None else list(row["warnings"])}
             for row in rows]
 

@@ -184,7 +184,7 @@ def test_app_shows_no_verdict_for_a_photo(tiny_run, monkeypatch, tmp_path):
     assert result["scope"] == OK and verdict["value"]["label"] == result["label"] and heatmap is not None
     assert breakdown["visible"] is True and breakdown["value"]["label"] in result["probabilities"]
     assert heatmap_panel["visible"] is True and app.HEATMAP_MEANING in where
-    assert "calibrated on the children.s validation X-rays" in notes
+    assert "calibrated on the children's validation X-rays" in notes
 
 
 # --- the real model -------------------------------------------------------------------
