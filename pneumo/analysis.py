@@ -14,10 +14,10 @@ so they agree by construction.
 The model may answer only when the scope check says `ok`, and it answers
 for the population the check routes the film to: a child gets the three
 classes of the children's model, an adult the adult answer (pneumo/adult.py:
-pneumonia or not, no bacterial/viral split), both from the same pass. Otherwise `label`,
-`pneumonia_probability` and `probabilities` are None, `reason` says why in a
-sentence, and the model's raw numbers survive only under `research`, a field
-named so that nobody mistakes it for a verdict.
+pneumonia or not, no bacterial/viral split), both from the same pass.
+Otherwise `label`, `pneumonia_probability` and `probabilities` are None,
+`reason` says why in a sentence, and the model's raw numbers survive only
+under `research`, a field named so that nobody mistakes it for a verdict.
 """
 
 from dataclasses import dataclass, field
@@ -28,9 +28,9 @@ from PIL import Image
 from .calibration import calibrate
 from .classes import CLASSES, pneumonia_probability
 from .decode import Decoded, decode
+from .location import locate
 from .orientation import upright
 from .photo import film_of
-from .location import locate
 from .predict import model_outputs
 from .preprocess import preprocess
 from .scope import ADULT, OK, assess_scope
@@ -44,7 +44,7 @@ class Analysis:
     scope: str  # "ok", "not_chest_xray" or "outside_population" (pneumo/scope.py)
     population: str | None  # whose answer: "child" or "adult" when scope is "ok"; None without a verdict
     reason: str | None  # why there is no verdict, for people; None when scope is "ok"
-    label: str | None  # "NORMAL" or "PNEUMONIA" by the model's threshold; None outside scope
+    label: str | None  # "NORMAL" or "PNEUMONIA" by `threshold`; None outside scope
     pneumonia_probability: float | None  # calibrated P(pneumonia); None outside scope
     probabilities: dict | None  # calibrated NORMAL, BACTERIAL, VIRAL (child) or NORMAL, PNEUMONIA (adult)
     threshold: float | None  # the cut on pneumonia_probability that gave `label`; None outside scope

@@ -6,9 +6,9 @@ The runtime (pneumo/runtime.py: ONNX int8, ONNX float or Keras) gives the
 probabilities and the last convolution's maps; the features of the scope
 checks and of the adult answer, and the heatmaps, are computed from the maps
 in numpy (pneumo/heatmap.py), so every runtime yields all of them from the
-same pass. Everything after this (the
-scope checks, calibration, the verdict) is pneumo/analysis.py's; everything
-before it (decoding, preprocessing) too.
+same pass. Everything after this (the scope checks, calibration, the
+verdict) is pneumo/analysis.py's; everything before it (decoding,
+preprocessing) too.
 """
 
 from dataclasses import dataclass
