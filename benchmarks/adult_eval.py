@@ -17,7 +17,6 @@ children's figures, and who gets a verdict at all.
 One scoring pass of every set with its variants: about 15 minutes on 2 cores.
 """
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -29,14 +28,14 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from scope_eval import cross_validated_rows, print_scope_table, served_rows  # noqa: E402
+from scope_eval import (cross_validated_rows, parse_args, print_scope_table,  # noqa: E402
+                        score_and_cross_validate, served_rows)
 
 from pneumo.analysis import analyse_many  # noqa: E402
 from pneumo.classes import CLASSES  # noqa: E402
-from pneumo.loading import BUNDLED_DIR, load_model  # noqa: E402
 from pneumo.scope import CHILD, OK  # noqa: E402
-from training import adult, population, scope  # noqa: E402
-from training.data import labels_of, load_splits  # noqa: E402
+from training import adult, population  # noqa: E402
+from training.data import labels_of  # noqa: E402
 from training.metrics import evaluate  # noqa: E402
 
 
@@ -75,16 +74,8 @@ def child_rows(loaded, splits):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=str(BUNDLED_DIR), help="run folder")
-    p.add_argument("--data", default=os.environ.get("PNEUMO_DATA_DIR", "../shared/data/chest_xray"))
-    p.add_argument("--adult-data", default=os.environ.get(scope.ADULT_DIR_ENV, "../shared/data/adult_cxr"))
-    p.add_argument("--seed", type=int, default=0, help="the seed the run's checks were fitted with")
-    args = p.parse_args()
-    loaded = load_model(args.model)
-    splits = load_splits(args.data, seed=args.seed)
-    sets = scope.score_sets(loaded, splits, args.adult_data, args.seed, log=lambda m: print(m, file=sys.stderr))
-    measured = population.cross_validate(sets, loaded.ood_check, seed=args.seed)
+    args = parse_args(__doc__)
+    loaded, splits, sets, measured = score_and_cross_validate(args)
     adult_scores = measured["scores"]["original"][1]
     reaches = population.reaches_check(sets.adults.variants["original"], loaded.ood_check)
     routed = float(np.mean(reaches & (adult_scores >= measured["threshold"])))

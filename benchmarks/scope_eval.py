@@ -91,22 +91,32 @@ def print_adult_model(figures):
     print(f"| {figures['sensitivity']:.2f} | {figures['specificity']:.2f} | {figures['roc_auc']:.2f} |")
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(description):
+    """The options this benchmark and benchmarks/adult_eval.py share."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(BUNDLED_DIR), help="run folder (with its ood.npz and population.npz)")
     p.add_argument("--data", default=os.environ.get("PNEUMO_DATA_DIR", "../shared/data/chest_xray"))
     p.add_argument("--adult-data", default=os.environ.get(scope.ADULT_DIR_ENV, "../shared/data/adult_cxr"))
     p.add_argument("--seed", type=int, default=0, help="the seed the run's checks were fitted with")
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def score_and_cross_validate(args):
+    """One scoring pass of every set with its variants, and the population check's cross-validation.
+    The not-a-chest-X-ray check was fitted on all of these sets: only the population check is cross-validated."""
     loaded = load_model(args.model)
-    chest = loaded.ood_check  # fitted on all of these sets: only the population check is cross-validated
     splits = load_splits(args.data, seed=args.seed)
     sets = scope.score_sets(loaded, splits, args.adult_data, args.seed, log=lambda m: print(m, file=sys.stderr))
-    measured = population.cross_validate(sets, chest, seed=args.seed)
+    return loaded, splits, sets, population.cross_validate(sets, loaded.ood_check, seed=args.seed)
+
+
+def main():
+    args = parse_args(__doc__)
+    loaded, _, sets, measured = score_and_cross_validate(args)
+    chest = loaded.ood_check
     print(f"Population check threshold (from cross-validation): P(outside) >= {measured['threshold']:.3f}\n")
     print_scope_table([*cross_validated_rows(sets, chest, measured), *served_rows(loaded, args.data, args.seed)])
     print_adult_model(population.adult_model_figures(loaded, sets.adults))
-
 
 if __name__ == "__main__":
     main()
