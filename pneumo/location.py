@@ -61,8 +61,9 @@ def locate(heatmap: np.ndarray, film, size: tuple, restrict=True) -> Location:
     hot = _region_around(heat, (peak_row, peak_col))
     rows, cols = np.nonzero(hot)
     to_image = _to_image(film, size)
-    x0, y0 = to_image(cols.min() / WORK_SIDE, rows.min() / WORK_SIDE)
-    x1, y1 = to_image((cols.max() + 1) / WORK_SIDE, (rows.max() + 1) / WORK_SIDE)
+    corners = [to_image(col / WORK_SIDE, row / WORK_SIDE)  # a turn may swap them: take their extremes
+               for col in (cols.min(), cols.max() + 1) for row in (rows.min(), rows.max() + 1)]
+    (x0, y0), (x1, y1) = np.min(corners, axis=0).tolist(), np.max(corners, axis=0).tolist()
     px, py = to_image((peak_col + 0.5) / WORK_SIDE, (peak_row + 0.5) / WORK_SIDE)
     zone_map = fields.zone_map() if restrict else frame_zone_map()
     return Location(_zones(heat * hot, zone_map), {"x": px, "y": py},
@@ -129,12 +130,20 @@ def _zones(evidence: np.ndarray, zone_map: np.ndarray) -> list:
 
 
 def _to_image(film, size):
-    """Fractions of the film -> fractions (rounded to 4 places) of the uploaded image of `size`,
-    through the photo step's crop when there was one."""
+    """Fractions of the film -> fractions (rounded to 4 places) of the uploaded image of `size`:
+    into the film as it came when the orientation step turned it back, then through the photo
+    step's crop when there was one."""
     width, height = size
     left, top, right, bottom = film.box if film.box is not None else (0, 0, width, height)
 
     def convert(x, y):
+        x, y = as_it_came(x, y, film.turned)
         return (round(float((left + x * (right - left)) / width), 4),
                 round(float((top + y * (bottom - top)) / height), 4))
     return convert
+
+
+def as_it_came(x, y, turned):
+    """A point (fractions, y down) of the film turned back -> the same point on the film as it came,
+    `turned` degrees counter-clockwise (PIL's rotate(turned, expand=True) of the upright film)."""
+    return {0: (x, y), 90: (y, 1 - x), 180: (1 - x, 1 - y), 270: (1 - y, x)}[turned % 360]

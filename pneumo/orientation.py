@@ -108,4 +108,4 @@ def upright(film, check: "OrientationCheck | None"):
     way = check.way_of(film.image)
     if way == UPRIGHT:
         return film
-    return replace(film, image=restored(film.image, way), warnings=[*film.warnings, note(way)])
+    return replace(film, image=restored(film.image, way), warnings=[*film.warnings, note(way)], turned=WAYS[way][0])

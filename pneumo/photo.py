@@ -44,6 +44,7 @@ class Film:
     is_photo: bool = False
     warnings: list = field(default_factory=list)
     box: tuple | None = None  # (left, top, right, bottom) of the film in the photo
+    turned: int = 0  # degrees (counter-clockwise) the film came turned; `image` is turned back (pneumo/orientation.py)
 
 
 def film_of(image: Image.Image) -> Film:

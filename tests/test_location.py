@@ -119,6 +119,23 @@ def test_mirrored_film_through_analyse_swaps_sides(child):
     assert sides[0] and sides[1] == {swap[side] for side in sides[0]}
 
 
+@pytest.mark.parametrize("turn", [90, 180, 270])
+def test_a_film_turned_back_reports_where_on_the_film_as_uploaded(child, turn):
+    """The orientation step turns the film back before the model; peak and box are mapped
+    back onto the film as it came (PIL turns counter-clockwise)."""
+    film = Image.open(child).convert("L")
+    upright, turned = analyse(film, research_location=True), analyse(film.rotate(turn, expand=True),
+                                                                     research_location=True)
+    assert any("turned" in warning for warning in turned.warnings)
+    here, there = upright.research_location, turned.research_location
+    assert there.zones == here.zones  # the patient's zones do not move with the film
+    x, y = here.peak["x"], here.peak["y"]
+    expected = {90: (y, 1 - x), 180: (1 - x, 1 - y), 270: (1 - y, x)}[turn]
+    assert (there.peak["x"], there.peak["y"]) == pytest.approx(expected, abs=2e-4)
+    width, height = (here.box["h"], here.box["w"]) if turn != 180 else (here.box["w"], here.box["h"])
+    assert (there.box["w"], there.box["h"]) == pytest.approx((width, height), abs=2e-4)
+
+
 def test_evidence_outside_the_lungs_is_not_a_zone(child):
     """Heat only on the mediastinum: no zone is named (the markers, heart and text are not lungs)."""
     film = Image.open(child).convert("L")
