@@ -35,6 +35,7 @@ POPULATION = "population.npz"  # the population check (pneumo/population.py)
 POPULATION_REPORT = "population.json"  # its cross-validated figures (training/scope.py)
 ADULT = "adult.npz"  # the adult answer's read-out of the model's features (pneumo/adult.py)
 ADULT_REPORT = "adult.json"  # its figures on radiologist-labelled adults and the shipping rule (training/adult.py)
+ADULT_HELD_OUT = "adult_held_out.json"  # a joint run: the adult patients no fit saw, and the trained read-out
 ORIENTATION = "orientation.npz"  # the turned-or-inverted-film check (pneumo/orientation.py)
 CARD = "README.md"  # the model card
 ROC_PLOT, TRAINING_PLOT, RELIABILITY_PLOT = "roc.png", "training.png", "reliability.png"

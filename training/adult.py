@@ -22,10 +22,17 @@ the calibration come from an inner cross-validation of the training folds).
 The head ships (adult.npz `shipped = 1`) only if those figures meet RULE;
 otherwise it is saved with `shipped = 0` and adults stay outside the
 population. adult.json keeps the figures and the verdict of every rule.
+
+A joint run (training/joint.py) trained the read-out inside the network,
+on every adult patient but those it held out (adult_held_out.json). Then
+`judge_trained_head` takes that read-out as it is and judges it on the
+held-out patients alone: only its calibration and threshold are fitted
+here, each held-out film's from the other held-out folds.
 """
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -142,30 +149,71 @@ def fit_head(adults, labels, seed=0, log=print) -> tuple[AdultHead, dict]:
     """The head fitted on every read film, its calibration and threshold from
     out-of-fold scores; its cross-validated figures and whether it ships."""
     measured = figures(cross_validate(adults, labels, seed))
-    verdicts = rule_verdicts(measured)
     reading = readings(adults, labels)
     rows = np.flatnonzero(np.isin(reading, (OPACITY, NORMAL)))
     y = (reading[rows] == OPACITY).astype(int)
     head = fit_regression(adults, rows, y, seed)
     calibrate_and_threshold(head, out_of_fold_scores(adults, rows, y, adults.groups[rows], seed), y)
+    trained_on = "RSNA radiologist readings, Lung Opacity against Normal, variants " + ", ".join(FITTED)
+    return head, _report(head, measured, trained_on, f"{FOLDS} folds by patient", log)
+
+
+def judge_trained_head(adults, labels, record, seed=0, log=print) -> tuple[AdultHead, dict]:
+    """A joint run's own read-out (`record`: adult_held_out.json), its calibration and threshold
+    cross-fitted on the held-out patients' read films; its figures there and whether it ships."""
+    reading = readings(adults, labels)
+    rows = np.flatnonzero(np.isin(adults.groups, record["held_out_patients"]) & (reading != ""))
+    if not len(rows):
+        raise ValueError("no radiologist-read film of the held-out patients among the adult films")
+    trained = record["trained_read_out"]
+    coef = np.asarray(trained["coef"], np.float64)
+    head = AdultHead(np.zeros(len(coef)), np.ones(len(coef)), coef, float(trained["intercept"]),
+                     slope=1.0, offset=0.0, threshold=0.5, shipped=0.0)
+    features = adults.variants["original"].adult[rows]
+    scores, groups = head.score(features), adults.groups[rows]
+    pair = np.isin(reading[rows], (OPACITY, NORMAL))
+    y = (reading[rows] == OPACITY).astype(int)
+    probability, predicted = np.empty(len(rows)), np.empty(len(rows), bool)
+    for fit_part, held in _folds(reading[rows], groups, seed):
+        fit_part = fit_part[pair[fit_part]]
+        fold_head = calibrate_and_threshold(replace(head), scores[fit_part], y[fit_part])
+        probability[held] = fold_head.probability(features[held])
+        predicted[held] = probability[held] >= fold_head.threshold
+    measured = figures({"reading": reading[rows], "probability": probability, "predicted": predicted,
+                        "child_model": _child_pneumonia(adults)[rows]})
+    calibrate_and_threshold(head, scores[pair], y[pair])
+    trained_on = "a joint run's own read-out (the network's adult output); calibration and threshold cross-fitted"
+    measured_on = f"the {len(set(groups))} radiologist-read patients held out of the joint run"
+    return head, _report(head, measured, trained_on, measured_on, log)
+
+
+def _report(head, measured, trained_on, measured_on, log) -> dict:
+    """Judge `measured` by RULE, set head.shipped, and say so."""
+    verdicts = rule_verdicts(measured)
     head.shipped = float(all(verdicts.values()))
-    report = {"cross_validated": measured, "rule": RULE, "rule_met": verdicts, "shipped": bool(head.shipped),
-              "threshold": head.threshold, "features": "mean and maximum of each block5_conv3 map",
-              "trained_on": "RSNA radiologist readings, Lung Opacity against Normal, variants " + ", ".join(FITTED)}
-    log(f"adult answer: cross-validated {json.dumps({k: v for k, v in measured.items() if k != 'films'})}; "
+    log(f"adult answer: {json.dumps({k: v for k, v in measured.items() if k != 'films'})}; "
         f"{'ships' if head.shipped else 'does not ship'} ({verdicts})")
-    return head, report
+    return {"cross_validated": measured, "rule": RULE, "rule_met": verdicts, "shipped": bool(head.shipped),
+            "threshold": head.threshold, "features": "mean and maximum of each block5_conv3 map",
+            "trained_on": trained_on, "measured_on": measured_on}
 
 
-def fit_and_save(run_folder, adults, labels, seed=0, log=print) -> dict:
-    head, report = fit_head(adults, labels, seed, log)
+def fit_and_save(run_folder, adults, labels, seed=0, log=print, trained=None) -> dict:
+    """adult.npz and adult.json: the joint run's read-out judged when `trained`
+    (its adult_held_out.json) is given, else a read-out fitted here."""
+    if trained is not None:
+        head, report = judge_trained_head(adults, labels, trained, seed, log)
+    else:
+        head, report = fit_head(adults, labels, seed, log)
     head.save(Path(run_folder) / ADULT)
     (Path(run_folder) / ADULT_REPORT).write_text(json.dumps(report, indent=2))
     return report
 
 
 def _folds(strata, groups, seed):
-    return StratifiedGroupKFold(n_splits=FOLDS, shuffle=True, random_state=seed).split(
+    """FOLDS folds by patient (fewer when there are fewer patients: a tiny test set)."""
+    folds = min(FOLDS, len(set(groups)))
+    return StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(
         np.zeros(len(strata)), strata, groups)
 
 

@@ -17,6 +17,7 @@ from pneumo.classes import NORMAL, pneumonia_probability
 
 from .averaging import keep_epoch
 from .metrics import bacterial_viral_auc
+from .model import CHILD_OUTPUT
 
 
 def fresh_state():
@@ -45,6 +46,8 @@ class SelectionCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         probabilities = self.model.predict(self.inputs, batch_size=32, verbose=0)
+        if isinstance(probabilities, dict):  # a joint run: epochs are chosen on the children's output
+            probabilities = probabilities[CHILD_OUTPUT]
         score = roc_auc_score(self.labels != NORMAL, pneumonia_probability(probabilities))
         row = {k: float(v) for k, v in (logs or {}).items()}
         row.update(epoch=epoch + 1, selection_auc=float(score),

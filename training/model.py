@@ -3,6 +3,12 @@
 VGG16 partial transfer learning: the first `pretrained_blocks` blocks start
 from pretrained weights, the later ones train from scratch; the first
 `frozen_blocks` do not train at all. Keras 3 APIs only, so any backend runs it.
+
+A joint run (training/joint.py) adds a second output, `adult`: P(pneumonia)
+of an adult film, a logistic read-out of the log of each heatmap-layer map's
+mean and maximum. That is exactly the read-out pneumo/adult.py serves from
+the maps every pass computes anyway, so the served model keeps one output
+(`served_model`) and adults cost no second pass.
 """
 
 import random
@@ -11,7 +17,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from pneumo.adult import AdultHead
 from pneumo.classes import CLASSES
+from pneumo.run_folder import KERAS_MODEL
 
 from .pretrained import hed_layers, load_layers
 
@@ -19,6 +27,8 @@ ARCHITECTURES = ("vgg16", "mobilenetv2")
 # The last convolution: where Grad-CAM looks.
 GRADCAM_LAYERS = {"vgg16": "block5_conv3", "mobilenetv2": "out_relu"}
 
+
+CHILD_OUTPUT, ADULT_OUTPUT = "predictions", "adult"
 
 # MobileNetV2's layers after its last numbered block.
 MOBILENET_TOP_LAYERS = {"Conv_1", "Conv_1_bn", "out_relu"}
@@ -101,9 +111,69 @@ def compile_model(model, learning_rate=1e-4, decay=1e-5):
     # Keras 3 optimizers have no `decay`: this schedule is the legacy
     # lr / (1 + decay * step) it stood for.
     schedule = keras.optimizers.schedules.InverseTimeDecay(learning_rate, decay_steps=1, decay_rate=decay)
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    if is_joint(model):  # each output's loss counts only its own population (training/joint.py's weights)
+        loss = {CHILD_OUTPUT: "sparse_categorical_crossentropy", ADULT_OUTPUT: "binary_crossentropy"}
+        metrics = {CHILD_OUTPUT: ["accuracy"]}
+    else:
+        loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=metrics)
     return model
+
+
+@keras.saving.register_keras_serializable(package="pneumo")
+class LogMeanAndMax(keras.layers.Layer):
+    """(N, h, w, C) maps -> (N, 2C): log1p of each channel's mean and maximum over the film
+    (pneumo.adult.adult_features, then the log that AdultHead.score takes)."""
+
+    def call(self, maps):
+        pooled = keras.ops.concatenate([keras.ops.mean(maps, axis=(1, 2)), keras.ops.max(maps, axis=(1, 2))], axis=-1)
+        return keras.ops.log1p(keras.ops.relu(pooled))
+
+
+def with_adult_head(model, architecture="vgg16", dropout=0.3):
+    """The children's model plus the `adult` output, read from the heatmap layer's maps."""
+    maps = model.get_layer(GRADCAM_LAYERS[architecture]).output
+    features = LogMeanAndMax(name="adult_features")(maps)
+    features = keras.layers.Dropout(dropout, name="adult_dropout")(features)
+    adult = keras.layers.Dense(1, activation="sigmoid", name=ADULT_OUTPUT)(features)
+    return keras.Model(model.input, {CHILD_OUTPUT: model.get_layer(CHILD_OUTPUT).output, ADULT_OUTPUT: adult},
+                       name=model.name)
+
+
+def is_joint(model) -> bool:
+    return any(layer.name == ADULT_OUTPUT for layer in model.layers)
+
+
+def served_model(model):
+    """What serves: the children's output alone (the adult read-out is served from the maps)."""
+    if not is_joint(model):
+        return model
+    return keras.Model(model.input, model.get_layer(CHILD_OUTPUT).output, name=model.name)
+
+
+def trained_adult_head(model):
+    """The joint model's adult output as pneumo.adult.AdultHead: not yet calibrated, not shipped
+    (training/adult.py calibrates it and judges the rule on the held-out patients)."""
+    kernel, bias = model.get_layer(ADULT_OUTPUT).get_weights()
+    features = kernel.shape[0]
+    return AdultHead(np.zeros(features), np.ones(features), kernel[:, 0].astype(np.float64), float(bias[0]),
+                     slope=1.0, offset=0.0, threshold=0.5, shipped=0.0)
+
+
+def start_from(model, source) -> int:
+    """Copy the weights of every layer of the model saved at `source` (a run folder or a .keras file)
+    that has a layer of the same name and shapes here. Returns how many layers were copied."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / KERAS_MODEL
+    if not path.is_file():
+        raise FileNotFoundError(f"--init-from: no model at {path}")
+    donor = {layer.name: layer for layer in keras.saving.load_model(path, compile=False).layers}
+    copied = 0
+    for layer in model.layers:
+        other = donor.get(layer.name)
+        if other is not None and layer.weights and \
+                [w.shape for w in layer.get_weights()] == [w.shape for w in other.get_weights()]:
+            layer.set_weights(other.get_weights())
+            copied += 1
+    return copied

@@ -30,9 +30,10 @@ import numpy as np
 from pneumo.calibration import apply_calibration
 from pneumo.classes import CLASSES, NORMAL, pneumonia_probability
 from pneumo.preprocess import to_model_input
-from pneumo.run_folder import (ADULT, ADULT_REPORT, CARD, FLOAT_ONNX, INT8_ONNX, KERAS_MODEL, METRICS, ONNX_REPORT,
-                               OOD, ORIENTATION, POPULATION, POPULATION_REPORT, RELIABILITY_PLOT, ROC_PLOT, TARGET_MEAN,
-                               TARGET_STD, TRAINING_PLOT, VGG_MEAN_BGR, write_config)
+from pneumo.run_folder import (ADULT, ADULT_HELD_OUT, ADULT_REPORT, CARD, FLOAT_ONNX, INT8_ONNX, KERAS_MODEL,
+                               METRICS, ONNX_REPORT, OOD, ORIENTATION, POPULATION, POPULATION_REPORT,
+                               RELIABILITY_PLOT, ROC_PLOT, TARGET_MEAN, TARGET_STD, TRAINING_PLOT, VGG_MEAN_BGR,
+                               write_config)
 
 from .averaging import average_into
 from .calibrate import fit_calibration
@@ -40,7 +41,7 @@ from .card import build_card
 from .checkpoints import read_state
 from .data import labels_of, load_pixels
 from .metrics import choose_threshold, evaluate
-from .model import GRADCAM_LAYERS
+from .model import GRADCAM_LAYERS, is_joint, served_model, trained_adult_head
 from .orientation import fit_and_save as fit_orientation_check
 from .scope import fit_and_save as fit_scope_checks
 from .plots import plot_reliability, plot_roc, plot_training
@@ -56,7 +57,9 @@ def write_run_folder(args, splits, checkpoint_dir, log):
     # Evaluate what ships: the float16-stored model, not the float32 checkpoint
     # (their probabilities differ by ~1e-3, enough to move a borderline image).
     averaged = _averaged_epochs(args, state)
-    save_float16(_final_model(checkpoint_dir, averaged, log), out / KERAS_MODEL)
+    trained = _final_model(checkpoint_dir, averaged, log)
+    adult_held_out(trained, checkpoint_dir, out)
+    save_float16(served_model(trained), out / KERAS_MODEL)
     model = keras.saving.load_model(out / KERAS_MODEL)
     raw = {name: _predict(model, samples, args.image_size) for name, samples in splits.reports.items()}
     selection_labels, selection_raw = raw[splits.selection_name]
@@ -95,6 +98,17 @@ def write_run_folder(args, splits, checkpoint_dir, log):
     adult = json.loads((out / ADULT_REPORT).read_text()) if (out / ADULT_REPORT).is_file() else None
     build_card(config, metrics, scope, onnx, adult).save(out / CARD)
     log(f"run folder written: {out}")
+
+
+def adult_held_out(model, checkpoint_dir, out):
+    """A joint run: its adult read-out and held-out patients, for training/adult.py to judge."""
+    (out / ADULT_HELD_OUT).unlink(missing_ok=True)
+    if not is_joint(model):
+        return
+    record = json.loads((Path(checkpoint_dir) / ADULT_HELD_OUT).read_text())
+    head = trained_adult_head(model)
+    record["trained_read_out"] = {"coef": head.coef.tolist(), "intercept": head.intercept}
+    (out / ADULT_HELD_OUT).write_text(json.dumps(record))
 
 
 def onnx_models(model, config, splits, out, log, seed=0):
@@ -136,6 +150,15 @@ def _final_model(checkpoint_dir, averaged, log):
     return model
 
 
+def _joint_words(args) -> str:
+    if not getattr(args, "train_adults", False):
+        return ""
+    start = f" Started from {args.init_from}." if args.init_from else ""
+    return (f" Trained jointly on adult films (the adult read-out of the heatmap layer's maps; "
+            f"{args.adult_held_out:.0%} of the radiologist-read patients held out, text-mined labels at weight "
+            f"{args.text_mined_weight:g}).{start}")
+
+
 def _predict(model, samples, size):
     inputs = to_model_input(load_pixels(samples, size))
     return labels_of(samples), model.predict(inputs, batch_size=32, verbose=0)
@@ -162,7 +185,8 @@ def _config(args, splits, state, threshold, calibration, figures, averaged):
         "description": f"{args.architecture} base at {args.image_size} px: blocks 1-{args.pretrained_blocks} start from "
                        f"'{args.pretrained}' weights, later blocks from scratch, blocks 1-{args.frozen_blocks} frozen; "
                        f"global average pooling, dropout {args.dropout}, 3-way softmax. Adam {args.learning_rate:g} "
-                       f"with {args.decay:g} inverse-time decay, class-balanced imgaug augmentation, {chosen}.",
+                       f"with {args.decay:g} inverse-time decay, class-balanced imgaug augmentation, {chosen}."
+                       + _joint_words(args),
         "pretrained": args.pretrained,
         "pretrained_blocks": args.pretrained_blocks,
         "frozen_blocks": args.frozen_blocks,

@@ -38,8 +38,8 @@ from pneumo.ood import statistics_reason
 from pneumo.photo import film_of
 from pneumo.predict import model_outputs
 from pneumo.preprocess import preprocess
-from pneumo.run_folder import (ADULT, ADULT_REPORT, CARD, METRICS, ONNX_REPORT, OOD, POPULATION, POPULATION_REPORT,
-                               read_config)
+from pneumo.run_folder import (ADULT, ADULT_HELD_OUT, ADULT_REPORT, CARD, METRICS, ONNX_REPORT, OOD, POPULATION,
+                               POPULATION_REPORT, read_config)
 
 from . import adult, ood, population
 from .data import load_splits
@@ -170,7 +170,9 @@ def fit_adult_answer(adults, adult_dir, out, seed, log):
     if not np.isin(adult.readings(adults, labels), (adult.OPACITY, adult.NORMAL)).any():
         log("adult answer: no radiologist readings in labels.csv (rsna_class), so none: adults stay outside")
         return None
-    return adult.fit_and_save(out, adults, labels, seed, log)
+    joint = Path(out) / ADULT_HELD_OUT  # a joint run: judge its own read-out on the patients it held out
+    trained = json.loads(joint.read_text()) if joint.is_file() else None
+    return adult.fit_and_save(out, adults, labels, seed, log, trained)
 
 
 def refit_adult_answer(run_folder, adult_dir, seed=0, log=print):

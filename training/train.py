@@ -7,6 +7,7 @@ interrupted run (or only rewrites the report of a finished one).
 """
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -17,13 +18,15 @@ import keras
 import numpy as np
 
 from pneumo.preprocess import to_model_input
-from pneumo.run_folder import CHECKPOINTS
+from pneumo.run_folder import ADULT_HELD_OUT, CHECKPOINTS
 from pneumo.settings import setting
 
+from .adult_data import HELD_OUT_FRACTION, TEXT_MINED_WEIGHT, held_out_patients, read_rows, training_samples
 from .augment import BalancedBatches
 from .checkpoints import SelectionCheckpoint, fresh_state, read_state
 from .data import HOLDOUT_FRACTION, SEED, labels_of, load_pixels, load_splits
-from .model import ARCHITECTURES, build_model, compile_model
+from .joint import JointBatches
+from .model import ARCHITECTURES, build_model, compile_model, start_from, with_adult_head
 from .push import push_run
 from .report import write_run_folder
 from .strategy import STRATEGIES, keep_tensorflow_out, pick_strategy
@@ -70,6 +73,20 @@ def parse_args(argv=None):
     p.add_argument("--adult-data", default=env("PNEUMO_ADULT_DATA_DIR"),
                    help="adult chest X-rays to fit the population check (pneumo/population.py) against; "
                         "without them the run has no such check [PNEUMO_ADULT_DATA_DIR]")
+    p.add_argument("--train-adults", action="store_true",
+                   help="a joint run: also train on --adult-data's films (one backbone: the children's three "
+                        "classes and the adults' pneumonia yes/no), holding out --adult-held-out of the patients "
+                        "that radiologists read to judge the adult answer on (training/adult_data.py)")
+    p.add_argument("--adult-held-out", type=float, default=HELD_OUT_FRACTION,
+                   help="with --train-adults: share of the radiologist-read patients kept out of training")
+    p.add_argument("--text-mined-weight", type=float, default=TEXT_MINED_WEIGHT,
+                   help="with --train-adults: loss weight of the adult films' text-mined labels (0: unused)")
+    p.add_argument("--adult-images-per-class", type=int, default=None,
+                   help="with --train-adults: adult films of each label per epoch; default: half of "
+                        "--images-per-class")
+    p.add_argument("--init-from", default=None, metavar="RUN_OR_KERAS",
+                   help="start from this run folder's (or .keras file's) weights, layer by layer by name, "
+                        "e.g. pneumo/bundled_model; --pretrained still fills what it lacks")
     p.add_argument("--no-onnx", action="store_true",
                    help="skip the ONNX models and the scope checks in the report (e.g. under the JAX backend, "
                         "which tf2onnx cannot convert); make them later with python -m training.quantize OUT "
@@ -100,6 +117,8 @@ def main(argv=None):
 
     splits = load_splits(args.data, args.holdout_fraction, args.seed)
     log(f"train {len(splits.train)} images; selection on {splits.selection_name} ({len(splits.selection)})")
+    if args.train_adults and not args.adult_data:
+        raise SystemExit("--train-adults needs --adult-data (or PNEUMO_ADULT_DATA_DIR)")
     state = read_state(checkpoint_dir) if args.resume else fresh_state()
     if not state["finished"]:  # a finished run only rewrites its report
         fit(args, splits, state, checkpoint_dir, log)
@@ -125,14 +144,38 @@ def fit(args, splits, state, checkpoint_dir, log):
         else:
             model = build_model(args.architecture, args.image_size, args.pretrained, args.pretrained_blocks,
                                 args.frozen_blocks, args.dropout, args.seed)
+            if args.init_from:
+                log(f"started from {args.init_from}: {start_from(model, args.init_from)} layers copied")
+            if args.train_adults:
+                model = with_adult_head(model, args.architecture, args.dropout)
             compile_model(model, args.learning_rate, args.decay)
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     log(f"{model.count_params():,} parameters, {trainable:,} trainable")
-    batches = BalancedBatches(train_pixels, labels, args.batch_size, per_class, seed=args.seed, epoch=state["epoch"],
-                              workers=args.workers)
+    if args.train_adults:
+        batches = joint_batches(args, train_pixels, labels, per_class, state, checkpoint_dir, log)
+    else:
+        batches = BalancedBatches(train_pixels, labels, args.batch_size, per_class, seed=args.seed,
+                                  epoch=state["epoch"], workers=args.workers)
     checkpoint = SelectionCheckpoint(checkpoint_dir, to_model_input(selection_pixels), labels_of(splits.selection),
                                      args.patience, args.max_minutes, state, log, args.average_best)
     model.fit(batches, epochs=args.epochs, initial_epoch=state["epoch"], callbacks=[checkpoint], verbose=2)
+
+
+def joint_batches(args, child_pixels, child_labels, per_class, state, checkpoint_dir, log):
+    """The joint run's batches; the held-out adult patients are written to the checkpoints
+    (the report passes them on to the adult answer's judge, training/adult.py)."""
+    held_out = held_out_patients(read_rows(args.adult_data), args.adult_held_out, args.seed)
+    samples = training_samples(args.adult_data, held_out, args.text_mined_weight)
+    adult_labels = np.array([s.label for s in samples])
+    log(f"adults: {len(samples)} films ({int(adult_labels.sum())} pneumonia) of patients not held out; "
+        f"{len(held_out)} radiologist-read patients held out")
+    (Path(checkpoint_dir) / ADULT_HELD_OUT).write_text(json.dumps(
+        {"held_out_patients": held_out, "held_out_fraction": args.adult_held_out,
+         "text_mined_weight": args.text_mined_weight, "training_films": len(samples)}, indent=1))
+    return JointBatches(child_pixels, child_labels, load_pixels(samples, args.image_size, args.workers),
+                        adult_labels, [s.weight for s in samples], args.batch_size, per_class,
+                        args.adult_images_per_class or max(1, per_class // 2), seed=args.seed,
+                        epoch=state["epoch"], workers=args.workers)
 
 
 def _logger(path):

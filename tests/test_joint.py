@@ -1,0 +1,141 @@
+"""A joint run: one backbone trained on children and adults, its adult read-out served from the maps,
+judged only on the adult patients it held out."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from pneumo.adult import AdultHead, adult_features
+from pneumo.analysis import analyse
+from pneumo.loading import load_model
+from pneumo.run_folder import ADULT_HELD_OUT, ADULT_REPORT, KERAS_MODEL
+from tests.conftest import ROOT, TINY_TRAIN_ARGS, synthetic_xray
+from training import adult as adult_fit
+from training.adult_data import held_out_patients, read_rows, training_samples
+from training.joint import JointBatches
+from training.model import (ADULT_OUTPUT, CHILD_OUTPUT, build_model, served_model, trained_adult_head,
+                            with_adult_head)
+
+
+def write_adults(folder, read=40, unread=12):
+    """Adult films: `read` with radiologist readings (opacities are a bright patch; four films per
+    patient, two of each), then `unread` with NIH text-mined findings only (their own patients)."""
+    folder.mkdir(parents=True)
+    with open(folder / "labels.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["file", "patient", "finding", "rsna_class"])
+        writer.writeheader()
+        for i in range(read + unread):
+            sick = i % 2 == 0
+            name = f"nih_{i:08d}_000.jpeg"
+            synthetic_xray("bacteria" if sick else "normal", 1000 + i, size=96).save(folder / name)
+            reading = (adult_fit.OPACITY if sick else adult_fit.NORMAL) if i < read else ""
+            finding = ("pneumonia" if sick else "normal") if i < read + unread - 2 else "other"
+            writer.writerow({"file": name, "patient": str(i // 4), "finding": finding, "rsna_class": reading})
+    return folder
+
+
+def test_the_adult_output_is_the_read_out_that_serving_computes_from_the_maps():
+    """The network's `adult` output equals pneumo.adult.AdultHead on the heatmap layer's maps,
+    so the served model needs no second output and adults no second pass."""
+    model = with_adult_head(build_model("vgg16", 32, "none", 0, 0, seed=3))
+    dense = model.get_layer(ADULT_OUTPUT)
+    kernel, bias = dense.get_weights()
+    rng = np.random.default_rng(0)
+    dense.set_weights([rng.normal(0, 0.3, kernel.shape).astype(np.float32), np.float32([0.2])])
+    inputs = rng.normal(0, 60, (4, 32, 32, 3)).astype(np.float32)
+    outputs = model.predict(inputs, verbose=0)
+    maps = keras.Model(model.input, model.get_layer("block5_conv3").output).predict(inputs, verbose=0)
+    served = trained_adult_head(model).probability(adult_features(maps))
+    assert outputs[ADULT_OUTPUT][:, 0] == pytest.approx(served, rel=1e-4, abs=1e-6)
+    assert served.std() > 0  # the films differ: the comparison is not between two constants
+    children = served_model(model).predict(inputs, verbose=0)
+    assert children == pytest.approx(outputs[CHILD_OUTPUT], abs=1e-6)
+
+
+def test_held_out_patients_never_train_and_text_mined_labels_weigh_less(tmp_path):
+    adults = write_adults(tmp_path / "adults")
+    rows = read_rows(adults)
+    held = held_out_patients(rows, 0.35, seed=0)
+    read_patients = {r["patient"] for r in rows if r["rsna_class"]}
+    assert held and set(held) < read_patients
+    samples = training_samples(adults, held, text_mined_weight=0.3)
+    assert not {s.patient for s in samples} & set(held)
+    by_name = {s.path.name: s for s in samples}
+    for row in rows:
+        sample = by_name.get(row["file"])
+        if row["patient"] in held or (not row["rsna_class"] and row["finding"] == "other"):
+            assert sample is None
+        elif row["rsna_class"]:
+            assert (sample.label, sample.weight) == (int(row["rsna_class"] == adult_fit.OPACITY), 1.0)
+        else:
+            assert (sample.label, sample.weight) == (int(row["finding"] == "pneumonia"), 0.3)
+    assert training_samples(adults, held, text_mined_weight=0) == [s for s in samples if s.weight == 1.0]
+
+
+def test_joint_batches_count_each_output_only_on_its_own_population():
+    rng = np.random.default_rng(0)
+    children, adults = rng.integers(0, 255, (9, 16, 16), np.uint8), rng.integers(0, 255, (5, 16, 16), np.uint8)
+    child_labels, adult_labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2]), np.array([1, 0, 0, 1, 0])
+    adult_weights = np.array([1.0, 1.0, 0.3, 0.3, 1.0])
+    batches = JointBatches(children, child_labels, adults, adult_labels, adult_weights, batch_size=4,
+                           per_class=4, adult_per_class=3, seed=1)
+    assert len(batches.order) == 4 * 3 + 3 * 2
+    seen_children = seen_adults = 0
+    for index in range(len(batches)):
+        inputs, targets, weights = batches[index]
+        picks = batches.order[index * 4:(index + 1) * 4]
+        child = picks < len(child_labels)
+        assert inputs.shape == (4, 16, 16, 3)
+        assert weights[CHILD_OUTPUT].tolist() == child.astype(float).tolist()
+        assert targets[CHILD_OUTPUT][child].tolist() == child_labels[picks[child]].tolist()
+        adult_rows = picks[~child] - len(child_labels)
+        assert weights[ADULT_OUTPUT][~child] == pytest.approx(adult_weights[adult_rows])
+        assert not weights[ADULT_OUTPUT][child].any()
+        assert targets[ADULT_OUTPUT][~child].tolist() == adult_labels[adult_rows].tolist()
+        seen_children, seen_adults = seen_children + child.sum(), seen_adults + (~child).sum()
+    assert seen_children > 0 and seen_adults > 0
+
+
+@pytest.fixture(scope="module")
+def joint_run(synthetic_data, tmp_path_factory):
+    """A run folder written by the real training CLI with --train-adults: 32 px, one epoch."""
+    root = tmp_path_factory.mktemp("joint")
+    adults = write_adults(root / "adults")
+    out = root / "run"
+    done = subprocess.run([sys.executable, "-m", "training.train", "--data", str(synthetic_data), "--out", str(out),
+                           "--adult-data", str(adults), "--train-adults", "--adult-images-per-class", "6",
+                           *TINY_TRAIN_ARGS], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # So few children fit no scope checks in the report: judge the adult answer as a real run's report does.
+    done = subprocess.run([sys.executable, "-m", "training.scope", str(out), "--adult-data", str(adults),
+                           "--only-adult"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, adults
+
+
+def test_a_tiny_joint_run_serves_both_populations(joint_run):
+    out, adults = joint_run
+    record = json.loads((out / ADULT_HELD_OUT).read_text())
+    trained_patients = {s.patient for s in training_samples(adults, record["held_out_patients"])}
+    assert record["held_out_patients"] and not trained_patients & set(record["held_out_patients"])
+    assert record["training_films"] == len(training_samples(adults, record["held_out_patients"],
+                                                            record["text_mined_weight"]))
+    served = keras.saving.load_model(out / KERAS_MODEL)
+    assert not isinstance(served.output, dict)  # one output: the children's; adults are read from the maps
+    report = json.loads((out / ADULT_REPORT).read_text())
+    assert "held out" in report["measured_on"]
+    held_read = sum(1 for r in read_rows(adults) if r["patient"] in record["held_out_patients"] and r["rsna_class"])
+    assert sum(report["cross_validated"]["films"].values()) == held_read  # judged on held-out films alone
+    head = AdultHead.load(out)
+    assert head.coef == pytest.approx(np.asarray(record["trained_read_out"]["coef"]))  # the network's own read-out
+    assert report["shipped"] == all(report["rule_met"].values()) == bool(head.shipped)
+    loaded = load_model(out)
+    for film in (adults / "nih_00000000_000.jpeg", adults / "nih_00000001_000.jpeg"):
+        result = analyse(Image.open(film), loaded)
+        assert result.scope in ("ok", "outside_population", "not_chest_xray")  # serves; synthetic films decide

@@ -1,0 +1,85 @@
+"""Adult films as training data for a joint run, and the patients held out of it.
+
+    python -m training.train ... --adult-data ../shared/data/adult_cxr --train-adults
+
+A joint run trains one backbone on both populations (training/joint.py).
+Its adult figures must come from radiologists' labels on patients that no
+fit saw, so a share of the patients that radiologists read
+(--adult-held-out, stratified by their readings) is kept out of training,
+every film of theirs; training/adult.py judges the shipping rule on them.
+
+What the network learns from, on the other patients:
+
+    RSNA "Lung Opacity"                          1, weight 1
+    RSNA "Normal", "No Lung Opacity / Not Normal" 0, weight 1 (the rule also
+                                                 ranks opacity above every read film)
+    unread films, NIH text-mined "pneumonia"     1, weight --text-mined-weight
+    unread films, NIH text-mined "normal"        0, weight --text-mined-weight
+    anything else                                not used
+
+The text-mined labels are noisy (only 43% of the NIH "pneumonia" films that
+radiologists read showed an opacity), hence their smaller weight.
+"""
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from .adult import NORMAL, OPACITY, OTHER
+
+HELD_OUT_FRACTION = 0.35  # of the read patients: about 50 opacities and 55 normal films on the NIH set
+TEXT_MINED_WEIGHT = 0.3
+TEXT_MINED = {"pneumonia": 1, "normal": 0}
+
+
+@dataclass(frozen=True)
+class AdultSample:
+    path: Path
+    label: int  # 1 pneumonia (an opacity), 0 not
+    weight: float  # 1 for radiologists' readings, less for text-mined labels
+    patient: str
+
+
+def read_rows(folder) -> list[dict]:
+    """labels.csv of the adult folder, the rows whose film is there."""
+    folder = Path(folder)
+    with open(folder / "labels.csv") as f:
+        return [row for row in csv.DictReader(f) if (folder / row["file"]).is_file()]
+
+
+def held_out_patients(rows, fraction=HELD_OUT_FRACTION, seed=0) -> list[str]:
+    """About `fraction` of the patients with a radiologist reading, stratified by reading
+    (one fold of round(1 / fraction)); every film of theirs stays out of training."""
+    read = [row for row in rows if row.get("rsna_class")]
+    if not read or fraction <= 0:
+        return []
+    folds = StratifiedGroupKFold(n_splits=max(2, round(1 / fraction)), shuffle=True, random_state=seed)
+    _, held = next(folds.split(np.zeros(len(read)), [r["rsna_class"] for r in read], [r["patient"] for r in read]))
+    return sorted({read[i]["patient"] for i in held})
+
+
+def training_samples(folder, held_out, text_mined_weight=TEXT_MINED_WEIGHT) -> list[AdultSample]:
+    """The films of every patient not held out, labelled and weighted as the module says."""
+    held_out = set(held_out)
+    samples = []
+    for row in read_rows(folder):
+        if row["patient"] in held_out:
+            continue
+        label, weight = _label(row, text_mined_weight)
+        if label is not None:
+            samples.append(AdultSample(Path(folder) / row["file"], label, weight, row["patient"]))
+    return samples
+
+
+def _label(row, text_mined_weight):
+    reading = row.get("rsna_class", "")
+    if reading == OPACITY:
+        return 1, 1.0
+    if reading in (NORMAL, OTHER):
+        return 0, 1.0
+    if not reading and row.get("finding") in TEXT_MINED and text_mined_weight > 0:
+        return TEXT_MINED[row["finding"]], float(text_mined_weight)
+    return None, 0.0
