@@ -17,7 +17,8 @@ from pneumo.loading import load_model
 from pneumo.run_folder import ADULT_HELD_OUT, ADULT_REPORT, KERAS_MODEL
 from tests.conftest import ROOT, TINY_TRAIN_ARGS, synthetic_xray
 from training import adult as adult_fit
-from training.adult_data import held_out_patients, read_rows, training_samples
+from training.adult_data import (held_out_patients, read_rows, selection_patients, selection_samples,
+                                 training_samples)
 from training.joint import JointBatches
 from training.model import (ADULT_OUTPUT, CHILD_OUTPUT, build_model, served_model, trained_adult_head,
                             with_adult_head)
@@ -62,20 +63,26 @@ def test_held_out_patients_never_train_and_text_mined_labels_weigh_less(tmp_path
     adults = write_adults(tmp_path / "adults")
     rows = read_rows(adults)
     held = held_out_patients(rows, 0.35, seed=0)
+    choosing = selection_patients(rows, held, 0.2, seed=0)
     read_patients = {r["patient"] for r in rows if r["rsna_class"]}
-    assert held and set(held) < read_patients
-    samples = training_samples(adults, held, text_mined_weight=0.3)
-    assert not {s.patient for s in samples} & set(held)
+    assert held and choosing and set(held) < read_patients and set(choosing) < read_patients
+    assert not set(held) & set(choosing)
+    samples = training_samples(adults, held + choosing, text_mined_weight=0.3)
+    assert not {s.patient for s in samples} & set(held + choosing)
+    chosen = selection_samples(adults, choosing)
+    assert {s.patient for s in chosen} == set(choosing)
+    assert [s.label for s in chosen] == [int(r["rsna_class"] == adult_fit.OPACITY) for r in rows
+                                         if r["patient"] in choosing]
     by_name = {s.path.name: s for s in samples}
     for row in rows:
         sample = by_name.get(row["file"])
-        if row["patient"] in held or (not row["rsna_class"] and row["finding"] == "other"):
+        if row["patient"] in held + choosing or (not row["rsna_class"] and row["finding"] == "other"):
             assert sample is None
         elif row["rsna_class"]:
             assert (sample.label, sample.weight) == (int(row["rsna_class"] == adult_fit.OPACITY), 1.0)
         else:
             assert (sample.label, sample.weight) == (int(row["finding"] == "pneumonia"), 0.3)
-    assert training_samples(adults, held, text_mined_weight=0) == [s for s in samples if s.weight == 1.0]
+    assert training_samples(adults, held + choosing, text_mined_weight=0) == [s for s in samples if s.weight == 1.0]
 
 
 def test_joint_batches_count_each_output_only_on_its_own_population():
@@ -122,10 +129,12 @@ def joint_run(synthetic_data, tmp_path_factory):
 def test_a_tiny_joint_run_serves_both_populations(joint_run):
     out, adults = joint_run
     record = json.loads((out / ADULT_HELD_OUT).read_text())
-    trained_patients = {s.patient for s in training_samples(adults, record["held_out_patients"])}
-    assert record["held_out_patients"] and not trained_patients & set(record["held_out_patients"])
-    assert record["training_films"] == len(training_samples(adults, record["held_out_patients"],
-                                                            record["text_mined_weight"]))
+    kept_out = record["held_out_patients"] + record["selection_patients"]
+    trained = training_samples(adults, kept_out, record["text_mined_weight"])
+    assert record["held_out_patients"] and record["selection_patients"]
+    assert record["training_films"] == len(trained) and not {s.patient for s in trained} & set(kept_out)
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert {"selection_children_auc", "selection_adult_auc"} <= set(history[0])  # the adults chose the epoch too
     served = keras.saving.load_model(out / KERAS_MODEL)
     assert not isinstance(served.output, dict)  # one output: the children's; adults are read from the maps
     report = json.loads((out / ADULT_REPORT).read_text())

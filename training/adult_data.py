@@ -7,6 +7,8 @@ Its adult figures must come from radiologists' labels on patients that no
 fit saw, so a share of the patients that radiologists read
 (--adult-held-out, stratified by their readings) is kept out of training,
 every film of theirs; training/adult.py judges the shipping rule on them.
+Another share (--adult-selection) chooses the epoch, with the children's
+selection split, as `val/` does for children; it is not trained on either.
 
 What the network learns from, on the other patients:
 
@@ -31,6 +33,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from .adult import NORMAL, OPACITY, OTHER
 
 HELD_OUT_FRACTION = 0.35  # of the read patients: about 50 opacities and 55 normal films on the NIH set
+SELECTION_FRACTION = 0.15  # of the read patients: about 20 opacities, to choose the epoch
 TEXT_MINED_WEIGHT = 0.3
 TEXT_MINED = {"pneumonia": 1, "normal": 0}
 
@@ -50,10 +53,10 @@ def read_rows(folder) -> list[dict]:
         return [row for row in csv.DictReader(f) if (folder / row["file"]).is_file()]
 
 
-def held_out_patients(rows, fraction=HELD_OUT_FRACTION, seed=0) -> list[str]:
-    """About `fraction` of the patients with a radiologist reading, stratified by reading
-    (one fold of round(1 / fraction)); every film of theirs stays out of training."""
-    read = [row for row in rows if row.get("rsna_class")]
+def held_out_patients(rows, fraction=HELD_OUT_FRACTION, seed=0, excluded=()) -> list[str]:
+    """About `fraction` of the patients with a radiologist reading (not in `excluded`), stratified by
+    reading (one fold of round(1 / fraction)); every film of theirs stays out of training."""
+    read = [row for row in rows if row.get("rsna_class") and row["patient"] not in set(excluded)]
     if not read or fraction <= 0:
         return []
     folds = StratifiedGroupKFold(n_splits=max(2, round(1 / fraction)), shuffle=True, random_state=seed)
@@ -61,12 +64,28 @@ def held_out_patients(rows, fraction=HELD_OUT_FRACTION, seed=0) -> list[str]:
     return sorted({read[i]["patient"] for i in held})
 
 
-def training_samples(folder, held_out, text_mined_weight=TEXT_MINED_WEIGHT) -> list[AdultSample]:
-    """The films of every patient not held out, labelled and weighted as the module says."""
-    held_out = set(held_out)
+def selection_patients(rows, held_out, fraction=SELECTION_FRACTION, seed=0) -> list[str]:
+    """About `fraction` of all read patients, none of them held out: they choose the epoch."""
+    read = {row["patient"] for row in rows if row.get("rsna_class")}
+    remaining = len(read - set(held_out))
+    share = min(1.0, fraction * len(read) / remaining) if remaining else 0.0
+    return held_out_patients(rows, share, seed + 1, excluded=held_out) if 0 < share < 1 else []
+
+
+def selection_samples(folder, patients) -> list[AdultSample]:
+    """The read films of `patients`: opacity 1, every other reading 0."""
+    patients = set(patients)
+    return [AdultSample(Path(folder) / row["file"], int(row["rsna_class"] == OPACITY), 1.0, row["patient"])
+            for row in read_rows(folder) if row["patient"] in patients and row.get("rsna_class")]
+
+
+def training_samples(folder, excluded, text_mined_weight=TEXT_MINED_WEIGHT) -> list[AdultSample]:
+    """The films of every patient not `excluded` (held out, or choosing the epoch), labelled and
+    weighted as the module says."""
+    excluded = set(excluded)
     samples = []
     for row in read_rows(folder):
-        if row["patient"] in held_out:
+        if row["patient"] in excluded:
             continue
         label, weight = _label(row, text_mined_weight)
         if label is not None:

@@ -17,7 +17,7 @@ from pneumo.classes import NORMAL, pneumonia_probability
 
 from .averaging import keep_epoch
 from .metrics import bacterial_viral_auc
-from .model import CHILD_OUTPUT
+from .model import ADULT_OUTPUT, CHILD_OUTPUT
 
 
 def fresh_state():
@@ -33,11 +33,14 @@ class SelectionCheckpoint(keras.callbacks.Callback):
     """Scores each epoch on the selection split (ROC AUC of P(pneumonia)),
     saves last/best, and stops after `patience` epochs without a better score
     or when `max_minutes` have passed. With `average_best` > 1 it also keeps
-    the weights of that many best epochs (training/averaging.py)."""
+    the weights of that many best epochs (training/averaging.py). A joint run
+    (training/joint.py) passes `adult_selection` (inputs, labels): the score is
+    then the mean of the children's and the adults' ROC AUC."""
 
     def __init__(self, checkpoint_dir, selection_inputs, selection_labels, patience, max_minutes, state, log,
-                 average_best=1):
+                 average_best=1, adult_selection=None):
         super().__init__()
+        self.adult_selection = adult_selection
         self.average_best = average_best
         self.dir = Path(checkpoint_dir)
         self.inputs, self.labels = selection_inputs, selection_labels
@@ -46,12 +49,17 @@ class SelectionCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         probabilities = self.model.predict(self.inputs, batch_size=32, verbose=0)
-        if isinstance(probabilities, dict):  # a joint run: epochs are chosen on the children's output
+        if isinstance(probabilities, dict):  # a joint run: the children's output
             probabilities = probabilities[CHILD_OUTPUT]
         score = roc_auc_score(self.labels != NORMAL, pneumonia_probability(probabilities))
         row = {k: float(v) for k, v in (logs or {}).items()}
         row.update(epoch=epoch + 1, selection_auc=float(score),
                    selection_bacterial_viral_auc=bacterial_viral_auc(self.labels, probabilities))
+        if self.adult_selection is not None:
+            adult_score = self._adult_auc()
+            row.update(selection_children_auc=float(score), selection_adult_auc=adult_score)
+            score = (score + adult_score) / 2
+            row["selection_auc"] = float(score)
         self.state["history"].append(row)
         self.state["epoch"] = epoch + 1
         if self.state["best_score"] is None or score > self.state["best_score"]:
@@ -71,6 +79,11 @@ class SelectionCheckpoint(keras.callbacks.Callback):
             self.log("time budget spent: stopping; --resume continues")
             self.model.stop_training = True
         self._write_state()
+
+    def _adult_auc(self) -> float:
+        inputs, labels = self.adult_selection
+        adult = self.model.predict(inputs, batch_size=32, verbose=0)[ADULT_OUTPUT][:, 0]
+        return float(roc_auc_score(labels, adult)) if 0 < labels.sum() < len(labels) else 0.5
 
     def on_train_end(self, logs=None):
         if self.state["epoch"] >= self.params.get("epochs", 0):

@@ -21,7 +21,8 @@ from pneumo.preprocess import to_model_input
 from pneumo.run_folder import ADULT_HELD_OUT, CHECKPOINTS
 from pneumo.settings import setting
 
-from .adult_data import HELD_OUT_FRACTION, TEXT_MINED_WEIGHT, held_out_patients, read_rows, training_samples
+from .adult_data import (HELD_OUT_FRACTION, SELECTION_FRACTION, TEXT_MINED_WEIGHT, held_out_patients, read_rows,
+                         selection_patients, selection_samples, training_samples)
 from .augment import BalancedBatches
 from .checkpoints import SelectionCheckpoint, fresh_state, read_state
 from .data import HOLDOUT_FRACTION, SEED, labels_of, load_pixels, load_splits
@@ -79,6 +80,9 @@ def parse_args(argv=None):
                         "that radiologists read to judge the adult answer on (training/adult_data.py)")
     p.add_argument("--adult-held-out", type=float, default=HELD_OUT_FRACTION,
                    help="with --train-adults: share of the radiologist-read patients kept out of training")
+    p.add_argument("--adult-selection", type=float, default=SELECTION_FRACTION,
+                   help="with --train-adults: share of the radiologist-read patients (not held out, not trained "
+                        "on) whose films choose the epoch together with the children's selection split")
     p.add_argument("--text-mined-weight", type=float, default=TEXT_MINED_WEIGHT,
                    help="with --train-adults: loss weight of the adult films' text-mined labels (0: unused)")
     p.add_argument("--adult-images-per-class", type=int, default=None,
@@ -151,31 +155,41 @@ def fit(args, splits, state, checkpoint_dir, log):
             compile_model(model, args.learning_rate, args.decay)
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     log(f"{model.count_params():,} parameters, {trainable:,} trainable")
+    adult_selection = None
     if args.train_adults:
-        batches = joint_batches(args, train_pixels, labels, per_class, state, checkpoint_dir, log)
+        samples, choosing = adult_parts(args, checkpoint_dir, log)
+        batches = JointBatches(train_pixels, labels, load_pixels(samples, args.image_size, args.workers),
+                               [s.label for s in samples], [s.weight for s in samples], args.batch_size, per_class,
+                               args.adult_images_per_class or max(1, per_class // 2), seed=args.seed,
+                               epoch=state["epoch"], workers=args.workers)
+        if choosing:
+            adult_selection = (to_model_input(load_pixels(choosing, args.image_size, args.workers)),
+                               np.array([s.label for s in choosing]))
     else:
         batches = BalancedBatches(train_pixels, labels, args.batch_size, per_class, seed=args.seed,
                                   epoch=state["epoch"], workers=args.workers)
     checkpoint = SelectionCheckpoint(checkpoint_dir, to_model_input(selection_pixels), labels_of(splits.selection),
-                                     args.patience, args.max_minutes, state, log, args.average_best)
+                                     args.patience, args.max_minutes, state, log, args.average_best,
+                                     adult_selection)
     model.fit(batches, epochs=args.epochs, initial_epoch=state["epoch"], callbacks=[checkpoint], verbose=2)
 
 
-def joint_batches(args, child_pixels, child_labels, per_class, state, checkpoint_dir, log):
-    """The joint run's batches; the held-out adult patients are written to the checkpoints
-    (the report passes them on to the adult answer's judge, training/adult.py)."""
-    held_out = held_out_patients(read_rows(args.adult_data), args.adult_held_out, args.seed)
-    samples = training_samples(args.adult_data, held_out, args.text_mined_weight)
-    adult_labels = np.array([s.label for s in samples])
-    log(f"adults: {len(samples)} films ({int(adult_labels.sum())} pneumonia) of patients not held out; "
-        f"{len(held_out)} radiologist-read patients held out")
+def adult_parts(args, checkpoint_dir, log):
+    """A joint run's adult training films and epoch-choosing films. The patients held out (judged
+    later, training/adult.py) and those choosing the epoch are written to the checkpoints; the
+    report passes them on."""
+    rows = read_rows(args.adult_data)
+    held_out = held_out_patients(rows, args.adult_held_out, args.seed)
+    choosing = selection_patients(rows, held_out, args.adult_selection, args.seed)
+    samples = training_samples(args.adult_data, held_out + choosing, args.text_mined_weight)
+    selection = selection_samples(args.adult_data, choosing)
+    log(f"adults: {len(samples)} training films ({sum(s.label for s in samples)} pneumonia); "
+        f"{len(selection)} read films of {len(choosing)} patients choose the epoch; "
+        f"{len(held_out)} read patients held out")
     (Path(checkpoint_dir) / ADULT_HELD_OUT).write_text(json.dumps(
-        {"held_out_patients": held_out, "held_out_fraction": args.adult_held_out,
+        {"held_out_patients": held_out, "selection_patients": choosing, "held_out_fraction": args.adult_held_out,
          "text_mined_weight": args.text_mined_weight, "training_films": len(samples)}, indent=1))
-    return JointBatches(child_pixels, child_labels, load_pixels(samples, args.image_size, args.workers),
-                        adult_labels, [s.weight for s in samples], args.batch_size, per_class,
-                        args.adult_images_per_class or max(1, per_class // 2), seed=args.seed,
-                        epoch=state["epoch"], workers=args.workers)
+    return samples, selection
 
 
 def _logger(path):
