@@ -21,7 +21,10 @@ thirds of the frame: what the app had before lung fields), "in the lung
 fields" (what ships, pneumo/location.py) and "lung fields, 16 x 16": a
 finer Grad-CAM from the same maps and head kernel, the film moved a quarter
 of a cell four ways and the four 8 x 8 maps interleaved (four more model
-passes; measured here, not shipped). Rows: films the model calls PNEUMONIA
+passes; measured here, not shipped). "adult read-out, in the lung fields":
+the evidence of the run folder's adult answer (adult.npz, pneumo/adult.py),
+whether or not it ships: what adults would be shown once it does; its own
+PNEUMONIA calls (at its threshold) are a row of their own. Rows: films the model calls PNEUMONIA
 (the targets: pointing >= 70%, zones >= 80%), films with another answer
 (NORMAL, or no verdict: out of scope) and all boxed films, each with the
 location computed whatever the answer (analyse's research_location).
@@ -29,6 +32,7 @@ location computed whatever the answer (analyse's research_location).
 
 import argparse
 import csv
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,15 +41,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pneumo.adult import AdultHead, adult_features  # noqa: E402
 from pneumo.analysis import analyse  # noqa: E402
 from pneumo.decode import decode  # noqa: E402
-from pneumo.heatmap import channel_weights  # noqa: E402
+from pneumo.heatmap import channel_weights, class_activation  # noqa: E402
+from pneumo.loading import BUNDLED_DIR  # noqa: E402
 from pneumo.lungs import WORK_SIDE, ZONES, lung_fields  # noqa: E402
 from pneumo.location import assumed_fields, locate  # noqa: E402
 from pneumo.photo import film_of  # noqa: E402
 from pneumo.preprocess import preprocess  # noqa: E402
 
 SIDE = 384  # the films' and boxes' pixels
+ADULT_METHOD = "adult read-out, in the lung fields"
 COVERED_ZONE_SHARE, COVERED_BOX_SHARE = 0.10, 0.25
 
 
@@ -101,9 +108,11 @@ def main():
     from pneumo.loading import get_model
 
     loaded = get_model()
-    results = {"whole frame": [], "in the lung fields": [], "lung fields, 16 x 16 (4 shifted passes)": []}
+    adult_head = AdultHead.load(os.environ.get("PNEUMO_MODEL_PATH") or BUNDLED_DIR)
+    results = {"whole frame": [], "in the lung fields": [], "lung fields, 16 x 16 (4 shifted passes)": [],
+               ADULT_METHOD: []}
     counts = {method: [] for method in results}
-    groups, found, seconds = [], 0, {"analyse (with heatmap)": [], "locate (lung fields, zones, peak, box)": []}
+    groups, adult_calls, found, seconds = [], [], 0, {"analyse (with heatmap)": [], "locate (lung fields, zones, peak, box)": []}
     for row in rows:
         decoded = decode(str(Path(args.data) / row["file"]))
         start = time.perf_counter()
@@ -127,6 +136,12 @@ def main():
             fine = locate(_fine(loaded, film), film, decoded.image.size).as_dict()
             results["lung fields, 16 x 16 (4 shifted passes)"].append(scores(fine, boxes_of(row), covered))
             counts["lung fields, 16 x 16 (4 shifted passes)"].append(len(fine["zones"]))
+        if adult_head is not None:
+            heat, called = _adult_evidence(adult_head, loaded, film)
+            where = locate(heat, film, decoded.image.size).as_dict()
+            results[ADULT_METHOD].append(scores(where, boxes_of(row), covered))
+            counts[ADULT_METHOD].append(len(where["zones"]))
+            adult_calls.append(called)
         groups.append(analysis.label or f"no verdict ({analysis.scope})")
     groups = np.array(groups)
     print(f"model: {loaded.identity.get('name')} ({loaded.identity.get('runtime')}); {len(rows)} boxed films; "
@@ -134,6 +149,8 @@ def main():
     print("answers: " + ", ".join(f"{name} {int((groups == name).sum())}" for name in sorted(set(groups))))
     subsets = {"called PNEUMONIA": groups == "PNEUMONIA", "other answers (NORMAL or no verdict)": groups != "PNEUMONIA",
                "all boxed films": np.ones(len(groups), bool)}
+    if adult_calls:
+        subsets["the adult read-out calls PNEUMONIA"] = np.array(adult_calls)
     print("\n| films | n | method | peak in a box | mean IoU of box | zone words name a boxed zone |")
     print("| --- | --- | --- | --- | --- | --- |")
     for subset, chosen in subsets.items():
@@ -185,6 +202,13 @@ def fine_heatmap(maps, probabilities, head_kernel) -> np.ndarray:
         fine[dy::2, dx::2] = cam
     peak = fine.max()
     return (fine / peak if peak > 0 else fine).astype(np.float32)
+
+
+def _adult_evidence(head, loaded, film):
+    """The adult read-out's heatmap of `film` and whether it calls it PNEUMONIA (one more model pass)."""
+    _, maps = loaded.runtime(preprocess(film.image, loaded.config["image_size"]))
+    heat = class_activation(maps, head.channel_weights(maps))[0]
+    return heat, bool(head.probability(adult_features(maps))[0] >= head.threshold)
 
 
 def _fine(loaded, film):

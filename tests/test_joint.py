@@ -144,6 +144,8 @@ def test_a_tiny_joint_run_serves_both_populations(joint_run):
     head = AdultHead.load(out)
     assert head.coef == pytest.approx(np.asarray(record["trained_read_out"]["coef"]))  # the network's own read-out
     assert report["shipped"] == all(report["rule_met"].values()) == bool(head.shipped)
+    card = (out / "README.md").read_text()
+    assert "this model's own adult output" in card and "patients the training never saw" in card
     loaded = load_model(out)
     for film in (adults / "nih_00000000_000.jpeg", adults / "nih_00000001_000.jpeg"):
         result = analyse(Image.open(film), loaded)

@@ -113,12 +113,17 @@ def adult_answer(report) -> str:
                "It missed " + ", ".join(f"{RULE_NAMES.get(key, key)} >= {bar}" for key, bar in report["rule"].items()
                                         if not report["rule_met"][key])
                + ", so it is not served: adult films keep the scope `outside_population`.")
+    joint = "held out" in report.get("measured_on", "")
+    what = ("this model's own adult output (trained jointly on children and adults; a logistic read-out of its "
+            "last-layer maps)" if joint else "a logistic regression on this model's features, trained on adult "
+            "films that radiologists read")
+    how = (f"patients the training never saw ({report['measured_on']}; calibration and threshold cross-fitted "
+           "on them)" if joint else "five folds by patient")
     return f"""
 
-**Adults.** An answer for adults (`adult.npz`: a logistic regression on this model's features, trained on
-adult films that radiologists read) was measured on {films['lung_opacity']} films read as lung opacity,
-{films['normal']} read as normal and {films['other_read']} read as neither (RSNA radiologists; one hospital,
-the NIH Clinical Center), five folds by patient: ROC AUC {cv['roc_auc']:.3f} for opacity against normal
+**Adults.** An answer for adults (`adult.npz`: {what}) was measured on {films['lung_opacity']} films read as
+lung opacity, {films['normal']} read as normal and {films['other_read']} read as neither (RSNA radiologists;
+one hospital, the NIH Clinical Center), {how}: ROC AUC {cv['roc_auc']:.3f} for opacity against normal
 (the children's model alone: {cv['child_model_roc_auc']:.3f}), sensitivity {cv['sensitivity']:.3f} and
 specificity {cv['specificity']:.3f} at its threshold, ROC AUC {cv['roc_auc_all_read']:.3f} against every film
 read without opacity, ECE {cv['ece']:.3f}. It ships only if ROC AUC >= {report['rule']['roc_auc']},
