@@ -6,7 +6,9 @@ children's figures, and who gets a verdict at all.
 
 - Adults: the adult answer (pneumo/adult.py) cross-validated by patient on the
   films RSNA radiologists read (training/adult.py: every film scored by a
-  read-out, calibration and threshold fitted without its patient): ROC AUC
+  read-out, calibration and threshold fitted without its patient); for a
+  joint run (adult_held_out.json), its own read-out on the patients it held
+  out, calibration and threshold cross-fitted on them: ROC AUC
   and sensitivity/specificity for `Lung Opacity` against `Normal`, ROC AUC
   against every film read without opacity, ECE, and the share of adult films
   that the population check routes to the adult answer. The children's model's
@@ -17,6 +19,7 @@ children's figures, and who gets a verdict at all.
 One scoring pass of every set with its variants: about 15 minutes on 2 cores.
 """
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -33,17 +36,18 @@ from scope_eval import (cross_validated_rows, parse_args, print_scope_table,  # 
 
 from pneumo.analysis import analyse_many  # noqa: E402
 from pneumo.classes import CLASSES  # noqa: E402
+from pneumo.run_folder import ADULT_HELD_OUT  # noqa: E402
 from pneumo.scope import CHILD, OK  # noqa: E402
 from training import adult, population  # noqa: E402
 from training.data import labels_of  # noqa: E402
 from training.metrics import evaluate  # noqa: E402
 
 
-def adult_rows(measured, routed):
+def adult_rows(measured, routed, how):
     figures = adult.figures(measured)
     films = figures["films"]
     print(f"\nAdults: {films['lung_opacity']} Lung Opacity, {films['normal']} Normal, {films['other_read']} read "
-          "without opacity (RSNA radiologists), five folds by patient\n")
+          f"without opacity (RSNA radiologists), {how}\n")
     print("| read-out | ROC AUC (opacity vs normal) | sensitivity | specificity | ROC AUC (vs all read) | ECE |")
     print("| --- | --- | --- | --- | --- | --- |")
     print(f"| the children's model's P(pneumonia), unchanged | {figures['child_model_roc_auc']:.3f} | - | - | - | - |")
@@ -79,7 +83,14 @@ def main():
     adult_scores = measured["scores"]["original"][1]
     reaches = population.reaches_check(sets.adults.variants["original"], loaded.ood_check)
     routed = float(np.mean(reaches & (adult_scores >= measured["threshold"])))
-    adult_rows(adult.cross_validate(sets.adults, adult.read_labels(args.adult_data), args.seed), routed)
+    labels = adult.read_labels(args.adult_data)
+    joint = Path(args.model) / ADULT_HELD_OUT
+    if joint.is_file():  # a joint run: its own read-out, on the patients it never trained on
+        _, measured = adult.held_out_judgement(sets.adults, labels, json.loads(joint.read_text()), args.seed)
+        how = f"the {measured['patients']} read patients the joint run held out"
+    else:
+        measured, how = adult.cross_validate(sets.adults, labels, args.seed), f"{adult.FOLDS} folds by patient"
+    adult_rows(measured, routed, how)
     child_rows(loaded, splits)
     print(f"\nScope (population check threshold from cross-validation: {measured['threshold']:.3f})\n")
     print_scope_table([*cross_validated_rows(sets, loaded.ood_check, measured),

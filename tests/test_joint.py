@@ -10,16 +10,19 @@ import keras
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
 from pneumo.adult import AdultHead, adult_features
 from pneumo.analysis import analyse
 from pneumo.loading import load_model
+from pneumo.preprocess import to_model_input
 from pneumo.run_folder import ADULT_HELD_OUT, ADULT_REPORT, KERAS_MODEL
 from tests.conftest import ROOT, TINY_TRAIN_ARGS, synthetic_xray
 from training import adult as adult_fit
 from training.adult_data import (held_out_patients, read_rows, selection_patients, selection_samples,
                                  training_samples)
-from training.joint import JointBatches
+from training.card import adult_answer
+from training.joint import JointBatches, probe_adult_output
 from training.model import (ADULT_OUTPUT, CHILD_OUTPUT, build_model, served_model, trained_adult_head,
                             with_adult_head)
 
@@ -57,6 +60,19 @@ def test_the_adult_output_is_the_read_out_that_serving_computes_from_the_maps():
     assert served.std() > 0  # the films differ: the comparison is not between two constants
     children = served_model(model).predict(inputs, verbose=0)
     assert children == pytest.approx(outputs[CHILD_OUTPUT], abs=1e-6)
+
+
+def test_the_adult_output_starts_as_a_linear_probe_of_the_training_adults():
+    """Before any step, the adult output already ranks the training adults' opacities (a bright patch)
+    above their normal films, as the logistic regression it was set to does."""
+    model = with_adult_head(build_model("vgg16", 32, "none", 0, 0, seed=3))
+    labels = np.array([i % 2 for i in range(24)])
+    pixels = np.stack([np.asarray(synthetic_xray("bacteria" if sick else "normal", 50 + i, size=32).convert("L"))
+                       for i, sick in enumerate(labels)])
+    before = model.predict(to_model_input(pixels), verbose=0)[ADULT_OUTPUT][:, 0]
+    probe_adult_output(model, pixels, labels, np.ones(len(labels)))
+    after = model.predict(to_model_input(pixels), verbose=0)[ADULT_OUTPUT][:, 0]
+    assert roc_auc_score(labels, after) > 0.95 and roc_auc_score(labels, after) > roc_auc_score(labels, before)
 
 
 def test_held_out_patients_never_train_and_text_mined_labels_weigh_less(tmp_path):
@@ -144,7 +160,7 @@ def test_a_tiny_joint_run_serves_both_populations(joint_run):
     head = AdultHead.load(out)
     assert head.coef == pytest.approx(np.asarray(record["trained_read_out"]["coef"]))  # the network's own read-out
     assert report["shipped"] == all(report["rule_met"].values()) == bool(head.shipped)
-    card = (out / "README.md").read_text()
+    card = adult_answer(report)  # the card's adult paragraph (shown with a population check: not at this size)
     assert "this model's own adult output" in card and "patients the training never saw" in card
     loaded = load_model(out)
     for film in (adults / "nih_00000000_000.jpeg", adults / "nih_00000001_000.jpeg"):

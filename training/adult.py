@@ -158,9 +158,10 @@ def fit_head(adults, labels, seed=0, log=print) -> tuple[AdultHead, dict]:
     return head, _report(head, measured, trained_on, f"{FOLDS} folds by patient", log)
 
 
-def judge_trained_head(adults, labels, record, seed=0, log=print) -> tuple[AdultHead, dict]:
-    """A joint run's own read-out (`record`: adult_held_out.json), its calibration and threshold
-    cross-fitted on the held-out patients' read films; its figures there and whether it ships."""
+def held_out_judgement(adults, labels, record, seed=0) -> tuple[AdultHead, dict]:
+    """A joint run's own read-out (`record`: adult_held_out.json), calibrated and thresholded on
+    all held-out read films; and, as `cross_validate` gives them, every held-out read film's
+    probability and label from a calibration and threshold cross-fitted without its patient."""
     reading = readings(adults, labels)
     rows = np.flatnonzero(np.isin(adults.groups, record["held_out_patients"]) & (reading != ""))
     if not len(rows):
@@ -170,21 +171,26 @@ def judge_trained_head(adults, labels, record, seed=0, log=print) -> tuple[Adult
     head = AdultHead(np.zeros(len(coef)), np.ones(len(coef)), coef, float(trained["intercept"]),
                      slope=1.0, offset=0.0, threshold=0.5, shipped=0.0)
     features = adults.variants["original"].adult[rows]
-    scores, groups = head.score(features), adults.groups[rows]
+    scores = head.score(features)
     pair = np.isin(reading[rows], (OPACITY, NORMAL))
     y = (reading[rows] == OPACITY).astype(int)
     probability, predicted = np.empty(len(rows)), np.empty(len(rows), bool)
-    for fit_part, held in _folds(reading[rows], groups, seed):
+    for fit_part, held in _folds(reading[rows], adults.groups[rows], seed):
         fit_part = fit_part[pair[fit_part]]
         fold_head = calibrate_and_threshold(replace(head), scores[fit_part], y[fit_part])
         probability[held] = fold_head.probability(features[held])
         predicted[held] = probability[held] >= fold_head.threshold
-    measured = figures({"reading": reading[rows], "probability": probability, "predicted": predicted,
-                        "child_model": _child_pneumonia(adults)[rows]})
     calibrate_and_threshold(head, scores[pair], y[pair])
+    return head, {"reading": reading[rows], "probability": probability, "predicted": predicted,
+                  "child_model": _child_pneumonia(adults)[rows], "patients": len(set(adults.groups[rows]))}
+
+
+def judge_trained_head(adults, labels, record, seed=0, log=print) -> tuple[AdultHead, dict]:
+    """The joint run's read-out, its figures on the held-out patients and whether it ships."""
+    head, measured = held_out_judgement(adults, labels, record, seed)
     trained_on = "a joint run's own read-out (the network's adult output); calibration and threshold cross-fitted"
-    measured_on = f"the {len(set(groups))} radiologist-read patients held out of the joint run"
-    return head, _report(head, measured, trained_on, measured_on, log)
+    measured_on = f"the {measured['patients']} radiologist-read patients held out of the joint run"
+    return head, _report(head, figures(measured), trained_on, measured_on, log)
 
 
 def _report(head, measured, trained_on, measured_on, log) -> dict:

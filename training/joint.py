@@ -13,14 +13,34 @@ repeats, as in a children-only run (training/augment.py).
 Both classes of each population come from one hospital (children:
 Guangzhou; adults: NIH), so neither output can learn "which hospital"
 as a stand-in for the disease: each compares films of its own population.
+
+The adult output starts as a linear probe (`probe_adult_output`), not at
+random: a randomly started read-out learns slowly and, meanwhile, pushes
+the shared layers about.
 """
 
+import keras
 import numpy as np
+from sklearn.linear_model import LogisticRegression
 
 from pneumo.preprocess import to_model_input
 
+from .adult import C
 from .augment import BalancedBatches, balanced_indices, batch_seed, xray_augmenter
-from .model import ADULT_OUTPUT, CHILD_OUTPUT
+from .model import ADULT_FEATURES, ADULT_OUTPUT, CHILD_OUTPUT
+
+
+def probe_adult_output(model, pixels, labels, weights):
+    """Set the adult output to a logistic regression (training/adult.py's strength C) fitted on the
+    training adults' features as the network starts: linear probe, then fine-tune."""
+    features = keras.Model(model.input, model.get_layer(ADULT_FEATURES).output).predict(
+        to_model_input(pixels), batch_size=32, verbose=0)
+    mean, scale = features.mean(axis=0), features.std(axis=0) + 1e-6
+    probe = LogisticRegression(C=C, class_weight="balanced", max_iter=3000)
+    probe.fit((features - mean) / scale, labels, sample_weight=weights)
+    kernel = probe.coef_[0] / scale  # the standardisation folded into the layer
+    bias = probe.intercept_[0] - float(mean @ kernel)
+    model.get_layer(ADULT_OUTPUT).set_weights([kernel[:, None].astype(np.float32), np.float32([bias])])
 
 
 class JointBatches(BalancedBatches):

@@ -29,6 +29,7 @@ GRADCAM_LAYERS = {"vgg16": "block5_conv3", "mobilenetv2": "out_relu"}
 
 
 CHILD_OUTPUT, ADULT_OUTPUT = "predictions", "adult"
+ADULT_FEATURES = "adult_features"  # the layer the adult output reads
 
 # MobileNetV2's layers after its last numbered block.
 MOBILENET_TOP_LAYERS = {"Conv_1", "Conv_1_bn", "out_relu"}
@@ -133,7 +134,7 @@ class LogMeanAndMax(keras.layers.Layer):
 def with_adult_head(model, architecture="vgg16", dropout=0.3):
     """The children's model plus the `adult` output, read from the heatmap layer's maps."""
     maps = model.get_layer(GRADCAM_LAYERS[architecture]).output
-    features = LogMeanAndMax(name="adult_features")(maps)
+    features = LogMeanAndMax(name=ADULT_FEATURES)(maps)
     features = keras.layers.Dropout(dropout, name="adult_dropout")(features)
     adult = keras.layers.Dense(1, activation="sigmoid", name=ADULT_OUTPUT)(features)
     return keras.Model(model.input, {CHILD_OUTPUT: model.get_layer(CHILD_OUTPUT).output, ADULT_OUTPUT: adult},

@@ -26,7 +26,7 @@ from .adult_data import (HELD_OUT_FRACTION, SELECTION_FRACTION, TEXT_MINED_WEIGH
 from .augment import BalancedBatches
 from .checkpoints import SelectionCheckpoint, fresh_state, read_state
 from .data import HOLDOUT_FRACTION, SEED, labels_of, load_pixels, load_splits
-from .joint import JointBatches
+from .joint import JointBatches, probe_adult_output
 from .model import ARCHITECTURES, build_model, compile_model, start_from, with_adult_head
 from .push import push_run
 from .report import write_run_folder
@@ -158,9 +158,13 @@ def fit(args, splits, state, checkpoint_dir, log):
     adult_selection = None
     if args.train_adults:
         samples, choosing = adult_parts(args, checkpoint_dir, log)
-        batches = JointBatches(train_pixels, labels, load_pixels(samples, args.image_size, args.workers),
-                               [s.label for s in samples], [s.weight for s in samples], args.batch_size, per_class,
-                               args.adult_images_per_class or max(1, per_class // 2), seed=args.seed,
+        adult_pixels = load_pixels(samples, args.image_size, args.workers)
+        adult_labels, adult_weights = [s.label for s in samples], [s.weight for s in samples]
+        if state["epoch"] == 0:
+            probe_adult_output(model, adult_pixels, adult_labels, adult_weights)
+            log(f"adult output started as a linear probe of {len(samples)} training films")
+        batches = JointBatches(train_pixels, labels, adult_pixels, adult_labels, adult_weights, args.batch_size,
+                               per_class, args.adult_images_per_class or max(1, per_class // 2), seed=args.seed,
                                epoch=state["epoch"], workers=args.workers)
         if choosing:
             adult_selection = (to_model_input(load_pixels(choosing, args.image_size, args.workers)),
