@@ -19,9 +19,11 @@ from pneumo.preprocess import to_model_input
 from pneumo.run_folder import ADULT_HELD_OUT, ADULT_REPORT, KERAS_MODEL
 from tests.conftest import ROOT, TINY_TRAIN_ARGS, synthetic_xray
 from training import adult as adult_fit
+from training import offline
 from training.adult_data import (held_out_patients, read_rows, selection_patients, selection_samples,
                                  training_samples)
 from training.card import adult_answer
+from training.data import load_splits
 from training.joint import JointBatches, probe_adult_output
 from training.model import (ADULT_OUTPUT, CHILD_OUTPUT, build_model, served_model, trained_adult_head,
                             with_adult_head)
@@ -166,3 +168,30 @@ def test_a_tiny_joint_run_serves_both_populations(joint_run):
     for film in (adults / "nih_00000000_000.jpeg", adults / "nih_00000001_000.jpeg"):
         result = analyse(Image.open(film), loaded)
         assert result.scope in ("ok", "outside_population", "not_chest_xray")  # serves; synthetic films decide
+
+
+# --- a folder for a training machine without internet -------------------------------------------------------
+
+
+def test_the_offline_folder_keeps_every_split_and_label(synthetic_data, tmp_path):
+    adults = write_adults(tmp_path / "adults")
+    out = tmp_path / "carry"
+    offline.main([str(out), "--data", str(synthetic_data), "--adult-data", str(adults), "--side", "40",
+                  "--hed-blocks", "0"])
+    before, after = load_splits(synthetic_data), load_splits(out / "chest_xray")
+    for name in ("train", "selection"):
+        old, new = getattr(before, name), getattr(after, name)
+        assert [(s.path.stem, s.label, s.patient) for s in old] == [(s.path.stem, s.label, s.patient) for s in new]
+        assert all(s.path.suffix == ".webp" and max(Image.open(s.path).size) <= 40 for s in new)
+    old_rows, new_rows = read_rows(adults), read_rows(out / "adult_cxr")
+    assert [{**r, "file": r["file"].replace(".jpeg", ".webp")} for r in old_rows] == new_rows
+    assert held_out_patients(old_rows) == held_out_patients(new_rows)
+
+
+def test_the_offline_wheels_are_the_pinned_versions():
+    pins = dict(line.strip().split("==") for line in (ROOT / "requirements-train-jax.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    for wheel in offline.WHEELS:
+        name, version = wheel.split("==")
+        assert pins.get(name, version) == version, f"{wheel} differs from requirements-train-jax.txt"
+    assert {"keras", "imaug"} <= {wheel.split("==")[0] for wheel in offline.WHEELS}

@@ -42,7 +42,7 @@ from pneumo.run_folder import (ADULT, ADULT_HELD_OUT, ADULT_REPORT, CARD, METRIC
                                POPULATION_REPORT, read_config)
 
 from . import adult, ood, population
-from .data import load_splits
+from .data import IMAGE_SUFFIXES, load_splits
 from .variants import VARIANTS
 
 ADULT_DIR_ENV = "PNEUMO_ADULT_DATA_DIR"
@@ -109,7 +109,7 @@ def score_adults(loaded, folder, variants, seed) -> Scored:
     if labels.is_file():
         with open(labels) as f:
             rows = {row["file"]: row for row in csv.DictReader(f)}
-    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png"))
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     code = {"pneumonia": 1, "normal": 0}
     patients = [rows.get(p.name, {}).get("patient") or p.stem for p in paths]  # several films of one patient
     scored = score_set(loaded, [_open(p) for p in paths], 1, patients,
