@@ -155,27 +155,31 @@ def fit(args, splits, state, checkpoint_dir, log):
             compile_model(model, args.learning_rate, args.decay)
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     log(f"{model.count_params():,} parameters, {trainable:,} trainable")
-    adult_selection = None
-    if args.train_adults:
-        samples, choosing = adult_parts(args, checkpoint_dir, log)
-        adult_pixels = load_pixels(samples, args.image_size, args.workers)
-        adult_labels, adult_weights = [s.label for s in samples], [s.weight for s in samples]
-        if state["epoch"] == 0:
-            probe_adult_output(model, adult_pixels, adult_labels, adult_weights)
-            log(f"adult output started as a linear probe of {len(samples)} training films")
-        batches = JointBatches(train_pixels, labels, adult_pixels, adult_labels, adult_weights, args.batch_size,
-                               per_class, args.adult_images_per_class or max(1, per_class // 2), seed=args.seed,
-                               epoch=state["epoch"], workers=args.workers)
-        if choosing:
-            adult_selection = (to_model_input(load_pixels(choosing, args.image_size, args.workers)),
-                               np.array([s.label for s in choosing]))
-    else:
-        batches = BalancedBatches(train_pixels, labels, args.batch_size, per_class, seed=args.seed,
-                                  epoch=state["epoch"], workers=args.workers)
+    batches, adult_selection = _batches(args, model, train_pixels, labels, per_class, state, checkpoint_dir, log)
     checkpoint = SelectionCheckpoint(checkpoint_dir, to_model_input(selection_pixels), labels_of(splits.selection),
                                      args.patience, args.max_minutes, state, log, args.average_best,
                                      adult_selection)
     model.fit(batches, epochs=args.epochs, initial_epoch=state["epoch"], callbacks=[checkpoint], verbose=2)
+
+
+def _batches(args, model, pixels, labels, per_class, state, checkpoint_dir, log):
+    """The training batches; with --train-adults the joint ones (adult output probed first on a
+    fresh run), and the adult films that help choose the epoch (else None)."""
+    if not args.train_adults:
+        return BalancedBatches(pixels, labels, args.batch_size, per_class, seed=args.seed, epoch=state["epoch"],
+                               workers=args.workers), None
+    samples, choosing = adult_parts(args, checkpoint_dir, log)
+    adult_pixels = load_pixels(samples, args.image_size, args.workers)
+    adult_labels, adult_weights = [s.label for s in samples], [s.weight for s in samples]
+    if state["epoch"] == 0:
+        probe_adult_output(model, adult_pixels, adult_labels, adult_weights)
+        log(f"adult output started as a linear probe of {len(samples)} training films")
+    batches = JointBatches(pixels, labels, adult_pixels, adult_labels, adult_weights, args.batch_size, per_class,
+                           args.adult_images_per_class or max(1, per_class // 2), seed=args.seed,
+                           epoch=state["epoch"], workers=args.workers)
+    selection = (to_model_input(load_pixels(choosing, args.image_size, args.workers)),
+                 np.array([s.label for s in choosing])) if choosing else None
+    return batches, selection
 
 
 def adult_parts(args, checkpoint_dir, log):
