@@ -24,7 +24,10 @@ of a cell four ways and the four 8 x 8 maps interleaved (four more model
 passes; measured here, not shipped). "adult read-out, in the lung fields":
 the evidence of the run folder's adult answer (adult.npz, pneumo/adult.py),
 whether or not it ships: what adults would be shown once it does; its own
-PNEUMONIA calls (at its threshold) are a row of their own. Rows: films the model calls PNEUMONIA
+PNEUMONIA calls (at its threshold) are a row of their own. With --block4,
+"lung fields, block 4 (16 x 16)": Grad-CAM of P(pneumonia) on the earlier
+block4_conv3 maps, computed with Keras (TensorFlow): serving it would need
+those maps and their gradient as ONNX outputs, so it is measured here only. Rows: films the model calls PNEUMONIA
 (the targets: pointing >= 70%, zones >= 80%), films with another answer
 (NORMAL, or no verdict: out of scope) and all boxed films, each with the
 location computed whatever the answer (analyse's research_location).
@@ -53,6 +56,7 @@ from pneumo.preprocess import preprocess  # noqa: E402
 
 SIDE = 384  # the films' and boxes' pixels
 ADULT_METHOD = "adult read-out, in the lung fields"
+BLOCK4_METHOD = "lung fields, block 4 (16 x 16, Keras)"
 COVERED_ZONE_SHARE, COVERED_BOX_SHARE = 0.10, 0.25
 
 
@@ -102,6 +106,7 @@ def main():
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "adult_cxr"))
     parser.add_argument("--no-fine", action="store_true", help="skip the 16 x 16 heatmap (4 model passes a film)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N boxed films (a quick look)")
+    parser.add_argument("--block4", action="store_true", help="also Grad-CAM on block4_conv3 (Keras, TensorFlow)")
     args = parser.parse_args()
     rows = [row for row in csv.DictReader(open(Path(args.data) / "labels.csv")) if boxes_of(row)]
     rows = rows[:args.limit] if args.limit else rows
@@ -110,7 +115,8 @@ def main():
     loaded = get_model()
     adult_head = AdultHead.load(os.environ.get("PNEUMO_MODEL_PATH") or BUNDLED_DIR)
     results = {"whole frame": [], "in the lung fields": [], "lung fields, 16 x 16 (4 shifted passes)": [],
-               ADULT_METHOD: []}
+               ADULT_METHOD: [], BLOCK4_METHOD: []}
+    block4 = _block4_gradcam(os.environ.get("PNEUMO_MODEL_PATH") or BUNDLED_DIR) if args.block4 else None
     counts = {method: [] for method in results}
     groups, adult_calls, found, seconds = [], [], 0, {"analyse (with heatmap)": [], "locate (lung fields, zones, peak, box)": []}
     for row in rows:
@@ -142,6 +148,11 @@ def main():
             results[ADULT_METHOD].append(scores(where, boxes_of(row), covered))
             counts[ADULT_METHOD].append(len(where["zones"]))
             adult_calls.append(called)
+        if block4 is not None:
+            heat = block4(preprocess(film.image, loaded.config["image_size"]))
+            where = locate(heat, film, decoded.image.size).as_dict()
+            results[BLOCK4_METHOD].append(scores(where, boxes_of(row), covered))
+            counts[BLOCK4_METHOD].append(len(where["zones"]))
         groups.append(analysis.label or f"no verdict ({analysis.scope})")
     groups = np.array(groups)
     print(f"model: {loaded.identity.get('name')} ({loaded.identity.get('runtime')}); {len(rows)} boxed films; "
@@ -209,6 +220,26 @@ def _adult_evidence(head, loaded, film):
     _, maps = loaded.runtime(preprocess(film.image, loaded.config["image_size"]))
     heat = class_activation(maps, head.channel_weights(maps))[0]
     return heat, bool(head.probability(adult_features(maps))[0] >= head.threshold)
+
+
+def _block4_gradcam(folder):
+    """A function: model input (1, H, W, 3) -> Grad-CAM of P(pneumonia) on block4_conv3, (16, 16) at 128 px."""
+    import keras
+    import tensorflow as tf
+
+    from pneumo.run_folder import KERAS_MODEL
+
+    model = keras.saving.load_model(Path(folder) / KERAS_MODEL, compile=False)
+    probe = keras.Model(model.inputs, [model.get_layer("block4_conv3").output, model.output])
+
+    def heatmap(inputs):
+        with tf.GradientTape() as tape:
+            maps, probabilities = probe(tf.convert_to_tensor(inputs), training=False)
+            sick = probabilities[:, 1] + probabilities[:, 2]
+        weights = tf.reduce_mean(tape.gradient(sick, maps), axis=(1, 2))
+        return class_activation(maps.numpy(), weights.numpy())[0]
+
+    return heatmap
 
 
 def _fine(loaded, film):
