@@ -109,6 +109,11 @@ def recorded_split(command: str) -> tuple[float, int]:
     return known.holdout_fraction, known.seed
 
 
+def recorded_splits(data_dir, config: dict) -> "Splits":
+    """A run's own splits of `data_dir`, rebuilt from the training command its config.json recorded."""
+    return load_splits(data_dir, *recorded_split(config.get("command", "")))
+
+
 def load_splits(data_dir, holdout_fraction=HOLDOUT_FRACTION, seed=SEED) -> Splits:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():

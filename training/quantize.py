@@ -78,12 +78,12 @@ def main(argv=None):
     args = parse_args(argv)
     run = Path(args.run)
     config = read_config(run)
-    splits = _splits(args.data, config)
 
     import keras
 
-    from .data import labels_of, load_pixels
+    from .data import labels_of, load_pixels, recorded_splits
 
+    splits = recorded_splits(args.data, config)
     model = keras.saving.load_model(run / KERAS_MODEL, compile=False)
     size = config["image_size"]
     chosen = np.random.default_rng(0).permutation(len(splits.train))[:args.calibration_images]
@@ -331,13 +331,6 @@ def _correlation(a, b):
     if spread == 0:
         return 1.0 if not a.any() and not b.any() else 0.0
     return float((a * b).sum() / spread)
-
-
-def _splits(data, config):
-    """The run's own train/selection split, from the training command it recorded."""
-    from .data import load_splits, recorded_split
-
-    return load_splits(data, *recorded_split(config.get("command", "")))
 
 
 def _minus(a, b):

@@ -26,9 +26,9 @@ from pneumo.run_folder import (CARD, FLOAT_ONNX, INT8_ONNX, KERAS_MODEL, METRICS
 from pneumo.runtime import ONNX_FLOAT, ONNX_INT8
 
 from .card import build_card
-from .data import labels_of, load_pixels
+from .data import labels_of, load_pixels, recorded_splits
 from .metrics import choose_threshold, evaluate
-from .quantize import _splits as recorded_splits, compare, keras_outputs
+from .quantize import compare, keras_outputs
 from .report import THRESHOLD_RULE
 
 VALIDATION_KEYS = ("accuracy", "roc_auc", "sensitivity", "specificity", "bacterial_viral_auc", "ece")
