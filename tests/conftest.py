@@ -87,3 +87,20 @@ def tiny_run(tmp_path_factory, synthetic_data):
     subprocess.run([sys.executable, "-m", "training.train", "--data", str(synthetic_data), "--out", str(out),
                     *TINY_TRAIN_ARGS], cwd=ROOT, check=True, capture_output=True)
     return out
+
+
+@pytest.fixture
+def tiny_app(tiny_run, monkeypatch):
+    """app.py imported as the Space imports it, serving the tiny run (also when another test
+    imported it first)."""
+    from pneumo import loading
+    from pneumo.loading import load_model
+
+    monkeypatch.setenv("PNEUMO_MODEL_PATH", str(tiny_run))
+    loading.get_model.cache_clear()
+    try:
+        app = importlib.import_module("app")  # loads the model, as the Space does
+    finally:
+        loading.get_model.cache_clear()
+    monkeypatch.setattr(app, "MODEL", load_model(tiny_run))
+    return app

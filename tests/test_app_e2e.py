@@ -1,7 +1,6 @@
 """The Gradio app end to end: `python app.py` in a subprocess, called through gradio_client."""
 
 import hashlib
-import importlib
 import io
 
 import numpy as np
@@ -155,16 +154,9 @@ def test_uploads_are_deleted_and_never_logged(app, client, uploads):
     assert not [name for name in uploads if name in log or name.rsplit(".", 1)[0] in log]
 
 
-def test_model_panel(tiny_run, monkeypatch):
+def test_model_panel(tiny_app):
     """The model panel names a Hub model's repo, revision and commit, and puts a fallback in bold."""
-    from pneumo import loading
-
-    monkeypatch.setenv("PNEUMO_MODEL_PATH", str(tiny_run))
-    loading.get_model.cache_clear()
-    try:
-        app = importlib.import_module("app")  # loads the model, as the Space does
-    finally:
-        loading.get_model.cache_clear()
+    app = tiny_app
     hub = {**app.MODEL.identity, "source": "hub", "repo": "someone/pneumo", "revision": "v1", "commit": "ab" * 20}
     assert "hub · someone/pneumo@v1 (commit `ababababab`)" in app.model_panel(hub)
     assert "Fallback" not in app.model_panel(hub)
@@ -178,17 +170,10 @@ def test_model_panel(tiny_run, monkeypatch):
 
 
 @pytest.mark.parametrize("probabilities", [None, {"NORMAL": 0.3, "PNEUMONIA": 0.7}])
-def test_a_verdict_without_the_three_classes_hides_the_breakdown(tiny_run, monkeypatch, probabilities):
+def test_a_verdict_without_the_three_classes_hides_the_breakdown(tiny_app, probabilities):
     """A model that only tells normal from pneumonia: the verdict, and no breakdown panel (never None
     to a Label, which the page cannot read)."""
-    from pneumo import loading
-
-    monkeypatch.setenv("PNEUMO_MODEL_PATH", str(tiny_run))
-    loading.get_model.cache_clear()
-    try:
-        app = importlib.import_module("app")
-    finally:
-        loading.get_model.cache_clear()
+    app = tiny_app
     result = {"scope": "ok", "population": "adult", "reason": None, "label": "PNEUMONIA", "pneumonia_probability": 0.7,
               "probabilities": probabilities, "threshold": 0.5, "warnings": [], "model": {"threshold": 0.4}}
     verdict, breakdown, notes, heatmap_panel, where = app.show(result)

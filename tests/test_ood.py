@@ -1,7 +1,6 @@
 """The not-a-chest-X-ray check: image statistics, the fitted feature check,
 and what the CLI, the app and the real model make of it."""
 
-import importlib
 import io
 import json
 import shutil
@@ -153,16 +152,8 @@ def test_cli_marks_a_photo(tiny_run, tmp_path):
     assert f"no verdict ({NOT_CHEST_XRAY})" in table.stdout
 
 
-def test_app_shows_no_verdict_for_a_photo(tiny_run, monkeypatch, tmp_path):
-    from pneumo import loading
-
-    monkeypatch.setenv("PNEUMO_MODEL_PATH", str(tiny_run))
-    loading.get_model.cache_clear()
-    try:
-        app = importlib.import_module("app")
-    finally:
-        loading.get_model.cache_clear()
-    monkeypatch.setattr(app, "MODEL", load_model(tiny_run))  # another test may have imported app first
+def test_app_shows_no_verdict_for_a_photo(tiny_app, monkeypatch, tmp_path):
+    app = tiny_app
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # app.predict takes only files in the upload folder
     photo = io.BytesIO()
     Image.fromarray(skimage_data.chelsea()).save(photo, "PNG")
