@@ -67,6 +67,14 @@ class AdultHead:
         per_position = maps.shape[1] * maps.shape[2]
         return (gradient[:, :channels] + gradient[:, channels:]) / per_position
 
+    @classmethod
+    def read_out(cls, coef, intercept) -> "AdultHead":
+        """A joint run's trained read-out (training/model.py): on the log features as they are
+        (no standardisation), not yet calibrated, not shipped."""
+        coef = np.asarray(coef, np.float64)
+        return cls(np.zeros(len(coef)), np.ones(len(coef)), coef, float(intercept), slope=1.0, offset=0.0,
+                   threshold=0.5, shipped=0.0)
+
     def save(self, path):
         np.savez_compressed(path, **{key: np.asarray(getattr(self, key), np.float32)
                                      for key in self.__dataclass_fields__})

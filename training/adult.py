@@ -55,8 +55,11 @@ RULE = {"roc_auc": 0.90, "sensitivity": 0.85, "specificity": 0.75, "roc_auc_all_
 
 
 def read_labels(folder) -> dict:
-    """labels.csv of the adult folder: file name -> row."""
-    with open(Path(folder) / "labels.csv") as f:
+    """labels.csv of the adult folder: file name -> row ({} without one)."""
+    path = Path(folder) / "labels.csv"
+    if not path.is_file():
+        return {}
+    with open(path) as f:
         return {row["file"]: row for row in csv.DictReader(f)}
 
 
@@ -166,10 +169,7 @@ def held_out_judgement(adults, labels, record, seed=0) -> tuple[AdultHead, dict]
     rows = np.flatnonzero(np.isin(adults.groups, record["held_out_patients"]) & (reading != ""))
     if not len(rows):
         raise ValueError("no radiologist-read film of the held-out patients among the adult films")
-    trained = record["trained_read_out"]
-    coef = np.asarray(trained["coef"], np.float64)
-    head = AdultHead(np.zeros(len(coef)), np.ones(len(coef)), coef, float(trained["intercept"]),
-                     slope=1.0, offset=0.0, threshold=0.5, shipped=0.0)
+    head = AdultHead.read_out(record["trained_read_out"]["coef"], record["trained_read_out"]["intercept"])
     features = adults.variants["original"].adult[rows]
     scores = head.score(features)
     pair = np.isin(reading[rows], (OPACITY, NORMAL))

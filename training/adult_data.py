@@ -23,14 +23,13 @@ The text-mined labels are noisy (only 43% of the NIH "pneumonia" films that
 radiologists read showed an opacity), hence their smaller weight.
 """
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from .adult import NORMAL, OPACITY, OTHER
+from .adult import NORMAL, OPACITY, OTHER, read_labels
 
 HELD_OUT_FRACTION = 0.35  # of the read patients: about 50 opacities and 55 normal films on the NIH set
 SELECTION_FRACTION = 0.15  # of the read patients: about 20 opacities, to choose the epoch
@@ -47,10 +46,8 @@ class AdultSample:
 
 
 def read_rows(folder) -> list[dict]:
-    """labels.csv of the adult folder, the rows whose film is there."""
-    folder = Path(folder)
-    with open(folder / "labels.csv") as f:
-        return [row for row in csv.DictReader(f) if (folder / row["file"]).is_file()]
+    """labels.csv of the adult folder, the rows whose film is there, in the file's order."""
+    return [row for name, row in read_labels(folder).items() if (Path(folder) / name).is_file()]
 
 
 def held_out_patients(rows, fraction=HELD_OUT_FRACTION, seed=0, excluded=()) -> list[str]:

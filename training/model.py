@@ -156,9 +156,7 @@ def trained_adult_head(model):
     """The joint model's adult output as pneumo.adult.AdultHead: not yet calibrated, not shipped
     (training/adult.py calibrates it and judges the rule on the held-out patients)."""
     kernel, bias = model.get_layer(ADULT_OUTPUT).get_weights()
-    features = kernel.shape[0]
-    return AdultHead(np.zeros(features), np.ones(features), kernel[:, 0].astype(np.float64), float(bias[0]),
-                     slope=1.0, offset=0.0, threshold=0.5, shipped=0.0)
+    return AdultHead.read_out(kernel[:, 0], bias[0])
 
 
 def start_from(model, source) -> int:

@@ -23,7 +23,6 @@ verdicts; `pneumo info` and the card say so).
 """
 
 import argparse
-import csv
 import json
 import os
 from dataclasses import dataclass
@@ -104,11 +103,7 @@ def score_children(loaded, samples, variants, seed) -> Scored:
 
 def score_adults(loaded, folder, variants, seed) -> Scored:
     """ADULT/*.jpeg (and labels.csv's `finding`: normal, pneumonia or other; `patient`: the folds' groups)."""
-    labels = Path(folder) / "labels.csv"
-    rows = {}
-    if labels.is_file():
-        with open(labels) as f:
-            rows = {row["file"]: row for row in csv.DictReader(f)}
+    rows = adult.read_labels(folder)
     paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     code = {"pneumonia": 1, "normal": 0}
     patients = [rows.get(p.name, {}).get("patient") or p.stem for p in paths]  # several films of one patient
@@ -166,7 +161,7 @@ def fit_adult_answer(adults, adult_dir, out, seed, log):
     read some of them; without readings there is nothing to validate on, so no adult answer."""
     for name in (ADULT, ADULT_REPORT):
         (out / name).unlink(missing_ok=True)
-    labels = adult.read_labels(adult_dir) if (Path(adult_dir) / "labels.csv").is_file() else {}
+    labels = adult.read_labels(adult_dir)
     if not np.isin(adult.readings(adults, labels), (adult.OPACITY, adult.NORMAL)).any():
         log("adult answer: no radiologist readings in labels.csv (rsna_class), so none: adults stay outside")
         return None
