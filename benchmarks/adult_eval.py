@@ -12,7 +12,10 @@ children's figures, and who gets a verdict at all.
   and sensitivity/specificity for `Lung Opacity` against `Normal`, ROC AUC
   against every film read without opacity, ECE, and the share of adult films
   that the population check routes to the adult answer. The children's model's
-  own P(pneumonia) on the same films is the baseline. Then the shipping rule.
+  own P(pneumonia) on the same films is the baseline. The same figures within
+  each projection (AP, PA), and the projection alone as a ranking: bedside AP
+  films are mostly the sicker patients', so an AUC over both projections partly
+  measures the projection. Then the shipping rule.
 - Children: val/ through pneumo.analysis with the run folder's own files.
 - Scope: benchmarks/scope_eval.py's table from the same scoring pass.
 
@@ -53,12 +56,23 @@ def adult_rows(measured, routed, how):
     print(f"| the children's model's P(pneumonia), unchanged | {figures['child_model_roc_auc']:.3f} | - | - | - | - |")
     print(f"| the adult answer | {figures['roc_auc']:.3f} | {figures['sensitivity']:.3f} | "
           f"{figures['specificity']:.3f} | {figures['roc_auc_all_read']:.3f} | {figures['ece']:.3f} |")
+    for view, within in figures.get("by_projection", {}).items():
+        films = within["films"]
+        print(f"| the adult answer, {view} films only ({films['lung_opacity']} opacity, {films['normal']} normal, "
+              f"{films['other_read']} other) | {_figure(within['roc_auc'])} | {_figure(within['sensitivity'])} | "
+              f"{_figure(within['specificity'])} | {_figure(within['roc_auc_all_read'])} | - |")
+    if "projection_alone_roc_auc" in figures:
+        print(f"| the projection alone (AP above PA) | {figures['projection_alone_roc_auc']:.3f} | - | - | - | - |")
     print(f"\nAdult films the population check routes to the adult answer (cross-validated): {routed:.1%}")
     verdicts = adult.rule_verdicts(figures)
     print("Shipping rule: " + "; ".join(f"{key} >= {bar}: {'met' if verdicts[key] else 'MISSED'} "
                                         f"({figures[key]:.3f})" for key, bar in adult.RULE.items()))
     print("The adult answer " + ("meets the rule." if all(verdicts.values()) else
                                  "misses the rule: adults stay outside the population."))
+
+
+def _figure(value):
+    return "-" if value is None else f"{value:.3f}"
 
 
 def child_rows(loaded, splits):

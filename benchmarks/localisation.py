@@ -44,7 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pneumo.adult import AdultHead, adult_features  # noqa: E402
+from pneumo.adult import AdultHead, adult_features, lung_weights  # noqa: E402
 from pneumo.analysis import analyse  # noqa: E402
 from pneumo.decode import decode  # noqa: E402
 from pneumo.heatmap import channel_weights, class_activation  # noqa: E402
@@ -218,8 +218,9 @@ def fine_heatmap(maps, probabilities, head_kernel) -> np.ndarray:
 def _adult_evidence(head, loaded, film):
     """The adult read-out's heatmap of `film` and whether it calls it PNEUMONIA (one more model pass)."""
     _, maps = loaded.runtime(preprocess(film.image, loaded.config["image_size"]))
-    heat = class_activation(maps, head.channel_weights(maps))[0]
-    return heat, bool(head.probability(adult_features(maps))[0] >= head.threshold)
+    weights = lung_weights(lung_fields(film.image) or assumed_fields(), maps.shape[1:3])[None] if head.lungs else None
+    heat = class_activation(maps, head.channel_weights(maps, weights))[0]
+    return heat, bool(head.probability(adult_features(maps, weights))[0] >= head.threshold)
 
 
 def _block4_gradcam(folder):

@@ -10,7 +10,13 @@ the pass that was made anyway.
 
     P(pneumonia) = sigmoid(slope * (coef . standardise(log1p(features)) + intercept) + offset)
 
-`features` are `adult_features(maps)` of the heatmap layer's maps. The
+`features` are `adult_features(maps, weights)` of the heatmap layer's maps:
+each channel's mean and maximum over the lung fields (pneumo/lungs.py;
+where lungs usually lie when none are found). Pooled over the whole film
+instead, the heart, the shoulders and the labels weigh as much as the
+lungs: on the radiologist-read films the lungs alone rank opacities higher
+(the model card has the figures). Heads fitted before (`lungs = 0`) pool
+over the whole film and keep doing so. The
 slope and offset recalibrate the regression's balanced scores to the
 radiologist-read films (Platt scaling, fitted out of fold). Adults get no
 bacterial/viral split: nothing in the adult data supports one.
@@ -25,15 +31,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from .run_folder import ADULT as FILE
 
+LUNG_SHARE = 0.25  # a map cell takes part in the maximum when at least this share of it is lung
 
-def adult_features(maps) -> np.ndarray:
-    """(N, h, w, C) maps -> (N, 2C): each channel's mean and its maximum over the film.
+
+def adult_features(maps, weights=None) -> np.ndarray:
+    """(N, h, w, C) maps -> (N, 2C): each channel's mean and its maximum, over the lungs
+    (`weights`: (N, h, w), `lung_weights` of each film) or, without weights, over the film.
     The maximum keeps a small, dense opacity that the mean would dilute."""
     maps = np.asarray(maps)
-    return np.concatenate([maps.mean(axis=(1, 2)), maps.max(axis=(1, 2))], axis=1)
+    if weights is None:
+        return np.concatenate([maps.mean(axis=(1, 2)), maps.max(axis=(1, 2))], axis=1)
+    w = np.asarray(weights, np.float64)[..., None]
+    mean = (maps * w).sum(axis=(1, 2)) / np.maximum(w.sum(axis=(1, 2)), 1e-12)
+    inside = w >= LUNG_SHARE
+    inside |= ~inside.any(axis=(1, 2), keepdims=True)  # lungs smaller than a cell: the whole film
+    peak = np.where(inside, maps, -np.inf).max(axis=(1, 2))
+    return np.concatenate([mean, peak], axis=1).astype(maps.dtype)
+
+
+def lung_weights(fields, grid) -> np.ndarray:
+    """pneumo.lungs.LungFields -> (h, w): the share of each cell of a map grid that is lung.
+    The lung masks are on the square the model sees, so the grid lies on them cell for cell."""
+    mask = Image.fromarray(fields.mask.astype(np.float32))
+    return np.asarray(mask.resize((grid[1], grid[0]), Image.Resampling.BOX), np.float64)
 
 
 @dataclass
@@ -46,6 +70,7 @@ class AdultHead:
     offset: float
     threshold: float  # calibrated P(pneumonia) at or above it: PNEUMONIA
     shipped: float  # 1: met the shipping rule when fitted (adult.json says how); 0: adults stay out
+    lungs: float = 0.0  # 1: its features are pooled over the lung fields; 0: over the whole film
 
     def score(self, features) -> np.ndarray:
         """(N, features) -> (N,) the regression's uncalibrated score."""
@@ -56,13 +81,13 @@ class AdultHead:
         """(N, features) -> (N,) calibrated P(pneumonia)."""
         return 1.0 / (1.0 + np.exp(-(self.slope * self.score(features) + self.offset)))
 
-    def channel_weights(self, maps) -> np.ndarray:
+    def channel_weights(self, maps, weights=None) -> np.ndarray:
         """(N, h, w, C) -> (N, C): d score / d map, averaged over the map (Grad-CAM's weights).
-        The mean's term is spread over every position; the maximum's lands on its peak only,
-        so its share of the average is 1/(h w) as well."""
+        The mean's term is spread over the positions it pools (its position weights sum to 1);
+        the maximum's lands on its peak only, so each one's share of the average is 1/(h w)."""
         maps = np.asarray(maps, np.float64)
         channels = maps.shape[-1]
-        features = adult_features(maps)
+        features = adult_features(maps, weights)
         gradient = self.coef / self.scale / (1.0 + np.maximum(features, 0.0))  # d score / d feature
         per_position = maps.shape[1] * maps.shape[2]
         return (gradient[:, :channels] + gradient[:, channels:]) / per_position
@@ -70,7 +95,7 @@ class AdultHead:
     @classmethod
     def read_out(cls, coef, intercept) -> "AdultHead":
         """A joint run's trained read-out (training/model.py): on the log features as they are
-        (no standardisation), not yet calibrated, not shipped."""
+        (no standardisation), pooled over the whole film, not yet calibrated, not shipped."""
         coef = np.asarray(coef, np.float64)
         return cls(np.zeros(len(coef)), np.ones(len(coef)), coef, float(intercept), slope=1.0, offset=0.0,
                    threshold=0.5, shipped=0.0)
@@ -84,8 +109,9 @@ class AdultHead:
         path = Path(folder) / FILE
         if not path.is_file():
             return None  # a run folder without an adult answer: adults stay outside the population
-        with np.load(path) as data:
-            values = {key: data[key].astype(np.float64) for key in cls.__dataclass_fields__}
-        for key in ("intercept", "slope", "offset", "threshold", "shipped"):
-            values[key] = float(values[key])
+        with np.load(path) as data:  # a field added since (`lungs`) keeps its default in older files
+            values = {key: data[key].astype(np.float64) for key in cls.__dataclass_fields__ if key in data}
+        for key in ("intercept", "slope", "offset", "threshold", "shipped", "lungs"):
+            if key in values:
+                values[key] = float(values[key])
         return cls(**values)

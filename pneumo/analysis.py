@@ -28,7 +28,8 @@ from PIL import Image
 from .calibration import calibrate
 from .classes import CLASSES, pneumonia_probability
 from .decode import Decoded, decode
-from .location import locate
+from .location import assumed_fields, locate
+from .lungs import lung_fields
 from .orientation import upright
 from .photo import film_of
 from .predict import model_outputs
@@ -102,7 +103,8 @@ def _analyse_decoded(decoded: list[Decoded], loaded, with_heatmap, research_loca
         loaded = get_model()
     films = [upright(film_of(d.image), loaded.orientation_check) for d in decoded]
     inputs = np.concatenate([preprocess(film.image, loaded.config["image_size"]) for film in films])
-    outputs = model_outputs(loaded, inputs, with_heatmap)
+    lungs = [lung_fields(film.image) or assumed_fields() for film in films] if _reads_lungs(loaded) else None
+    outputs = model_outputs(loaded, inputs, with_heatmap, lungs)
     model = {key: loaded.identity.get(key) for key in MODEL_KEYS}
     results = [_result(loaded, d, film, outputs, i, model) for i, (d, film) in enumerate(zip(decoded, films))]
     if research_location:
@@ -110,6 +112,11 @@ def _analyse_decoded(decoded: list[Decoded], loaded, with_heatmap, research_loca
             result.research_heatmap = outputs.heatmaps[i]
             result.research_location = locate(outputs.heatmaps[i], film, d.image.size)
     return results
+
+
+def _reads_lungs(loaded) -> bool:
+    """Whether the adult answer pools its features over the lung fields (pneumo/adult.py)."""
+    return bool(loaded.adult_head and loaded.adult_head.lungs)
 
 
 def _result(loaded, decoded, film, outputs, i, model) -> Analysis:
@@ -143,6 +150,7 @@ def _child_answer(loaded, outputs, i):
 def _adult_answer(loaded, outputs, i):
     """The adult answer: P(pneumonia) alone (no bacterial/viral split), its threshold, its heatmap."""
     head = loaded.adult_head
-    sick = float(head.probability(outputs.adult[i][None])[0])
+    features = outputs.adult_lungs if head.lungs else outputs.adult
+    sick = float(head.probability(features[i][None])[0])
     heatmap = outputs.adult_heatmaps[i] if outputs.adult_heatmaps is not None else None
     return sick, {"NORMAL": 1.0 - sick, "PNEUMONIA": sick}, head.threshold, heatmap

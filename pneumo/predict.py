@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .adult import adult_features
+from .adult import adult_features, lung_weights
 from .heatmap import class_activation, heatmaps
 
 GRID = 4  # the population check's features: 4 x 4 cells (2 x 2 maps each at 128 px)
@@ -29,20 +29,27 @@ class ModelOutputs:
     # (N, GRID * GRID * channels) the maps averaged over each cell of a GRID x GRID grid,
     # row by row: where things are (proportions), which the population check needs.
     regions: np.ndarray | None = None
-    # (N, 2 * channels) the maps' mean and maximum per channel: the adult answer's features (pneumo/adult.py)
+    # (N, 2 * channels) the maps' mean and maximum per channel over the film, and over the
+    # lung fields when they were given: the adult answer's features (pneumo/adult.py)
     adult: np.ndarray | None = None
     adult_heatmaps: np.ndarray | None = None  # (N, h, w): where the adult answer's evidence is, when asked for
+    adult_lungs: np.ndarray | None = None
 
 
-def model_outputs(loaded, inputs, with_heatmap=False) -> ModelOutputs:
-    """Model inputs (N, H, W, 3) -> probabilities, pooled features and, if asked, heatmaps."""
+def model_outputs(loaded, inputs, with_heatmap=False, lungs=None) -> ModelOutputs:
+    """Model inputs (N, H, W, 3) -> probabilities, pooled features and, if asked, heatmaps.
+    lungs: each film's pneumo.lungs.LungFields, for the adult answer's features over the lungs."""
     runtime = loaded.runtime
     raw, maps = runtime(inputs)
     pooled = maps.mean(axis=(1, 2))  # the not-a-chest-X-ray check's features (pneumo/ood.py)
     heat = heatmaps(maps, raw, runtime.head_kernel) if with_heatmap else None
+    weights = np.stack([lung_weights(fields, maps.shape[1:3]) for fields in lungs]) if lungs else None
     adult = loaded.adult_head
-    adult_heat = class_activation(maps, adult.channel_weights(maps)) if with_heatmap and adult else None
-    return ModelOutputs(np.asarray(raw), pooled, heat, regions(maps), adult_features(maps), adult_heat)
+    adult_heat = None
+    if with_heatmap and adult:
+        adult_heat = class_activation(maps, adult.channel_weights(maps, weights if adult.lungs else None))
+    return ModelOutputs(np.asarray(raw), pooled, heat, regions(maps), adult_features(maps), adult_heat,
+                        adult_features(maps, weights) if lungs else None)
 
 
 def regions(maps, cells=GRID) -> np.ndarray:

@@ -10,9 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumo.adult import AdultHead, adult_features
+from pneumo.adult import AdultHead, adult_features, lung_weights
 from pneumo.analysis import analyse
+from pneumo.decode import decode
 from pneumo.loading import BUNDLED_DIR, load_model
+from pneumo.lungs import LungFields, lung_fields
+from pneumo.orientation import upright
+from pneumo.photo import film_of
+from pneumo.preprocess import preprocess
 from pneumo.run_folder import ADULT, ADULT_REPORT
 from pneumo.scope import ADULT as ADULT_POPULATION
 from pneumo.scope import CHILD, OK, OUTSIDE_POPULATION
@@ -45,27 +50,56 @@ def test_features_are_the_mean_and_the_maximum_of_each_map():
     np.testing.assert_allclose(adult_features(maps), [[0.5, 3.0, 8.0, 3.0]])
 
 
-def test_channel_weights_are_the_spatial_mean_of_the_score_gradient():
+def test_over_the_lungs_the_heart_and_the_labels_do_not_count():
+    maps = np.zeros((1, 4, 4, 2), np.float32)
+    maps[0, :, 1:3, 0] = 9.0  # bright in the middle columns (the mediastinum), outside the lungs
+    maps[0, 1, 0, 1] = 4.0  # a spot in the right lung (the image's left)
+    weights = np.zeros((1, 4, 4))
+    weights[0, :, 0] = weights[0, :, 3] = 1.0  # the lungs: the outer columns
+    weights[0, 0, 0] = 0.2  # a corner cell only a fifth lung: in the mean by its share, not in the maximum
+    features = adult_features(maps, weights)
+    np.testing.assert_allclose(features, [[0.0, 4.0 / 7.2, 0.0, 4.0]], rtol=1e-6)
+    assert adult_features(maps)[0, 2] == 9.0  # over the whole film the mediastinum would be the maximum
+
+
+def test_lung_weights_are_each_cells_share_of_lung():
+    right, left = np.zeros((128, 128), bool), np.zeros((128, 128), bool)
+    right[:, :32] = True  # the first quarter of the columns
+    left[64:, 96:] = True  # the bottom half of the last quarter
+    weights = lung_weights(LungFields(right, left), (2, 4))
+    np.testing.assert_allclose(weights, [[1, 0, 0, 0], [1, 0, 0, 1]])
+    assert lung_weights(LungFields(right, left), (8, 8)).shape == (8, 8)
+
+
+@pytest.mark.parametrize("over_lungs", [False, True])
+def test_channel_weights_are_the_spatial_mean_of_the_score_gradient(over_lungs):
     """Grad-CAM's weights for the adult answer, checked against finite differences."""
     rng = np.random.default_rng(1)
     head = random_head(3, rng)
     maps = np.abs(rng.normal(1, 0.5, (1, 3, 3, 3)))
+    weights = rng.uniform(0, 1, (1, 3, 3)) if over_lungs else None
     numeric = np.zeros(maps.shape)
     step = 1e-6
     for index in np.ndindex(maps.shape):
         shifted = maps.copy()
         shifted[index] += step
-        numeric[index] = (head.score(adult_features(shifted)) - head.score(adult_features(maps)))[0] / step
-    np.testing.assert_allclose(head.channel_weights(maps), numeric.mean(axis=(1, 2)), rtol=1e-4, atol=1e-7)
+        numeric[index] = (head.score(adult_features(shifted, weights)) -
+                          head.score(adult_features(maps, weights)))[0] / step
+    np.testing.assert_allclose(head.channel_weights(maps, weights), numeric.mean(axis=(1, 2)), rtol=1e-4, atol=1e-7)
 
 
 def test_the_head_saves_and_loads(tmp_path):
     head = random_head(4, np.random.default_rng(2), shipped=0.0)
+    head.lungs = 1.0
     head.save(tmp_path / ADULT)
     loaded = AdultHead.load(tmp_path)
     for key in head.__dataclass_fields__:
         np.testing.assert_allclose(getattr(loaded, key), getattr(head, key), rtol=1e-6)
     assert AdultHead.load(tmp_path / "elsewhere") is None
+    (tmp_path / "old").mkdir()
+    with np.load(tmp_path / ADULT) as data:  # a head saved before the lung pooling existed
+        np.savez(tmp_path / "old" / ADULT, **{key: data[key] for key in data.files if key != "lungs"})
+    assert AdultHead.load(tmp_path / "old").lungs == 0.0  # keeps pooling over the whole film
 
 
 def test_the_shipping_rule_needs_every_bar():
@@ -87,6 +121,25 @@ def test_the_threshold_keeps_the_sensitivity_target_and_sits_between_probabiliti
     assert head.slope > 0  # higher scores, more likely pneumonia
 
 
+def test_a_score_that_only_knows_the_projection_ranks_by_chance_within_one():
+    """Bedside (AP) films are mostly the sicker patients': the figures within each projection
+    expose a read-out that learnt the projection instead of the lungs."""
+    reading = np.array([adult_fit.OPACITY] * 6 + [adult_fit.NORMAL] * 6 + [adult_fit.OTHER] * 4)
+    projection = np.array(["AP"] * 4 + ["PA"] * 2 + ["AP"] * 2 + ["PA"] * 4 + ["AP", "PA"] * 2)
+    probability = np.where(projection == "AP", 0.8, 0.2)
+    measured = {"reading": reading, "probability": probability, "predicted": probability >= 0.5,
+                "child_model": probability, "projection": projection}
+    figures = adult_fit.figures(measured)
+    assert figures["roc_auc"] > 0.6  # over both projections it looks informative...
+    assert figures["projection_alone_roc_auc"] == pytest.approx(figures["roc_auc"])
+    for view in ("AP", "PA"):  # ...and within each it is a coin
+        assert figures["by_projection"][view]["roc_auc"] == pytest.approx(0.5)
+        assert figures["by_projection"][view]["roc_auc_all_read"] == pytest.approx(0.5)
+    assert figures["by_projection"]["AP"]["films"] == {"lung_opacity": 4, "normal": 2, "other_read": 2}
+    no_view = adult_fit.figures({**measured, "projection": np.array([""] * len(reading))})
+    assert "by_projection" not in no_view  # films without a recorded projection: no breakdown, no error
+
+
 # --- the router, on a run folder whose adult answer ships -------------------------------------------
 
 
@@ -97,7 +150,9 @@ def adult_serving_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("adult_run") / "run"
     shutil.copytree(BUNDLED_DIR, folder)
     channels = load_model(BUNDLED_DIR).runtime.channels
-    random_head(channels, np.random.default_rng(4)).save(folder / ADULT)
+    head = random_head(channels, np.random.default_rng(4))
+    head.lungs = 1.0  # pooled over the lung fields, as training/adult.py fits it
+    head.save(folder / ADULT)
     return folder
 
 
@@ -126,6 +181,19 @@ def test_the_router_gives_each_population_its_answer(adult_serving_folder, films
     assert child.threshold == loaded.config["threshold"]
     assert_adult_answer(adult.as_dict(), loaded.adult_head.threshold)
     assert adult.heatmap is not None and adult.heatmap.max() == pytest.approx(1.0)
+
+
+def test_the_adult_answer_reads_the_features_over_the_films_lungs(adult_serving_folder, films):
+    loaded = load_model(adult_serving_folder)
+    head = loaded.adult_head
+    result = analyse(films[ADULT_POPULATION], loaded)
+    film = upright(film_of(decode(films[ADULT_POPULATION]).image), loaded.orientation_check)
+    _, maps = loaded.runtime(preprocess(film.image, loaded.config["image_size"]))
+    fields = lung_fields(film.image)
+    assert fields is not None  # a real adult film: its own lungs, not the assumed ones
+    weights = lung_weights(fields, maps.shape[1:3])[None]
+    assert result.pneumonia_probability == pytest.approx(head.probability(adult_features(maps, weights))[0], abs=1e-6)
+    assert result.pneumonia_probability != pytest.approx(head.probability(adult_features(maps))[0], abs=1e-4)
 
 
 def test_the_bundled_model_keeps_adults_outside_until_an_answer_ships(films):

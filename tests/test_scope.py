@@ -138,7 +138,8 @@ def fake_set(rng, n, outside, shift, variants=("site", "photo")):
     """A scored set stand-in: adults differ from children along a few feature directions."""
     def features():
         regions = np.expm1(np.abs(rng.normal(1.0 + shift * np.r_[np.ones(4), np.zeros(28)], 0.3, (n, 32))))
-        return scope_fit.Features(regions[:, :8], regions, np.zeros(n, bool), np.full((n, 3), 1 / 3), regions[:, :16])
+        return scope_fit.Features(regions[:, :8], regions, np.zeros(n, bool), np.full((n, 3), 1 / 3), regions[:, :16],
+                                  regions[:, :16])
 
     return scope_fit.Scored(np.full(n, outside), np.array([f"p{outside}-{i}" for i in range(n)]), np.zeros(n, int),
                             {name: features() for name in ("original", *variants)})

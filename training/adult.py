@@ -7,7 +7,8 @@
 The adult films (NIH Clinical Center) are scored through the runtime that
 serves them, as they are and in the variants of training/variants.py
 (another framing and file, a phone photo), and a logistic regression reads
-the children's model's features of them. It learns only from films that
+the children's model's features of them, pooled over each film's lung
+fields (pneumo/lungs.py). It learns only from films that
 radiologists read (RSNA: `Lung Opacity` against `Normal`): the NIH labels
 mined from report text made a probe worse (README, "Who it is for").
 
@@ -65,7 +66,16 @@ def read_labels(folder) -> dict:
 
 def readings(adults, labels) -> np.ndarray:
     """(N,) the RSNA reading of each scored adult film ('' where radiologists did not read it)."""
-    return np.array([labels.get(name, {}).get("rsna_class", "") for name in adults.files])
+    return _column(adults, labels, "rsna_class")
+
+
+def projections(adults, labels) -> np.ndarray:
+    """(N,) each scored adult film's projection: "AP" (bedside, mostly the sicker patients), "PA" or ''."""
+    return _column(adults, labels, "view")
+
+
+def _column(adults, labels, name) -> np.ndarray:
+    return np.array([labels.get(file, {}).get(name, "") for file in adults.files])
 
 
 def _log_features(x):
@@ -73,13 +83,18 @@ def _log_features(x):
 
 
 def fit_regression(adults, rows, y, seed=0):
-    """A balanced logistic regression on the FITTED variants of films `rows` (labels `y`)."""
-    x = np.concatenate([_log_features(adults.variants[name].adult[rows]) for name in FITTED])
+    """A balanced logistic regression on the lung features of the FITTED variants of films `rows` (labels `y`)."""
+    x = np.concatenate([_log_features(adults.variants[name].adult_lungs[rows]) for name in FITTED])
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
     model = LogisticRegression(C=C, class_weight="balanced", max_iter=3000, random_state=seed)
     model.fit((x - mean) / scale, np.tile(y, len(FITTED)))
     return AdultHead(mean, scale, model.coef_[0], float(model.intercept_[0]), slope=1.0, offset=0.0,
-                     threshold=0.5, shipped=0.0)
+                     threshold=0.5, shipped=0.0, lungs=1.0)
+
+
+def _served_features(adults, rows):
+    """The features a head fitted here scores: the original films', over their lung fields."""
+    return adults.variants["original"].adult_lungs[rows]
 
 
 def out_of_fold_scores(adults, rows, y, groups, seed=0) -> np.ndarray:
@@ -87,7 +102,7 @@ def out_of_fold_scores(adults, rows, y, groups, seed=0) -> np.ndarray:
     scores = np.empty(len(rows))
     for fit_part, held in _folds(y, groups, seed):
         head = fit_regression(adults, rows[fit_part], y[fit_part], seed)
-        scores[held] = head.score(adults.variants["original"].adult[rows[held]])
+        scores[held] = head.score(_served_features(adults, rows[held]))
     return scores
 
 
@@ -119,19 +134,21 @@ def cross_validate(adults, labels, seed=0) -> dict:
         head = fit_regression(adults, read[fit_part], y[fit_part], seed)
         inner = out_of_fold_scores(adults, read[fit_part], y[fit_part], groups[fit_part], seed)
         calibrate_and_threshold(head, inner, y[fit_part])
-        probability[held] = head.probability(adults.variants["original"].adult[read[held]])
+        probability[held] = head.probability(_served_features(adults, read[held]))
         predicted[held] = probability[held] >= head.threshold
     return {"reading": reading[read], "probability": probability, "predicted": predicted,
-            "child_model": _child_pneumonia(adults)[read]}
+            "child_model": _child_pneumonia(adults)[read], "projection": projections(adults, labels)[read]}
 
 
 def figures(measured) -> dict:
     """ROC AUC, sensitivity and specificity at the served threshold, ECE; opacity against
-    normal, and AUC against every film read without opacity."""
+    normal, and AUC against every film read without opacity. The same within each
+    projection, and how well the projection alone ranks: bedside (AP) films are mostly
+    the sicker patients', so part of any AUC over both can be the projection, not the lungs."""
     reading, p, predicted = measured["reading"], measured["probability"], measured["predicted"]
     pair = np.isin(reading, (OPACITY, NORMAL))
     opacity = reading == OPACITY
-    return {
+    out = {
         "films": {"lung_opacity": int(opacity.sum()), "normal": int((reading == NORMAL).sum()),
                   "other_read": int((reading == OTHER).sum())},
         "roc_auc": float(roc_auc_score(opacity[pair], p[pair])),
@@ -142,6 +159,30 @@ def figures(measured) -> dict:
         "ece": float(expected_calibration_error(opacity[pair].astype(int), p[pair])),
         "child_model_roc_auc": float(roc_auc_score(opacity[pair], measured["child_model"][pair])),
     }
+    projection = measured.get("projection")
+    if projection is not None and _ranks(opacity[pair], projection[pair] == "AP"):
+        out["projection_alone_roc_auc"] = float(roc_auc_score(opacity[pair], projection[pair] == "AP"))
+        out["by_projection"] = {view: _within(reading[projection == view], p[projection == view],
+                                              predicted[projection == view]) for view in ("AP", "PA")}
+    return out
+
+
+def _within(reading, p, predicted) -> dict:
+    """Figures on the films of one projection (None where a class is missing there)."""
+    pair = np.isin(reading, (OPACITY, NORMAL))
+    opacity = reading == OPACITY
+    auc = float(roc_auc_score(opacity[pair], p[pair])) if _ranks(opacity[pair]) else None
+    auc_all = float(roc_auc_score(opacity, p)) if _ranks(opacity) else None
+    return {"films": {"lung_opacity": int(opacity.sum()), "normal": int((reading == NORMAL).sum()),
+                      "other_read": int((reading == OTHER).sum())},
+            "roc_auc": auc, "roc_auc_all_read": auc_all,
+            "sensitivity": float(predicted[opacity].mean()) if opacity.any() else None,
+            "specificity": float((~predicted[reading == NORMAL]).mean()) if (reading == NORMAL).any() else None}
+
+
+def _ranks(*columns) -> bool:
+    """Every column holds both values: an AUC is defined."""
+    return all(len(np.unique(column)) == 2 for column in columns)
 
 
 def rule_verdicts(measured_figures) -> dict:
@@ -182,7 +223,8 @@ def held_out_judgement(adults, labels, record, seed=0) -> tuple[AdultHead, dict]
         predicted[held] = probability[held] >= fold_head.threshold
     calibrate_and_threshold(head, scores[pair], y[pair])
     return head, {"reading": reading[rows], "probability": probability, "predicted": predicted,
-                  "child_model": _child_pneumonia(adults)[rows], "patients": len(set(adults.groups[rows]))}
+                  "child_model": _child_pneumonia(adults)[rows], "projection": projections(adults, labels)[rows],
+                  "patients": len(set(adults.groups[rows]))}
 
 
 def judge_trained_head(adults, labels, record, seed=0, log=print) -> tuple[AdultHead, dict]:
@@ -199,8 +241,9 @@ def _report(head, measured, trained_on, measured_on, log) -> dict:
     head.shipped = float(all(verdicts.values()))
     log(f"adult answer: {json.dumps({k: v for k, v in measured.items() if k != 'films'})}; "
         f"{'ships' if head.shipped else 'does not ship'} ({verdicts})")
+    pooled = "the lung fields" if head.lungs else "the film"
     return {"cross_validated": measured, "rule": RULE, "rule_met": verdicts, "shipped": bool(head.shipped),
-            "threshold": head.threshold, "features": "mean and maximum of each block5_conv3 map",
+            "threshold": head.threshold, "features": f"mean and maximum of each block5_conv3 map over {pooled}",
             "trained_on": trained_on, "measured_on": measured_on}
 
 

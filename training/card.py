@@ -128,7 +128,19 @@ one hospital, the NIH Clinical Center), {how}: ROC AUC {cv['roc_auc']:.3f} for o
 specificity {cv['specificity']:.3f} at its threshold, ROC AUC {cv['roc_auc_all_read']:.3f} against every film
 read without opacity, ECE {cv['ece']:.3f}. It ships only if ROC AUC >= {report['rule']['roc_auc']},
 sensitivity >= {report['rule']['sensitivity']} with specificity >= {report['rule']['specificity']}, and ROC AUC
-against all read films >= {report['rule']['roc_auc_all_read']}. {outcome}"""
+against all read films >= {report['rule']['roc_auc_all_read']}. {outcome}{_by_projection(cv)}"""
+
+
+def _by_projection(cv) -> str:
+    """One sentence on the projection: bedside (AP) films are mostly the sicker patients'."""
+    within = cv.get("by_projection")
+    if not within:
+        return ""
+    parts = [f"{view} films {figures['roc_auc']:.3f}" for view, figures in within.items()
+             if figures["roc_auc"] is not None]
+    return (f"\nWithin one projection the ROC AUC for opacity against normal is {' and '.join(parts)}; the "
+            f"projection alone (bedside AP above PA) ranks them at {cv['projection_alone_roc_auc']:.3f}, so part "
+            "of the figure over both is the projection, not the lungs.")
 
 
 # The ONNX runtimes of onnx.json (training/quantize.py), as pneumo/runtime.py names them.

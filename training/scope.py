@@ -33,6 +33,8 @@ from PIL import Image
 
 from pneumo.classes import NORMAL
 from pneumo.loading import load_model
+from pneumo.location import assumed_fields
+from pneumo.lungs import lung_fields
 from pneumo.ood import statistics_reason
 from pneumo.photo import film_of
 from pneumo.predict import model_outputs
@@ -69,22 +71,26 @@ class Features:
     regions: np.ndarray  # (N, cells * C) for the population check
     refused_by_statistics: np.ndarray  # (N,) bool: refused before any fitted check (pneumo/ood.py)
     raw: np.ndarray  # (N, 3) the model's uncalibrated probabilities
-    adult: np.ndarray  # (N, 2 C) the adult answer's features (pneumo/adult.py)
+    adult: np.ndarray  # (N, 2 C) the adult answer's features over the whole film (pneumo/adult.py)
+    adult_lungs: np.ndarray  # (N, 2 C) the same over the lung fields (where lungs usually lie if none are found)
 
 
 def score(loaded, images, batch_size=32) -> Features:
     """Decoded images -> their features and statistics verdicts, as pneumo.analysis computes them."""
-    pooled, regions, refused, raw, adult = [], [], [], [], []
+    pooled, regions, refused, raw, adult, adult_lungs = [], [], [], [], [], []
     for start in range(0, len(images), batch_size):
         films = [film_of(image).image for image in images[start:start + batch_size]]
-        outputs = model_outputs(loaded, np.concatenate([preprocess(f, loaded.config["image_size"]) for f in films]))
+        lungs = [lung_fields(f) or assumed_fields() for f in films]
+        outputs = model_outputs(loaded, np.concatenate([preprocess(f, loaded.config["image_size"]) for f in films]),
+                                lungs=lungs)
         pooled.append(outputs.pooled)
         regions.append(outputs.regions)
         raw.append(outputs.raw)
         adult.append(outputs.adult)
+        adult_lungs.append(outputs.adult_lungs)
         refused += [statistics_reason(f) is not None for f in films]
     return Features(np.concatenate(pooled), np.concatenate(regions), np.array(refused, bool), np.concatenate(raw),
-                    np.concatenate(adult))
+                    np.concatenate(adult), np.concatenate(adult_lungs))
 
 
 def score_set(loaded, images, outside, groups, pneumonia, variants, seed) -> Scored:
