@@ -114,9 +114,13 @@ def adult_answer(report) -> str:
                                         if not report["rule_met"][key])
                + ", so it is not served: adult films keep the scope `outside_population`.")
     joint = "held out" in report.get("measured_on", "")
-    what = ("this model's own adult output (trained jointly on children and adults; a logistic read-out of its "
-            "last-layer maps)" if joint else "a logistic regression on this model's features, trained on adult "
-            "films that radiologists read")
+    if joint:
+        what = ("this model's own adult output (trained jointly on children and adults; a logistic read-out of its "
+                "last-layer maps)")
+    else:
+        lungs = report.get("features", "").endswith("lung fields")
+        pooled = "last-layer maps over each film's lung fields" if lungs else "features"
+        what = f"a logistic regression on this model's {pooled}, trained on adult films that radiologists read"
     how = (f"patients the training never saw ({report['measured_on']}; calibration and threshold cross-fitted "
            "on them)" if joint else "five folds by patient")
     return f"""
