@@ -32,8 +32,8 @@ class ModelOutputs:
     # (N, 2 * channels) the maps' mean and maximum per channel over the film, and over the
     # lung fields when they were given: the adult answer's features (pneumo/adult.py)
     adult: np.ndarray | None = None
-    adult_heatmaps: np.ndarray | None = None  # (N, h, w): where the adult answer's evidence is, when asked for
     adult_lungs: np.ndarray | None = None
+    adult_heatmaps: np.ndarray | None = None  # (N, h, w): where the adult answer's evidence is, when asked for
 
 
 def model_outputs(loaded, inputs, with_heatmap=False, lungs=None) -> ModelOutputs:
@@ -48,8 +48,8 @@ def model_outputs(loaded, inputs, with_heatmap=False, lungs=None) -> ModelOutput
     adult_heat = None
     if with_heatmap and adult:
         adult_heat = class_activation(maps, adult.channel_weights(maps, weights if adult.lungs else None))
-    return ModelOutputs(np.asarray(raw), pooled, heat, regions(maps), adult_features(maps), adult_heat,
-                        adult_features(maps, weights) if lungs else None)
+    return ModelOutputs(np.asarray(raw), pooled, heat, regions(maps), adult_features(maps),
+                        adult_features(maps, weights) if lungs else None, adult_heat)
 
 
 def regions(maps, cells=GRID) -> np.ndarray:
