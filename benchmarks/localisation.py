@@ -50,7 +50,7 @@ from pneumo.decode import decode  # noqa: E402
 from pneumo.heatmap import channel_weights, class_activation  # noqa: E402
 from pneumo.loading import BUNDLED_DIR  # noqa: E402
 from pneumo.lungs import WORK_SIDE, ZONES, lung_fields  # noqa: E402
-from pneumo.location import assumed_fields, locate  # noqa: E402
+from pneumo.location import assumed_fields, locate, lungs_or_assumed  # noqa: E402
 from pneumo.photo import film_of  # noqa: E402
 from pneumo.preprocess import preprocess  # noqa: E402
 
@@ -218,7 +218,7 @@ def fine_heatmap(maps, probabilities, head_kernel) -> np.ndarray:
 def _adult_evidence(head, loaded, film):
     """The adult read-out's heatmap of `film` and whether it calls it PNEUMONIA (one more model pass)."""
     _, maps = loaded.runtime(preprocess(film.image, loaded.config["image_size"]))
-    weights = lung_weights(lung_fields(film.image) or assumed_fields(), maps.shape[1:3])[None] if head.lungs else None
+    weights = lung_weights(lungs_or_assumed(film.image), maps.shape[1:3])[None] if head.lungs else None
     heat = class_activation(maps, head.channel_weights(maps, weights))[0]
     return heat, bool(head.probability(adult_features(maps, weights))[0] >= head.threshold)
 

@@ -28,8 +28,7 @@ from PIL import Image
 from .calibration import calibrate
 from .classes import CLASSES, pneumonia_probability
 from .decode import Decoded, decode
-from .location import assumed_fields, locate
-from .lungs import lung_fields
+from .location import locate, lungs_or_assumed
 from .orientation import upright
 from .photo import film_of
 from .predict import model_outputs
@@ -103,7 +102,7 @@ def _analyse_decoded(decoded: list[Decoded], loaded, with_heatmap, research_loca
         loaded = get_model()
     films = [upright(film_of(d.image), loaded.orientation_check) for d in decoded]
     inputs = np.concatenate([preprocess(film.image, loaded.config["image_size"]) for film in films])
-    lungs = [lung_fields(film.image) or assumed_fields() for film in films] if _reads_lungs(loaded) else None
+    lungs = [lungs_or_assumed(film.image) for film in films] if _reads_lungs(loaded) else None
     outputs = model_outputs(loaded, inputs, with_heatmap, lungs)
     model = {key: loaded.identity.get(key) for key in MODEL_KEYS}
     results = [_result(loaded, d, film, outputs, i, model) for i, (d, film) in enumerate(zip(decoded, films))]

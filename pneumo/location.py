@@ -93,6 +93,11 @@ def caption(location: dict | None) -> str | None:
     return f"Strongest evidence: {', '.join(zones)} zone{'s' if len(zones) > 1 else ''}"
 
 
+def lungs_or_assumed(image: Image.Image) -> LungFields:
+    """The film's own lung fields, or where lungs usually lie when none are found."""
+    return lung_fields(image) or assumed_fields()
+
+
 def assumed_fields() -> LungFields:
     """Boxes where the lungs usually lie on a frontal film."""
     masks = []

@@ -33,8 +33,7 @@ from PIL import Image
 
 from pneumo.classes import NORMAL
 from pneumo.loading import load_model
-from pneumo.location import assumed_fields
-from pneumo.lungs import lung_fields
+from pneumo.location import lungs_or_assumed
 from pneumo.ood import statistics_reason
 from pneumo.photo import film_of
 from pneumo.predict import model_outputs
@@ -80,7 +79,7 @@ def score(loaded, images, batch_size=32) -> Features:
     pooled, regions, refused, raw, adult, adult_lungs = [], [], [], [], [], []
     for start in range(0, len(images), batch_size):
         films = [film_of(image).image for image in images[start:start + batch_size]]
-        lungs = [lung_fields(f) or assumed_fields() for f in films]
+        lungs = [lungs_or_assumed(f) for f in films]
         outputs = model_outputs(loaded, np.concatenate([preprocess(f, loaded.config["image_size"]) for f in films]),
                                 lungs=lungs)
         pooled.append(outputs.pooled)
