@@ -44,7 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pneumo.adult import AdultHead, adult_features, lung_weights  # noqa: E402
+from pneumo.adult import AdultHead, adult_features  # noqa: E402
 from pneumo.analysis import analyse  # noqa: E402
 from pneumo.decode import decode  # noqa: E402
 from pneumo.heatmap import channel_weights, class_activation  # noqa: E402
@@ -52,6 +52,7 @@ from pneumo.loading import BUNDLED_DIR  # noqa: E402
 from pneumo.lungs import WORK_SIDE, ZONES, lung_fields  # noqa: E402
 from pneumo.location import assumed_fields, locate, lungs_or_assumed  # noqa: E402
 from pneumo.photo import film_of  # noqa: E402
+from pneumo.predict import lung_grid, trunk_maps  # noqa: E402
 from pneumo.preprocess import preprocess  # noqa: E402
 
 SIDE = 384  # the films' and boxes' pixels
@@ -216,9 +217,13 @@ def fine_heatmap(maps, probabilities, head_kernel) -> np.ndarray:
 
 
 def _adult_evidence(head, loaded, film):
-    """The adult read-out's heatmap of `film` and whether it calls it PNEUMONIA (one more model pass)."""
-    _, maps = loaded.runtime(preprocess(film.image, loaded.config["image_size"]))
-    weights = lung_weights(lungs_or_assumed(film.image), maps.shape[1:3])[None] if head.lungs else None
+    """The adult read-out's heatmap of `film` and whether it calls it PNEUMONIA (one more model pass):
+    of the adult trunk's maps for a head that reads them, else of the children's model's."""
+    if head.trunk:
+        maps = trunk_maps(loaded.adult_trunk, [film.image])
+    else:
+        _, maps = loaded.runtime(preprocess(film.image, loaded.config["image_size"]))
+    weights = lung_grid([lungs_or_assumed(film.image)], maps) if head.lungs else None
     heat = class_activation(maps, head.channel_weights(maps, weights))[0]
     return heat, bool(head.probability(adult_features(maps, weights))[0] >= head.threshold)
 

@@ -40,6 +40,7 @@ from tests.processes import stop  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "pneumo" / "bundled_model"
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "chest_xray" / "val"
+ADULT_EXAMPLE = ROOT / "examples" / "adult.jpeg"  # routed to the adult answer, when the model has one
 START_TIMEOUT_S = 600
 # `python app.py`, except that the queue's concurrency limit comes from argv[1].
 LAUNCH_WITH_LIMIT = """
@@ -343,7 +344,7 @@ def bench_in_process(model, files, args, runtime):
     from pneumo.analysis import analyse, analyse_many
     from pneumo.decode import decode
     from pneumo.loading import load_model
-    from pneumo.predict import model_outputs
+    from pneumo.predict import adult_outputs, model_outputs
     from pneumo.preprocess import preprocess
 
     loaded = load_model(model, runtime=runtime)
@@ -356,6 +357,16 @@ def bench_in_process(model, files, args, runtime):
     out["analyse without heatmap"] = _time_calls(lambda i: analyse(pick(i), loaded, with_heatmap=False), args.runs)
     out["model pass alone"] = _time_calls(lambda i: loaded.runtime(inputs[i % len(inputs)]), args.runs)
     out["model pass + heatmap"] = _time_calls(lambda i: model_outputs(loaded, inputs[i % len(inputs)], True), args.runs)
+    if loaded.adult_head is not None:  # an adult film: the children's pass, then the adult answer's own
+        adult = decode(ADULT_EXAMPLE).image
+        adult_input = preprocess(adult, size)
+
+        def both_passes(_):
+            outputs = model_outputs(loaded, adult_input, True)
+            return adult_outputs(loaded, [adult], outputs.maps, True)
+
+        out["adult: both passes + heatmaps"] = _time_calls(both_passes, args.runs)
+        out["adult: analyse with heatmap"] = _time_calls(lambda i: analyse(adult, loaded, with_heatmap=True), args.runs)
     batch = images[:args.batch]
     times = _time_calls(lambda i: analyse_many(batch, loaded, batch_size=args.batch), args.batches, warmup=1)
     out["batch"] = {"images_per_s": args.batch / times["p50"], **times}
@@ -379,7 +390,9 @@ def print_in_process(results):
           "calibration included) ==")
     names = [f"{runtime} ({r['runtime']})" if runtime != r["runtime"] else runtime for runtime, r in results.items()]
     rows = [[f"{key}: p50 / p95", *[_latency(r[key]) for r in results.values()]]
-            for key in ("model pass + heatmap", "model pass alone", "analyse with heatmap", "analyse without heatmap")]
+            for key in ("model pass + heatmap", "model pass alone", "analyse with heatmap", "analyse without heatmap",
+                        "adult: both passes + heatmaps", "adult: analyse with heatmap")
+            if all(key in r for r in results.values())]
     batch = next(iter(results.values()))["batch_size"]
     rows.append([f"batch of {batch}, no heatmap: images/s", *[f"{r['batch']['images_per_s']:.1f}"
                                                                for r in results.values()]])

@@ -1,23 +1,25 @@
 """The adult answer: does an adult's chest X-ray show pneumonia, yes or no.
 
-The children's model never saw an adult, yet its features carry over: a
-linear read-out of them, fitted on adult films alone, ranks radiologists'
-"lung opacity" films above their "normal" ones far better than the
-children's own answer does (the model card has the figures). So an adult
-film costs no second model and no second pass: the population check
-(pneumo/population.py) routes it here, and this head reads the features of
-the pass that was made anyway.
+The population check (pneumo/population.py) routes an adult film here, and
+a linear read-out of convolutional maps answers:
 
     P(pneumonia) = sigmoid(slope * (coef . standardise(log1p(features)) + intercept) + offset)
 
-`features` are `adult_features(maps, weights)` of the heatmap layer's maps:
-each channel's mean and maximum over the lung fields (pneumo/lungs.py;
-where lungs usually lie when none are found). Pooled over the whole film
-instead, the heart, the shoulders and the labels weigh as much as the
-lungs: on the radiologist-read films the lungs alone rank opacities higher
-(the model card has the figures). Heads fitted before (`lungs = 0`) pool
-over the whole film and keep doing so. The
-slope and offset recalibrate the regression's balanced scores to the
+`features` are `adult_features(maps, weights)`: each channel's mean and
+maximum over the film's lung fields (pneumo/lungs.py; where lungs usually
+lie when none are found). Pooled over the whole film instead, the heart,
+the shoulders and the labels weigh as much as the lungs.
+
+Whose maps: a head with `trunk = 1` reads the adult trunk's
+(adult_trunk.int8.onnx, training/adult_trunk.py: pretrained VGG16
+convolutions at 224 px that never saw a child): a second pass, for adult
+films only. The children's model learnt its later blocks on children at
+128 px, and there the adult signal fades: the same read-out of its own maps
+ranked radiologists' opacities lower (the model card has both). Heads
+fitted before (`trunk = 0`) read the children's model's maps from the pass
+made anyway, and older ones (`lungs = 0`) pool over the whole film.
+
+The slope and offset recalibrate the regression's balanced scores to the
 radiologist-read films (Platt scaling, fitted out of fold). Adults get no
 bacterial/viral split: nothing in the adult data supports one.
 
@@ -71,6 +73,7 @@ class AdultHead:
     threshold: float  # calibrated P(pneumonia) at or above it: PNEUMONIA
     shipped: float  # 1: met the shipping rule when fitted (adult.json says how); 0: adults stay out
     lungs: float = 0.0  # 1: its features are pooled over the lung fields; 0: over the whole film
+    trunk: float = 0.0  # 1: it reads the adult trunk's maps (adult_trunk.int8.onnx); 0: the children's model's
 
     def score(self, features) -> np.ndarray:
         """(N, features) -> (N,) the regression's uncalibrated score."""
@@ -109,9 +112,9 @@ class AdultHead:
         path = Path(folder) / FILE
         if not path.is_file():
             return None  # a run folder without an adult answer: adults stay outside the population
-        with np.load(path) as data:  # a field added since (`lungs`) keeps its default in older files
+        with np.load(path) as data:  # fields added since (`lungs`, `trunk`) keep their defaults in older files
             values = {key: data[key].astype(np.float64) for key in cls.__dataclass_fields__ if key in data}
-        for key in ("intercept", "slope", "offset", "threshold", "shipped", "lungs"):
+        for key in ("intercept", "slope", "offset", "threshold", "shipped", "lungs", "trunk"):
             if key in values:
                 values[key] = float(values[key])
         return cls(**values)

@@ -8,13 +8,13 @@ these and only shape the result; none of them assembles a verdict itself,
 so they agree by construction.
 
     file ─▶ decode ─▶ photo of a film? take the film ─▶ turned or inverted? turn it back
-         ─▶ model ─▶ scope ─▶ calibration ─▶ Analysis
-                     (child? adult?)
+         ─▶ model ─▶ scope ─▶ child: calibration ─────────────────────▶ Analysis
+                     (child? adult?)  adult: the adult answer's pass ─▶
 
 The model may answer only when the scope check says `ok`, and it answers
 for the population the check routes the film to: a child gets the three
 classes of the children's model, an adult the adult answer (pneumo/adult.py:
-pneumonia or not, no bacterial/viral split), both from the same pass.
+pneumonia or not, no bacterial/viral split, from its own trunk's pass).
 Otherwise `label`, `pneumonia_probability` and `probabilities` are None,
 `reason` says why in a sentence, and the model's raw numbers survive only
 under `research`, a field named so that nobody mistakes it for a verdict.
@@ -28,10 +28,10 @@ from PIL import Image
 from .calibration import calibrate
 from .classes import CLASSES, pneumonia_probability
 from .decode import Decoded, decode
-from .location import locate, lungs_or_assumed
+from .location import locate
 from .orientation import upright
 from .photo import film_of
-from .predict import model_outputs
+from .predict import adult_outputs, model_outputs
 from .preprocess import preprocess
 from .scope import ADULT, OK, assess_scope
 
@@ -102,54 +102,73 @@ def _analyse_decoded(decoded: list[Decoded], loaded, with_heatmap, research_loca
         loaded = get_model()
     films = [upright(film_of(d.image), loaded.orientation_check) for d in decoded]
     inputs = np.concatenate([preprocess(film.image, loaded.config["image_size"]) for film in films])
-    lungs = [lungs_or_assumed(film.image) for film in films] if _reads_lungs(loaded) else None
-    outputs = model_outputs(loaded, inputs, with_heatmap, lungs)
+    outputs = model_outputs(loaded, inputs, with_heatmap)
+    scopes = [assess_scope(film, outputs.pooled[i], outputs.regions[i], loaded) for i, film in enumerate(films)]
+    answers = _answers(loaded, films, scopes, outputs, with_heatmap)
     model = {key: loaded.identity.get(key) for key in MODEL_KEYS}
-    results = [_result(loaded, d, film, outputs, i, model) for i, (d, film) in enumerate(zip(decoded, films))]
-    if research_location:
-        for i, (result, d, film) in enumerate(zip(results, decoded, films)):
-            result.research_heatmap = outputs.heatmaps[i]
-            result.research_location = locate(outputs.heatmaps[i], film, d.image.size)
+    results = [_result(d, film, scope, answer, outputs.raw[i], loaded, model)
+               for i, (d, film, scope, answer) in enumerate(zip(decoded, films, scopes, answers))]
+    if research_location:  # the heatmap of the answer the film gets; without one, the children's model's
+        for i, (result, d, film, answer) in enumerate(zip(results, decoded, films, answers)):
+            result.research_heatmap = answer.heatmap if answer is not None else outputs.heatmaps[i]
+            result.research_location = locate(result.research_heatmap, film, d.image.size,
+                                              fields=answer.lungs if answer is not None else None)
     return results
 
 
-def _reads_lungs(loaded) -> bool:
-    """Whether the adult answer pools its features over the lung fields (pneumo/adult.py)."""
-    return bool(loaded.adult_head and loaded.adult_head.lungs)
+@dataclass
+class _Answer:
+    pneumonia_probability: float
+    probabilities: dict  # calibrated, by class name
+    threshold: float
+    heatmap: np.ndarray | None
+    lungs: object = None  # the film's lung fields, when the answer found them already
 
 
-def _result(loaded, decoded, film, outputs, i, model) -> Analysis:
-    """Row i of the batch's outputs -> its Analysis."""
-    scope = assess_scope(film, outputs.pooled[i], outputs.regions[i], loaded)
+def _answers(loaded, films, scopes, outputs, with_heatmap) -> list:
+    """Each film's answer from the population its scope routes it to; None outside scope.
+    Adults' answers come in one batch: a head with its own trunk makes a second pass."""
+    answers = [_child_answer(loaded, outputs, i) if s.code == OK and s.population != ADULT else None
+               for i, s in enumerate(scopes)]
+    adults = [i for i, s in enumerate(scopes) if s.code == OK and s.population == ADULT]
+    if adults:
+        found = adult_outputs(loaded, [films[i].image for i in adults], outputs.maps[adults], with_heatmap)
+        for row, i in enumerate(adults):
+            answers[i] = _adult_answer(loaded.adult_head, found, row)
+    return answers
+
+
+def _result(decoded, film, scope, answer, raw, loaded, model) -> Analysis:
+    """One film's Analysis from its scope and its answer."""
     warnings = decoded.warnings + film.warnings
     if scope.code != OK:
         # A heatmap or a label here would look like evidence: only the raw numbers stay, by name.
-        sick, probabilities, _, _ = _child_answer(loaded, outputs, i)
-        research = {"pneumonia_probability": sick, "probabilities": probabilities}
+        probabilities = calibrate(raw, loaded.config)
+        research = {"pneumonia_probability": float(pneumonia_probability(probabilities)),
+                    "probabilities": {name: float(p) for name, p in zip(CLASSES, probabilities)}}
         return Analysis(scope.code, None, scope.reason, None, None, None, None, warnings, research, scope.scores,
                         model, image=film.image)
-    answer = _adult_answer if scope.population == ADULT else _child_answer
-    sick, probabilities, threshold, heatmap = answer(loaded, outputs, i)
+    sick, threshold = answer.pneumonia_probability, answer.threshold
     label = "PNEUMONIA" if sick >= threshold else "NORMAL"
     # Where the evidence is, only for a PNEUMONIA verdict: on a NORMAL film it would point at nothing.
-    where = locate(heatmap, film, decoded.image.size) if label == "PNEUMONIA" and heatmap is not None else None
-    return Analysis(OK, scope.population, None, label, sick, probabilities, threshold, warnings, None, scope.scores,
-                    model, where.as_dict() if where else None, heatmap=heatmap, image=film.image,
-                    lungs=where.fields if where else None)
+    where = (locate(answer.heatmap, film, decoded.image.size, fields=answer.lungs)
+             if label == "PNEUMONIA" and answer.heatmap is not None else None)
+    return Analysis(OK, scope.population, None, label, sick, answer.probabilities, threshold, warnings, None,
+                    scope.scores, model, where.as_dict() if where else None, heatmap=answer.heatmap,
+                    image=film.image, lungs=where.fields if where else None)
 
 
-def _child_answer(loaded, outputs, i):
+def _child_answer(loaded, outputs, i) -> _Answer:
     """The children's model: calibrated three classes, its threshold, its heatmap."""
     probabilities = calibrate(outputs.raw[i], loaded.config)
     named = {name: float(p) for name, p in zip(CLASSES, probabilities)}
     heatmap = outputs.heatmaps[i] if outputs.heatmaps is not None else None
-    return float(pneumonia_probability(probabilities)), named, float(loaded.config["threshold"]), heatmap
+    return _Answer(float(pneumonia_probability(probabilities)), named, float(loaded.config["threshold"]), heatmap)
 
 
-def _adult_answer(loaded, outputs, i):
+def _adult_answer(head, found, row) -> _Answer:
     """The adult answer: P(pneumonia) alone (no bacterial/viral split), its threshold, its heatmap."""
-    head = loaded.adult_head
-    features = outputs.adult_lungs if head.lungs else outputs.adult
-    sick = float(head.probability(features[i][None])[0])
-    heatmap = outputs.adult_heatmaps[i] if outputs.adult_heatmaps is not None else None
-    return sick, {"NORMAL": 1.0 - sick, "PNEUMONIA": sick}, head.threshold, heatmap
+    sick = float(head.probability(found.features[row][None])[0])
+    heatmap = found.heatmaps[row] if found.heatmaps is not None else None
+    lungs = found.lungs[row] if found.lungs else None
+    return _Answer(sick, {"NORMAL": 1.0 - sick, "PNEUMONIA": sick}, head.threshold, heatmap, lungs)

@@ -51,9 +51,26 @@ class LoadedModel:
         """The run folder's adult answer if it met the shipping rule when fitted, else None (pneumo/adult.py)."""
         from .adult import AdultHead
 
-        head = self._fitted(AdultHead, ADULT, lambda h: h.coef.shape == (2 * self.runtime.channels,),
+        head = self._fitted(AdultHead, ADULT, lambda h: h.coef.shape == (2 * self._adult_channels(h),),
                             "adults get no verdict")
         return head if head is not None and head.shipped else None
+
+    @functools.cached_property
+    def adult_trunk(self):
+        """The run folder's adult trunk (adult_trunk.int8.onnx), or None (pneumo/runtime_onnx.py)."""
+        from .runtime_onnx import load_adult_trunk
+
+        try:
+            return load_adult_trunk(Path(self.identity["path"]))
+        except (ImportError, ValueError) as error:
+            log.warning("%s: adults get no verdict from a head that reads it", error)
+            return None
+
+    def _adult_channels(self, head):
+        """The channels of the maps that `head` reads: the adult trunk's, or the children's model's."""
+        if not head.trunk:
+            return self.runtime.channels
+        return self.adult_trunk.channels if self.adult_trunk is not None else -1
 
     @functools.cached_property
     def orientation_check(self):

@@ -47,11 +47,11 @@ class Location:
         return {"zones": self.zones, "peak": self.peak, "box": self.box, "lung_fields": self.lung_fields}
 
 
-def locate(heatmap: np.ndarray, film, size: tuple, restrict=True) -> Location:
+def locate(heatmap: np.ndarray, film, size: tuple, restrict=True, fields=None) -> Location:
     """A heatmap (h, w) in [0, 1] of `film` (pneumo.photo.Film) -> Location in the uploaded image of `size`.
-    restrict=False: the heatmap over the whole frame (the method before the lung fields, for comparison)."""
-    found = lung_fields(film.image)
-    fields = found or assumed_fields()
+    restrict=False: the heatmap over the whole frame (the method before the lung fields, for comparison).
+    fields: the film's lung fields when already found (`lungs_or_assumed`), else they are found here."""
+    fields = fields or lungs_or_assumed(film.image)
     heat = _on_work_square(heatmap)
     if restrict:
         inside = ndimage.binary_dilation(fields.mask, iterations=MARGIN)
@@ -68,7 +68,7 @@ def locate(heatmap: np.ndarray, film, size: tuple, restrict=True) -> Location:
     zone_map = fields.zone_map() if restrict else frame_zone_map()
     return Location(_zones(heat * hot, zone_map), {"x": px, "y": py},
                     {"x": x0, "y": y0, "w": round(x1 - x0, 4), "h": round(y1 - y0, 4)},
-                    "found" if found is not None else "assumed", fields if restrict else None)
+                    "assumed" if fields.assumed else "found", fields if restrict else None)
 
 
 def describe(location: dict | None) -> str | None:
@@ -106,7 +106,7 @@ def assumed_fields() -> LungFields:
         lo, hi = sorted((inner, outer))
         mask[int(top * WORK_SIDE):int(bottom * WORK_SIDE), int(lo * WORK_SIDE):int(hi * WORK_SIDE)] = True
         masks.append(mask)
-    return LungFields(*masks)
+    return LungFields(*masks, assumed=True)
 
 
 def frame_zone_map() -> np.ndarray:

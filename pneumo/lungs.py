@@ -69,6 +69,7 @@ class LungFields:
     """Masks on the WORK_SIDE x WORK_SIDE squashed film (row 0 at the top)."""
     right: np.ndarray  # the patient's right lung (the image's left), bool
     left: np.ndarray  # the patient's left lung (the image's right), bool
+    assumed: bool = False  # True: not found on the film, but where lungs usually lie (pneumo/location.py)
 
     @property
     def mask(self) -> np.ndarray:

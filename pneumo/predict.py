@@ -1,12 +1,15 @@
 """The model's raw outputs for a batch of model inputs, from one forward pass.
 
     model_outputs(loaded, inputs, with_heatmap) -> ModelOutputs
+    adult_outputs(loaded, images, maps, with_heatmap) -> AdultOutputs
 
 The runtime (pneumo/runtime.py: ONNX int8, ONNX float or Keras) gives the
 probabilities and the last convolution's maps; the features of the scope
-checks and of the adult answer, and the heatmaps, are computed from the maps
-in numpy (pneumo/heatmap.py), so every runtime yields all of them from the
-same pass. Everything after this (the scope checks, calibration, the
+checks and the heatmaps are computed from the maps in numpy
+(pneumo/heatmap.py), so every runtime yields all of them from the same pass.
+Films the population check sends to adults get the adult answer's features:
+from the same maps, or, for a head with its own trunk, from a second pass
+through that trunk (pneumo/adult.py says why). Everything after this (the scope checks, calibration, the
 verdict) is pneumo/analysis.py's; everything before it (decoding,
 preprocessing) too.
 """
@@ -17,6 +20,8 @@ import numpy as np
 
 from .adult import adult_features, lung_weights
 from .heatmap import class_activation, heatmaps
+from .location import lungs_or_assumed
+from .preprocess import preprocess
 
 GRID = 4  # the population check's features: 4 x 4 cells (2 x 2 maps each at 128 px)
 
@@ -29,27 +34,46 @@ class ModelOutputs:
     # (N, GRID * GRID * channels) the maps averaged over each cell of a GRID x GRID grid,
     # row by row: where things are (proportions), which the population check needs.
     regions: np.ndarray | None = None
-    # (N, 2 * channels) the maps' mean and maximum per channel over the film, and over the
-    # lung fields when they were given: the adult answer's features (pneumo/adult.py)
-    adult: np.ndarray | None = None
-    adult_lungs: np.ndarray | None = None
-    adult_heatmaps: np.ndarray | None = None  # (N, h, w): where the adult answer's evidence is, when asked for
+    maps: np.ndarray | None = None  # (N, h, w, channels) the heatmap layer's maps themselves
 
 
-def model_outputs(loaded, inputs, with_heatmap=False, lungs=None) -> ModelOutputs:
-    """Model inputs (N, H, W, 3) -> probabilities, pooled features and, if asked, heatmaps.
-    lungs: each film's pneumo.lungs.LungFields, for the adult answer's features over the lungs."""
+@dataclass
+class AdultOutputs:
+    features: np.ndarray  # (N, 2 C) what the adult answer reads (pneumo/adult.py)
+    heatmaps: np.ndarray | None  # (N, h, w) in [0, 1]: where its evidence is; None when not asked for
+    lungs: list | None  # each film's lung fields (pneumo.lungs.LungFields) when the head pools over them
+
+
+def model_outputs(loaded, inputs, with_heatmap=False) -> ModelOutputs:
+    """Model inputs (N, H, W, 3) -> probabilities, pooled features and, if asked, heatmaps."""
     runtime = loaded.runtime
     raw, maps = runtime(inputs)
     pooled = maps.mean(axis=(1, 2))  # the not-a-chest-X-ray check's features (pneumo/ood.py)
     heat = heatmaps(maps, raw, runtime.head_kernel) if with_heatmap else None
-    weights = np.stack([lung_weights(fields, maps.shape[1:3]) for fields in lungs]) if lungs else None
-    adult = loaded.adult_head
-    adult_heat = None
-    if with_heatmap and adult:
-        adult_heat = class_activation(maps, adult.channel_weights(maps, weights if adult.lungs else None))
-    return ModelOutputs(np.asarray(raw), pooled, heat, regions(maps), adult_features(maps),
-                        adult_features(maps, weights) if lungs else None, adult_heat)
+    return ModelOutputs(np.asarray(raw), pooled, heat, regions(maps), maps)
+
+
+def adult_outputs(loaded, images, maps, with_heatmap=False) -> AdultOutputs:
+    """The adult answer's features of films the population check sent to it (PIL images, as the
+    children's model saw them, and `maps`, that model's maps of them). A head with its own trunk
+    (adult_trunk.int8.onnx) reads that network's maps instead: a second pass, adults only."""
+    head = loaded.adult_head
+    if head.trunk:
+        maps = trunk_maps(loaded.adult_trunk, images)
+    lungs = [lungs_or_assumed(image) for image in images] if head.lungs else None
+    weights = lung_grid(lungs, maps) if lungs else None
+    heat = class_activation(maps, head.channel_weights(maps, weights)) if with_heatmap else None
+    return AdultOutputs(adult_features(maps, weights), heat, lungs)
+
+
+def trunk_maps(trunk, images) -> np.ndarray:
+    """PIL images -> the adult trunk's maps (N, h, w, C), each image preprocessed at the trunk's size."""
+    return trunk(np.concatenate([preprocess(image, trunk.image_size) for image in images]))
+
+
+def lung_grid(lungs, maps) -> np.ndarray:
+    """Each film's lung fields -> (N, h, w): the share of lung in each cell of the maps' grid."""
+    return np.stack([lung_weights(fields, maps.shape[1:3]) for fields in lungs])
 
 
 def regions(maps, cells=GRID) -> np.ndarray:

@@ -36,6 +36,8 @@ POPULATION_REPORT = "population.json"  # its cross-validated figures (training/s
 ADULT = "adult.npz"  # the adult answer's read-out of the model's features (pneumo/adult.py)
 ADULT_REPORT = "adult.json"  # its figures on radiologist-labelled adults and the shipping rule (training/adult.py)
 ADULT_HELD_OUT = "adult_held_out.json"  # a joint run: the adult patients no fit saw, and the trained read-out
+# The adult answer's own network: pretrained VGG16 convolutions at 224 px, int8 (training/adult_trunk.py)
+ADULT_TRUNK = "adult_trunk.int8.onnx"
 ORIENTATION = "orientation.npz"  # the turned-or-inverted-film check (pneumo/orientation.py)
 CARD = "README.md"  # the model card
 ROC_PLOT, TRAINING_PLOT, RELIABILITY_PLOT = "roc.png", "training.png", "reliability.png"
@@ -44,8 +46,8 @@ CHECKPOINTS = "checkpoints"  # per-epoch training state: never pushed, never ser
 # What serving needs, and what it uses when present (the Hub pull fetches both;
 # config.json first).
 REQUIRED = (CONFIG, KERAS_MODEL)
-OPTIONAL = (METRICS, CARD, OOD, POPULATION, POPULATION_REPORT, ADULT, ADULT_REPORT, ORIENTATION, INT8_ONNX,
-            FLOAT_ONNX, ONNX_REPORT)
+OPTIONAL = (METRICS, CARD, OOD, POPULATION, POPULATION_REPORT, ADULT, ADULT_REPORT, ADULT_TRUNK, ORIENTATION,
+            INT8_ONNX, FLOAT_ONNX, ONNX_REPORT)
 # Left out of a push: training state and the temporary full-precision copy.
 NOT_PUSHED = [f"{CHECKPOINTS}/", "*.float32.keras"]
 
@@ -58,6 +60,8 @@ ONNX_OPSET = 17
 # metadata_props of both ONNX files (strings; JSON where structured)
 META_KERAS_SHA256 = "pneumo.keras_sha256"  # the model.keras it was made from: a stale file is never served
 META_HEAD_KERNEL = "pneumo.head_kernel"  # JSON (C, 3): the dense head's kernel, for the heatmap
+# ADULT_TRUNK only, JSON {"weights", "layer", "image_size"}: what it computes, at which input size
+META_ADULT_TRUNK = "pneumo.adult_trunk"
 META_WEIGHTS = "pneumo.weights_from_keras"  # FLOAT_ONNX only, JSON {initializer: [h5 dataset, axes order]}
 KERAS_WEIGHTS_MEMBER = "model.weights.h5"  # the weights inside the .keras zip
 

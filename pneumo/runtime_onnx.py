@@ -8,6 +8,10 @@ served) and the dense head's kernel (for pneumo/heatmap.py).
 model.int8.onnx is complete. model.float.onnx is the float graph without its
 weights; `float_model` fills them in from model.keras, so the run folder
 holds the float weights once.
+
+adult_trunk.int8.onnx (training/adult_trunk.py), the adult answer's own
+frozen convolutions, runs here too, under every runtime: it ships as int8
+only (its float weights are the pretrained file's, not the run's).
 """
 
 import io
@@ -17,8 +21,8 @@ import zipfile
 
 import numpy as np
 
-from .run_folder import (FLOAT_ONNX, INT8_ONNX, KERAS_MODEL, KERAS_WEIGHTS_MEMBER, META_HEAD_KERNEL,
-                         META_KERAS_SHA256, META_WEIGHTS, ONNX_INPUT, ONNX_MAPS, ONNX_PROBABILITIES)
+from .run_folder import (ADULT_TRUNK, FLOAT_ONNX, INT8_ONNX, KERAS_MODEL, KERAS_WEIGHTS_MEMBER, META_ADULT_TRUNK,
+                         META_HEAD_KERNEL, META_KERAS_SHA256, META_WEIGHTS, ONNX_INPUT, ONNX_MAPS, ONNX_PROBABILITIES)
 from .runtime_names import ONNX_FLOAT, ONNX_INT8, UnusableRuntime
 from .settings import setting
 
@@ -31,21 +35,7 @@ class OnnxRuntimeModel:
 
     def __init__(self, model, name, threads=None):
         """`model`: a path or the serialized ONNX model."""
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = threads or setting(THREADS_ENV) or _cpus()
-        options.inter_op_num_threads = 1
-        # Idle threads sleep instead of spinning: the web server and its other
-        # requests share the same few cores.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # Without VNNI, ONNX Runtime's int8 kernels may saturate 16-bit sums (val/ accuracy 0.875
-        # instead of 0.924 on an AVX2 CPU); this keeps them exact, so int8 computes the same on every CPU.
-        options.add_session_config_entry("session.x64quantprecision", "1")
-        self._session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
-                                             providers=["CPUExecutionProvider"])
+        self._session = session(model, threads)
         self.name = name
         self.metadata = self._session.get_modelmeta().custom_metadata_map
         outputs = {output.name: output for output in self._session.get_outputs()}
@@ -59,6 +49,51 @@ class OnnxRuntimeModel:
         inputs = np.ascontiguousarray(inputs, dtype=np.float32)
         raw, maps = self._session.run([ONNX_PROBABILITIES, ONNX_MAPS], {ONNX_INPUT: inputs})
         return raw, maps
+
+
+class OnnxMaps:
+    """The adult trunk (training/adult_trunk.py): model inputs (N, S, S, 3) -> its maps (N, h, w, C).
+    `image_size` (S), `layer` and `weights` say what it is, from its metadata."""
+
+    def __init__(self, model, threads=None):
+        self._session = session(model, threads)
+        description = json.loads(self._session.get_modelmeta().custom_metadata_map[META_ADULT_TRUNK])
+        self.image_size, self.layer = int(description["image_size"]), description["layer"]
+        self.weights = description["weights"]
+        self.channels = int(self._session.get_outputs()[0].shape[-1])
+
+    def __call__(self, inputs):
+        return self._session.run([ONNX_MAPS], {ONNX_INPUT: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
+
+
+def load_adult_trunk(folder):
+    """The run folder's adult trunk, or None without one; ValueError says why a file cannot serve."""
+    path = folder / ADULT_TRUNK
+    if not path.is_file():
+        return None
+    try:
+        return OnnxMaps(path, setting(THREADS_ENV))
+    except Exception as error:  # a broken or foreign file: adults then get no verdict, serving goes on
+        raise ValueError(f"{path.name} could not be loaded: {error}") from None
+
+
+def session(model, threads=None):
+    """An onnxruntime CPU session for `model` (a path or the serialized model), set up to share the machine."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads or setting(THREADS_ENV) or _cpus()
+    options.inter_op_num_threads = 1
+    # Idle threads sleep instead of spinning: the web server and its other
+    # requests share the same few cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Without VNNI, ONNX Runtime's int8 kernels may saturate 16-bit sums (val/ accuracy 0.875
+    # instead of 0.924 on an AVX2 CPU); this keeps them exact, so int8 computes the same on every CPU.
+    options.add_session_config_entry("session.x64quantprecision", "1")
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                providers=["CPUExecutionProvider"])
 
 
 def load_onnx(name, folder, keras_sha256):

@@ -18,7 +18,7 @@ from pneumo.lungs import LungFields, lung_fields
 from pneumo.orientation import upright
 from pneumo.photo import film_of
 from pneumo.preprocess import preprocess
-from pneumo.run_folder import ADULT, ADULT_REPORT
+from pneumo.run_folder import ADULT, ADULT_REPORT, ADULT_TRUNK
 from pneumo.scope import ADULT as ADULT_POPULATION
 from pneumo.scope import CHILD, OK, OUTSIDE_POPULATION
 from tests.conftest import ADULT_DATA, ROOT, require, synthetic_xray
@@ -145,13 +145,14 @@ def test_a_score_that_only_knows_the_projection_ranks_by_chance_within_one():
 
 @pytest.fixture(scope="module")
 def adult_serving_folder(tmp_path_factory):
-    """The bundled model with an adult read-out that ships. Its weights are random: the test is of the
-    routing and the shape of the answer, which do not depend on them."""
+    """The bundled model (with its adult trunk) and an adult read-out of the trunk that ships. The
+    read-out's weights are random: the test is of the routing and the shape of the answer."""
     folder = tmp_path_factory.mktemp("adult_run") / "run"
     shutil.copytree(BUNDLED_DIR, folder)
-    channels = load_model(BUNDLED_DIR).runtime.channels
-    head = random_head(channels, np.random.default_rng(4))
-    head.lungs = 1.0  # pooled over the lung fields, as training/adult.py fits it
+    trunk = load_model(BUNDLED_DIR).adult_trunk
+    assert trunk is not None, f"the bundled model has no {ADULT_TRUNK}"
+    head = random_head(trunk.channels, np.random.default_rng(4))
+    head.lungs, head.trunk = 1.0, 1.0  # the trunk's maps over the lung fields, as training/adult.py fits it
     head.save(folder / ADULT)
     return folder
 
@@ -183,27 +184,48 @@ def test_the_router_gives_each_population_its_answer(adult_serving_folder, films
     assert adult.heatmap is not None and adult.heatmap.max() == pytest.approx(1.0)
 
 
-def test_the_adult_answer_reads_the_features_over_the_films_lungs(adult_serving_folder, films):
+def test_the_adult_answer_reads_the_trunks_maps_over_the_films_lungs(adult_serving_folder, films):
     loaded = load_model(adult_serving_folder)
-    head = loaded.adult_head
+    head, trunk = loaded.adult_head, loaded.adult_trunk
     result = analyse(films[ADULT_POPULATION], loaded)
     film = upright(film_of(decode(films[ADULT_POPULATION]).image), loaded.orientation_check)
-    _, maps = loaded.runtime(preprocess(film.image, loaded.config["image_size"]))
+    maps = trunk(preprocess(film.image, trunk.image_size))
+    assert maps.shape[1:] == (28, 28, trunk.channels)  # block4_conv2 at 224 px
     fields = lung_fields(film.image)
     assert fields is not None  # a real adult film: its own lungs, not the assumed ones
     weights = lung_weights(fields, maps.shape[1:3])[None]
-    assert result.pneumonia_probability == pytest.approx(head.probability(adult_features(maps, weights))[0], abs=1e-6)
-    assert result.pneumonia_probability != pytest.approx(head.probability(adult_features(maps))[0], abs=1e-4)
+    p = result.pneumonia_probability
+    score = (np.log(p / (1 - p)) - head.offset) / head.slope  # the regression's score behind the answer
+    assert score == pytest.approx(head.score(adult_features(maps, weights))[0], abs=1e-4)
+    assert score != pytest.approx(head.score(adult_features(maps))[0], abs=0.1)  # not over the whole film
+    _, child_maps = loaded.runtime(preprocess(film.image, loaded.config["image_size"]))
+    child_weights = lung_weights(fields, child_maps.shape[1:3])[None]
+    assert score != pytest.approx(head.score(adult_features(child_maps, child_weights))[0], abs=0.1)  # nor the children's maps
+    assert result.heatmap.shape == (28, 28)  # the adult evidence, on the trunk's finer grid
 
 
-def test_the_bundled_model_keeps_adults_outside_until_an_answer_ships(films):
-    """The bundled read-out missed the shipping rule (adult.json): adults get the reason, no verdict."""
+def test_a_head_whose_trunk_is_missing_leaves_adults_outside(adult_serving_folder, films, tmp_path):
+    """adult.npz reads the trunk, the folder lost it (a partial Hub upload): no adult verdict, no crash."""
+    folder = tmp_path / "run"
+    shutil.copytree(adult_serving_folder, folder)
+    (folder / ADULT_TRUNK).unlink()
+    loaded = load_model(folder)
+    assert loaded.adult_trunk is None and loaded.adult_head is None
+    adult = analyse(films[ADULT_POPULATION], loaded)
+    assert (adult.scope, adult.population, adult.label) == (OUTSIDE_POPULATION, None, None)
+    assert adult.reason.startswith("This looks like an adult chest X-ray") and "no verdict" in adult.reason
+
+
+def test_the_bundled_model_answers_adults_as_its_report_says(films):
+    """The bundled adult answer met the shipping rule (adult.json): adults get it, without a
+    bacterial/viral split, from the trunk's maps."""
     bundled = load_model(BUNDLED_DIR)
     report = json.loads((BUNDLED_DIR / ADULT_REPORT).read_text())
-    assert report["shipped"] is False and not all(report["rule_met"].values())
-    assert bundled.adult_head is None
+    assert report["shipped"] is True and all(report["rule_met"].values())
+    assert all(report["cross_validated"][key] >= bar for key, bar in adult_fit.RULE.items())
+    assert bundled.adult_head is not None and bundled.adult_head.trunk == 1
     adult = analyse(films[ADULT_POPULATION], bundled)
-    assert (adult.scope, adult.population, adult.label) == (OUTSIDE_POPULATION, None, None)
+    assert_adult_answer(adult.as_dict(), bundled.adult_head.threshold)
 
 
 def test_clients_and_the_cli_get_the_adult_answer(adult_serving_folder, films, tmp_path):
@@ -244,12 +266,18 @@ def write_synthetic_adults(folder, films=40):
     return folder
 
 
-def test_a_tiny_run_of_both_populations_serves_adults(tiny_run, tmp_path):
-    """The real training CLI's run folder (children) plus the adult answer's fit (adults): the
-    folder gets adult.npz and adult.json, and it serves."""
+def test_a_tiny_run_of_both_populations_serves_adults(tiny_run, synthetic_data, tmp_path):
+    """The real training CLI's run folder (children) plus the adult trunk and the adult answer's fit
+    (adults): the folder gets adult_trunk.int8.onnx, adult.npz and adult.json, and it serves."""
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     adults = write_synthetic_adults(tmp_path / "adults")
+    trunk = subprocess.run([sys.executable, "-m", "training.adult_trunk", str(run), "--weights", "none",
+                            "--layer", "block2_pool", "--image-size", "32", "--adult-data", str(adults),
+                            "--data", str(synthetic_data), "--calibration-images", "8"],
+                           cwd=ROOT, capture_output=True, text=True)
+    assert trunk.returncode == 0, trunk.stderr[-3000:]
+    assert json.loads(trunk.stdout)["layer"] == "block2_pool"
     done = subprocess.run([sys.executable, "-m", "training.scope", str(run), "--adult-data", str(adults),
                            "--only-adult"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -257,6 +285,7 @@ def test_a_tiny_run_of_both_populations_serves_adults(tiny_run, tmp_path):
     assert set(report["rule_met"]) == set(adult_fit.RULE) and report["shipped"] == all(report["rule_met"].values())
     assert report["cross_validated"]["films"] == {"lung_opacity": 20, "normal": 20, "other_read": 0}
     head = AdultHead.load(run)
-    assert head.coef.shape == (2 * load_model(run).runtime.channels,)
+    assert head.trunk == 1 and head.coef.shape == (2 * 128,)  # block2_pool's 128 channels, mean and maximum
+    assert "block2_pool" in report["features"]
     analysis = analyse(Image.open(adults / "nih_00000000_000.jpeg"), load_model(run))
     assert analysis.scope == OK  # a run without a population check answers as it always did

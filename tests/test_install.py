@@ -101,7 +101,7 @@ def test_a_plain_install_predicts_without_tensorflow(plain_install, tmp_path):
     assert json.loads(result.stdout)["label"] == "NORMAL"
     archive = run((plain_install / "pneumo", None), "predict", film.parent, "--out", tmp_path / "rows.csv",
                   cwd=tmp_path)
-    assert archive.returncode == 0 and "4 files: ok 3" in archive.stderr, archive.stderr
+    assert archive.returncode == 0 and "4 files: ok 4" in archive.stderr, archive.stderr
     no_tensorflow = subprocess.run([str(plain_install / "python"), "-c", "import tensorflow"], capture_output=True,
                                    text=True, cwd=tmp_path)
     assert no_tensorflow.returncode != 0 and "No module named 'tensorflow'" in no_tensorflow.stderr

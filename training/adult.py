@@ -43,6 +43,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from pneumo.adult import AdultHead
 from pneumo.run_folder import ADULT, ADULT_REPORT
+from pneumo.runtime_onnx import load_adult_trunk
 
 from .metrics import expected_calibration_error
 
@@ -50,7 +51,9 @@ OPACITY, NORMAL, OTHER = "Lung Opacity", "Normal", "No Lung Opacity / Not Normal
 C = 0.003  # inverse L2 strength; the probe's best of 0.003-0.03 (stronger is better with ~300 read films)
 FITTED = ("original", "site", "photo")  # every training film in these variants; scored as it is
 FOLDS = 5
-SENSITIVITY_TARGET = 0.90  # the threshold aims above the rule's 0.85: other hospitals score lower
+# The threshold aims above the rule's 0.85 (other hospitals score lower); 0.90 cost specificity
+# below the rule's 0.75 (0.744 against 0.779 at 0.87, the same five folds over three draws).
+SENSITIVITY_TARGET = 0.87
 # The shipping rule, on radiologist-labelled adults that no fit saw.
 RULE = {"roc_auc": 0.90, "sensitivity": 0.85, "specificity": 0.75, "roc_auc_all_read": 0.80}
 
@@ -82,19 +85,26 @@ def _log_features(x):
     return np.log1p(np.maximum(np.asarray(x, np.float64), 0.0))
 
 
+def feature_kind(adults) -> str:
+    """Which lung-pooled features a head fitted here reads: the adult trunk's maps when the
+    run folder has one (training/adult_trunk.py), else the children's model's."""
+    return "adult_trunk" if adults.variants["original"].adult_trunk is not None else "adult_lungs"
+
+
 def fit_regression(adults, rows, y, seed=0):
     """A balanced logistic regression on the lung features of the FITTED variants of films `rows` (labels `y`)."""
-    x = np.concatenate([_log_features(adults.variants[name].adult_lungs[rows]) for name in FITTED])
+    kind = feature_kind(adults)
+    x = np.concatenate([_log_features(getattr(adults.variants[name], kind)[rows]) for name in FITTED])
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
     model = LogisticRegression(C=C, class_weight="balanced", max_iter=3000, random_state=seed)
     model.fit((x - mean) / scale, np.tile(y, len(FITTED)))
     return AdultHead(mean, scale, model.coef_[0], float(model.intercept_[0]), slope=1.0, offset=0.0,
-                     threshold=0.5, shipped=0.0, lungs=1.0)
+                     threshold=0.5, shipped=0.0, lungs=1.0, trunk=float(kind == "adult_trunk"))
 
 
 def _served_features(adults, rows):
     """The features a head fitted here scores: the original films', over their lung fields."""
-    return adults.variants["original"].adult_lungs[rows]
+    return getattr(adults.variants["original"], feature_kind(adults))[rows]
 
 
 def out_of_fold_scores(adults, rows, y, groups, seed=0) -> np.ndarray:
@@ -189,7 +199,7 @@ def rule_verdicts(measured_figures) -> dict:
     return {key: measured_figures[key] >= bar for key, bar in RULE.items()}
 
 
-def fit_head(adults, labels, seed=0, log=print) -> tuple[AdultHead, dict]:
+def fit_head(adults, labels, seed=0, log=print, trunk=None) -> tuple[AdultHead, dict]:
     """The head fitted on every read film, its calibration and threshold from
     out-of-fold scores; its cross-validated figures and whether it ships."""
     measured = figures(cross_validate(adults, labels, seed))
@@ -199,7 +209,7 @@ def fit_head(adults, labels, seed=0, log=print) -> tuple[AdultHead, dict]:
     head = fit_regression(adults, rows, y, seed)
     calibrate_and_threshold(head, out_of_fold_scores(adults, rows, y, adults.groups[rows], seed), y)
     trained_on = "RSNA radiologist readings, Lung Opacity against Normal, variants " + ", ".join(FITTED)
-    return head, _report(head, measured, trained_on, f"{FOLDS} folds by patient", log)
+    return head, _report(head, measured, trained_on, f"{FOLDS} folds by patient", log, trunk)
 
 
 def held_out_judgement(adults, labels, record, seed=0) -> tuple[AdultHead, dict]:
@@ -235,16 +245,24 @@ def judge_trained_head(adults, labels, record, seed=0, log=print) -> tuple[Adult
     return head, _report(head, figures(measured), trained_on, measured_on, log)
 
 
-def _report(head, measured, trained_on, measured_on, log) -> dict:
+def _report(head, measured, trained_on, measured_on, log, trunk=None) -> dict:
     """Judge `measured` by RULE, set head.shipped, and say so."""
     verdicts = rule_verdicts(measured)
     head.shipped = float(all(verdicts.values()))
     log(f"adult answer: {json.dumps({k: v for k, v in measured.items() if k != 'films'})}; "
         f"{'ships' if head.shipped else 'does not ship'} ({verdicts})")
-    pooled = "the lung fields" if head.lungs else "the film"
     return {"cross_validated": measured, "rule": RULE, "rule_met": verdicts, "shipped": bool(head.shipped),
-            "threshold": head.threshold, "features": f"mean and maximum of each block5_conv3 map over {pooled}",
+            "threshold": head.threshold, "features": features_read(head, trunk),
             "trained_on": trained_on, "measured_on": measured_on}
+
+
+def features_read(head, trunk=None) -> str:
+    """What the head reads, in words (`trunk`: the run folder's adult trunk, pneumo/runtime_onnx.py)."""
+    pooled = "the lung fields" if head.lungs else "the film"
+    if head.trunk and trunk is not None:
+        return (f"mean and maximum of each {trunk.layer} map of the adult trunk ({trunk.weights} VGG16 "
+                f"convolutions at {trunk.image_size} px, int8) over {pooled}")
+    return f"mean and maximum of each map of the children's model's last convolution over {pooled}"
 
 
 def fit_and_save(run_folder, adults, labels, seed=0, log=print, trained=None) -> dict:
@@ -253,7 +271,7 @@ def fit_and_save(run_folder, adults, labels, seed=0, log=print, trained=None) ->
     if trained is not None:
         head, report = judge_trained_head(adults, labels, trained, seed, log)
     else:
-        head, report = fit_head(adults, labels, seed, log)
+        head, report = fit_head(adults, labels, seed, log, load_adult_trunk(Path(run_folder)))
     head.save(Path(run_folder) / ADULT)
     (Path(run_folder) / ADULT_REPORT).write_text(json.dumps(report, indent=2))
     return report

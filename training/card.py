@@ -86,14 +86,17 @@ def who_it_is_for(scope, adult_report=None) -> str:
         tried = (f" Tried on {adult['adult_films']} adult films ({adult['adult_pneumonia']} with pneumonia), the "
                  f"model at its threshold had sensitivity {adult['sensitivity']:.2f}, specificity "
                  f"{adult['specificity']:.2f} and ROC AUC {adult['roc_auc']:.2f}: it misses most pneumonia in adults.")
+    routed = ("sends adult films to the adult answer below (`population` \"adult\") instead of this model"
+              if adult_report and adult_report.get("shipped") else
+              "gives adult films the scope `outside_population` and no verdict")
     return checks + f"""
 
 Children aged 1-5 of one hospital only.{tried} So a population check (`population.npz`: a logistic regression on the
 model's region features, children against adult films, fitted with the same re-framings and phone photos
-on both sides) gives adult films the scope `outside_population` and no verdict. Cross-validated by patient
+on both sides) {routed}. Cross-validated by patient
 (no image scored by a check fitted on it), at P(outside) >= {scope['threshold']:.3f}:
 
-| films | children without a verdict | adults without a verdict |
+| films | children routed as adults | adults routed as adults |
 | --- | --- | --- |
 """ + "\n".join(f"| {VARIANT_NAMES.get(name, name)} | {g['children']:.1%} | {g['adults']:.1%} |"
                  for name, g in cv.items()) + adult_answer(adult_report)
@@ -117,6 +120,9 @@ def adult_answer(report) -> str:
     if joint:
         what = ("this model's own adult output (trained jointly on children and adults; a logistic read-out of its "
                 "last-layer maps)")
+    elif "adult trunk" in report.get("features", ""):
+        what = (f"a logistic regression on the {report['features']}, trained on adult films that radiologists "
+                "read; the trunk is a second, frozen network for adult films only, `adult_trunk.int8.onnx`")
     else:
         lungs = report.get("features", "").endswith("lung fields")
         pooled = "last-layer maps over each film's lung fields" if lungs else "features"

@@ -30,8 +30,8 @@ import numpy as np
 from pneumo.calibration import apply_calibration
 from pneumo.classes import CLASSES, NORMAL, pneumonia_probability
 from pneumo.preprocess import to_model_input
-from pneumo.run_folder import (ADULT, ADULT_HELD_OUT, ADULT_REPORT, CARD, FLOAT_ONNX, INT8_ONNX, KERAS_MODEL,
-                               METRICS, ONNX_REPORT, OOD, ORIENTATION, POPULATION, POPULATION_REPORT,
+from pneumo.run_folder import (ADULT, ADULT_HELD_OUT, ADULT_REPORT, ADULT_TRUNK, CARD, FLOAT_ONNX, INT8_ONNX,
+                               KERAS_MODEL, METRICS, ONNX_REPORT, OOD, ORIENTATION, POPULATION, POPULATION_REPORT,
                                RELIABILITY_PLOT, ROC_PLOT, TARGET_MEAN, TARGET_STD, TRAINING_PLOT, VGG_MEAN_BGR,
                                write_config)
 
@@ -43,6 +43,9 @@ from .data import labels_of, load_pixels
 from .metrics import choose_threshold, evaluate
 from .model import GRADCAM_LAYERS, is_joint, served_model, trained_adult_head
 from .orientation import fit_and_save as fit_orientation_check
+from .adult_trunk import CALIBRATION_IMAGES as TRUNK_CALIBRATION_IMAGES
+from .adult_trunk import calibration_films as trunk_calibration_films
+from .adult_trunk import write_trunk
 from .scope import fit_and_save as fit_scope_checks
 from .plots import plot_reliability, plot_roc, plot_training
 from .quantize import CALIBRATION_IMAGES, write_onnx_models
@@ -85,12 +88,14 @@ def write_run_folder(args, splits, checkpoint_dir, log):
         plot_training(state["history"], out / TRAINING_PLOT)
     scope = None
     if args.no_onnx:
-        for name in (FLOAT_ONNX, INT8_ONNX, ONNX_REPORT, OOD, POPULATION, POPULATION_REPORT, ADULT, ADULT_REPORT):
+        for name in (FLOAT_ONNX, INT8_ONNX, ONNX_REPORT, OOD, POPULATION, POPULATION_REPORT, ADULT, ADULT_REPORT,
+                     ADULT_TRUNK):
             (out / name).unlink(missing_ok=True)  # made from an earlier model.keras: never push those
         log(f"ONNX models and scope checks skipped (--no-onnx): make them with python -m training.quantize {out}, "
             f"then python -m training.scope {out} --adult-data ADULT")
     else:
         onnx_models(model, config, splits, out, log, args.seed)
+        adult_trunk(out, args, log)
         # After the ONNX models: the checks' features come from the runtime that will serve them.
         scope = fit_scope_checks(out, args.data, args.adult_data, seed=args.seed, log=log)
     orientation_check(out, args.data, args.adult_data, args.seed, log)
@@ -98,6 +103,19 @@ def write_run_folder(args, splits, checkpoint_dir, log):
     adult = json.loads((out / ADULT_REPORT).read_text()) if (out / ADULT_REPORT).is_file() else None
     build_card(config, metrics, scope, onnx, adult).save(out / CARD)
     log(f"run folder written: {out}")
+
+
+def adult_trunk(out, args, log):
+    """adult_trunk.int8.onnx, for the adult answer (training/adult_trunk.py): with adult films, a
+    VGG16 run and no joint training (a joint run's own read-out is judged instead)."""
+    (out / ADULT_TRUNK).unlink(missing_ok=True)
+    layer = getattr(args, "adult_trunk", "none")
+    if not args.adult_data or layer == "none" or args.architecture != "vgg16" or getattr(args, "train_adults", False):
+        return
+    films = trunk_calibration_films(args.adult_data, args.data, TRUNK_CALIBRATION_IMAGES, args.seed)
+    report = write_trunk(out, args.pretrained, layer, args.adult_trunk_size, films)
+    log(f"{ADULT_TRUNK}: {report['layer']} of {report['weights']} VGG16 at {report['image_size']} px, "
+        f"{report['bytes'] / 1e6:.1f} MB; channel means within {report['mean_relative_error']:.1%} of float")
 
 
 def adult_held_out(model, checkpoint_dir, out):

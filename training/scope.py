@@ -36,7 +36,8 @@ from pneumo.loading import load_model
 from pneumo.location import lungs_or_assumed
 from pneumo.ood import statistics_reason
 from pneumo.photo import film_of
-from pneumo.predict import model_outputs
+from pneumo.adult import adult_features
+from pneumo.predict import lung_grid, model_outputs, trunk_maps
 from pneumo.preprocess import preprocess
 from pneumo.run_folder import (ADULT, ADULT_HELD_OUT, ADULT_REPORT, CARD, METRICS, ONNX_REPORT, OOD, POPULATION,
                                POPULATION_REPORT, read_config)
@@ -72,24 +73,29 @@ class Features:
     raw: np.ndarray  # (N, 3) the model's uncalibrated probabilities
     adult: np.ndarray  # (N, 2 C) the adult answer's features over the whole film (pneumo/adult.py)
     adult_lungs: np.ndarray  # (N, 2 C) the same over the lung fields (where lungs usually lie if none are found)
+    # (N, 2 C') the same of the adult trunk's maps over the lung fields; None without a trunk
+    adult_trunk: np.ndarray | None = None
 
 
 def score(loaded, images, batch_size=32) -> Features:
     """Decoded images -> their features and statistics verdicts, as pneumo.analysis computes them."""
-    pooled, regions, refused, raw, adult, adult_lungs = [], [], [], [], [], []
+    parts = {name: [] for name in ("pooled", "regions", "raw", "adult", "adult_lungs", "adult_trunk")}
+    refused = []
     for start in range(0, len(images), batch_size):
         films = [film_of(image).image for image in images[start:start + batch_size]]
         lungs = [lungs_or_assumed(f) for f in films]
-        outputs = model_outputs(loaded, np.concatenate([preprocess(f, loaded.config["image_size"]) for f in films]),
-                                lungs=lungs)
-        pooled.append(outputs.pooled)
-        regions.append(outputs.regions)
-        raw.append(outputs.raw)
-        adult.append(outputs.adult)
-        adult_lungs.append(outputs.adult_lungs)
+        outputs = model_outputs(loaded, np.concatenate([preprocess(f, loaded.config["image_size"]) for f in films]))
+        parts["pooled"].append(outputs.pooled)
+        parts["regions"].append(outputs.regions)
+        parts["raw"].append(outputs.raw)
+        parts["adult"].append(adult_features(outputs.maps))
+        parts["adult_lungs"].append(adult_features(outputs.maps, lung_grid(lungs, outputs.maps)))
+        if loaded.adult_trunk is not None:
+            maps = trunk_maps(loaded.adult_trunk, films)
+            parts["adult_trunk"].append(adult_features(maps, lung_grid(lungs, maps)))
         refused += [statistics_reason(f) is not None for f in films]
-    return Features(np.concatenate(pooled), np.concatenate(regions), np.array(refused, bool), np.concatenate(raw),
-                    np.concatenate(adult), np.concatenate(adult_lungs))
+    joined = {name: np.concatenate(arrays) if arrays else None for name, arrays in parts.items()}
+    return Features(refused_by_statistics=np.array(refused, bool), **joined)
 
 
 def score_set(loaded, images, outside, groups, pneumonia, variants, seed) -> Scored:
@@ -106,10 +112,13 @@ def score_children(loaded, samples, variants, seed) -> Scored:
                      variants, seed)
 
 
-def score_adults(loaded, folder, variants, seed) -> Scored:
-    """ADULT/*.jpeg (and labels.csv's `finding`: normal, pneumonia or other; `patient`: the folds' groups)."""
+def score_adults(loaded, folder, variants, seed, only_read=False) -> Scored:
+    """ADULT/*.jpeg (and labels.csv's `finding`: normal, pneumonia or other; `patient`: the folds' groups).
+    only_read: only the films that radiologists read (all that the adult answer's fit uses)."""
     rows = adult.read_labels(folder)
     paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if only_read:
+        paths = [p for p in paths if rows.get(p.name, {}).get("rsna_class")]
     code = {"pneumonia": 1, "normal": 0}
     patients = [rows.get(p.name, {}).get("patient") or p.stem for p in paths]  # several films of one patient
     scored = score_set(loaded, [_open(p) for p in paths], 1, patients,
@@ -178,7 +187,7 @@ def fit_adult_answer(adults, adult_dir, out, seed, log):
 def refit_adult_answer(run_folder, adult_dir, seed=0, log=print):
     """Only the adult answer, for a run whose scope checks stay as they are."""
     loaded = load_model(run_folder)
-    adults = score_adults(loaded, adult_dir, adult.FITTED[1:], seed + 2)
+    adults = score_adults(loaded, adult_dir, adult.FITTED[1:], seed + 2, only_read=True)
     return fit_adult_answer(adults, adult_dir, Path(run_folder), seed, log)
 
 

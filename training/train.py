@@ -26,6 +26,8 @@ from .adult_data import (HELD_OUT_FRACTION, SELECTION_FRACTION, TEXT_MINED_WEIGH
 from .augment import BalancedBatches
 from .checkpoints import SelectionCheckpoint, fresh_state, read_state
 from .data import HOLDOUT_FRACTION, SEED, labels_of, load_pixels, load_splits
+from .adult_trunk import IMAGE_SIZE as ADULT_TRUNK_SIZE
+from .adult_trunk import LAYER as ADULT_TRUNK_LAYER
 from .joint import JointBatches, probe_adult_output
 from .model import ARCHITECTURES, build_model, compile_model, start_from, with_adult_head
 from .push import push_run
@@ -88,6 +90,11 @@ def parse_args(argv=None):
     p.add_argument("--adult-images-per-class", type=int, default=None,
                    help="with --train-adults: adult films of each label per epoch; default: half of "
                         "--images-per-class")
+    p.add_argument("--adult-trunk", default=ADULT_TRUNK_LAYER, metavar="LAYER",
+                   help="with --adult-data: the adult answer reads this layer of VGG16 with the --pretrained "
+                        f"weights, frozen, at --adult-trunk-size (training/adult_trunk.py; default {ADULT_TRUNK_LAYER}); "
+                        "'none': it reads the children's model's maps")
+    p.add_argument("--adult-trunk-size", type=int, default=ADULT_TRUNK_SIZE, help="the adult trunk's input pixels")
     p.add_argument("--init-from", default=None, metavar="RUN_OR_KERAS",
                    help="start from this run folder's (or .keras file's) weights, layer by layer by name, "
                         "e.g. pneumo/bundled_model; --pretrained still fills what it lacks")
