@@ -48,9 +48,10 @@ from pneumo.uploads import (  # noqa: E402
     UploadOnlyFile, UploadOnlyImage, UploadSweeper, discard_upload, keep_copies_of, uploaded_path)
 
 DISCLAIMER = (
-    "**Research demo, not a diagnosis.** The model was trained on one public collection of paediatric "
-    "chest X-rays; its figures are estimates from that data and may not hold for other hospitals, "
-    "machines or patients. Do not use it to make medical decisions."
+    "**Research demo, not a diagnosis.** The children's answer was trained on one public collection of "
+    "paediatric chest X-rays, the adults' on adult X-rays of one hospital read by radiologists; their figures "
+    "are estimates from that data and may not hold for other hospitals, machines or patients. Do not use it "
+    "to make medical decisions."
 )
 
 

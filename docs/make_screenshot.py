@@ -4,7 +4,7 @@
 
 writes, with the same steps as the browser tests (tests/test_browser.py):
   screenshot.png             a laptop window (1280 px), a verdict (the bacterial pneumonia example)
-  screenshot-no-verdict.png  a laptop window, no verdict and why (the adult example)
+  screenshot-no-verdict.png  a laptop window, no verdict and why (a photo of a cat: not a chest X-ray)
   screenshot-phone.png       a phone (390 px wide), a verdict
 
 Without --model the app serves what it would serve anyway (PNEUMO_MODEL_PATH,
@@ -23,8 +23,18 @@ from tests.app_server import running_app  # noqa: E402
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, LAPTOP, PHONE, open_page, screenshot_answer  # noqa: E402
 
 SHOTS = [("screenshot.png", LAPTOP, "Child bacterial pneumonia"),
-         ("screenshot-no-verdict.png", LAPTOP, "Adult"),
+         ("screenshot-no-verdict.png", LAPTOP, "a photo of a cat"),
          ("screenshot-phone.png", PHONE, "Child bacterial pneumonia")]
+
+
+def cat_photo(folder) -> Path:
+    """scikit-image's photo of a cat (public domain), as a user's upload."""
+    from PIL import Image
+    from skimage import data
+
+    path = Path(folder) / "cat.png"
+    Image.fromarray(data.chelsea()).save(path)
+    return path
 
 
 def main():
@@ -39,7 +49,8 @@ def main():
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         for name, viewport, example in SHOTS:
             page, errors = open_page(browser, app.url, viewport)
-            screenshot_answer(page, example, args.out_dir / name)
+            screenshot_answer(page, cat_photo(workdir) if example == "a photo of a cat" else example,
+                              args.out_dir / name)
             if errors:
                 sys.exit("errors in the page:\n" + "\n".join(errors))
             page.close()

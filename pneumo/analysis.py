@@ -33,7 +33,7 @@ from .orientation import upright
 from .photo import film_of
 from .predict import adult_outputs, model_outputs
 from .preprocess import preprocess
-from .scope import ADULT, OK, assess_scope
+from .scope import ADULT, OK, adult_scope, assess_scope
 
 # The keys of the model's identity that every result repeats.
 MODEL_KEYS = ("name", "source", "repo", "revision", "commit", "sha256", "runtime", "threshold", "fallback_reason")
@@ -104,7 +104,7 @@ def _analyse_decoded(decoded: list[Decoded], loaded, with_heatmap, research_loca
     inputs = np.concatenate([preprocess(film.image, loaded.config["image_size"]) for film in films])
     outputs = model_outputs(loaded, inputs, with_heatmap)
     scopes = [assess_scope(film, outputs.pooled[i], outputs.regions[i], loaded) for i, film in enumerate(films)]
-    answers = _answers(loaded, films, scopes, outputs, with_heatmap)
+    scopes, answers = _answers(loaded, films, scopes, outputs, with_heatmap)
     model = {key: loaded.identity.get(key) for key in MODEL_KEYS}
     results = [_result(d, film, scope, answer, outputs.raw[i], loaded, model)
                for i, (d, film, scope, answer) in enumerate(zip(decoded, films, scopes, answers))]
@@ -125,17 +125,22 @@ class _Answer:
     lungs: object = None  # the film's lung fields, when the answer found them already
 
 
-def _answers(loaded, films, scopes, outputs, with_heatmap) -> list:
-    """Each film's answer from the population its scope routes it to; None outside scope.
-    Adults' answers come in one batch: a head with its own trunk makes a second pass."""
+def _answers(loaded, films, scopes, outputs, with_heatmap) -> tuple[list, list]:
+    """Each film's final scope and its answer from the population the scope routes it to (None
+    outside scope). Adults' answers come in one batch: a head with its own trunk makes a second
+    pass, and its own checks may still send a film outside (pneumo/scope.py, `adult_scope`)."""
+    scopes = list(scopes)
     answers = [_child_answer(loaded, outputs, i) if s.code == OK and s.population != ADULT else None
                for i, s in enumerate(scopes)]
     adults = [i for i, s in enumerate(scopes) if s.code == OK and s.population == ADULT]
     if adults:
         found = adult_outputs(loaded, [films[i].image for i in adults], outputs.maps[adults], with_heatmap)
         for row, i in enumerate(adults):
-            answers[i] = _adult_answer(loaded.adult_head, found, row)
-    return answers
+            lungs = found.lungs[row] if found.lungs else None
+            scopes[i] = adult_scope(scopes[i], found.features[row], lungs, loaded.adult_check)
+            if scopes[i].code == OK:
+                answers[i] = _adult_answer(loaded.adult_head, found, row)
+    return scopes, answers
 
 
 def _result(decoded, film, scope, answer, raw, loaded, model) -> Analysis:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .predict import GRID
-from .run_folder import ADULT, KERAS_MODEL, ONNX_REPORT, OOD, ORIENTATION, POPULATION, REQUIRED, read_config
+from .run_folder import ADULT, ADULT_CHECK, KERAS_MODEL, ONNX_REPORT, OOD, ORIENTATION, POPULATION, REQUIRED, read_config
 from .runtime import ONNX_FLOAT, ONNX_INT8, load_runtime
 from .settings import setting
 
@@ -35,7 +35,7 @@ class LoadedModel:
         """The run folder's fitted feature check, or None (pneumo/ood.py)."""
         from .ood import FeatureCheck
 
-        return self._fitted(FeatureCheck, OOD, lambda c: c.mean.shape == (self.runtime.channels,),
+        return self._fitted(FeatureCheck.load, OOD, lambda c: c.mean.shape == (self.runtime.channels,),
                             "the not-a-chest-X-ray check uses image statistics only")
 
     @functools.cached_property
@@ -43,7 +43,7 @@ class LoadedModel:
         """The run folder's fitted population check, or None (pneumo/population.py)."""
         from .population import PopulationCheck
 
-        return self._fitted(PopulationCheck, POPULATION,  # on region features (pneumo/predict.py)
+        return self._fitted(PopulationCheck.load, POPULATION,  # on region features (pneumo/predict.py)
                             lambda c: c.coef.shape == (GRID * GRID * self.runtime.channels,), "no population check")
 
     @functools.cached_property
@@ -51,7 +51,7 @@ class LoadedModel:
         """The run folder's adult answer if it met the shipping rule when fitted, else None (pneumo/adult.py)."""
         from .adult import AdultHead
 
-        head = self._fitted(AdultHead, ADULT, lambda h: h.coef.shape == (2 * self._adult_channels(h),),
+        head = self._fitted(AdultHead.load, ADULT, lambda h: h.coef.shape == (2 * self._adult_channels(h),),
                             "adults get no verdict")
         return head if head is not None and head.shipped else None
 
@@ -66,6 +66,18 @@ class LoadedModel:
             log.warning("%s: adults get no verdict from a head that reads it", error)
             return None
 
+    @functools.cached_property
+    def adult_check(self):
+        """The adult answer's own feature check (adult_check.npz, pneumo/scope.py `adult_scope`), or None."""
+        from .ood import FeatureCheck
+
+        head = self.adult_head
+        if head is None:
+            return None
+        return self._fitted(lambda folder: FeatureCheck.load(folder, ADULT_CHECK), ADULT_CHECK,
+                            lambda c: c.mean.shape == (2 * self._adult_channels(head),),
+                            "adult films get the adult answer without it")
+
     def _adult_channels(self, head):
         """The channels of the maps that `head` reads: the adult trunk's, or the children's model's."""
         if not head.trunk:
@@ -77,13 +89,13 @@ class LoadedModel:
         """The run folder's turned-or-inverted-film check, or None (pneumo/orientation.py)."""
         from .orientation import OrientationCheck
 
-        return self._fitted(OrientationCheck, ORIENTATION, lambda c: True, "films are analysed as they come")
+        return self._fitted(OrientationCheck.load, ORIENTATION, lambda c: True, "films are analysed as they come")
 
-    def _fitted(self, kind, name, fits_this_model, without):
-        """kind.load(run folder), or None: absent, unreadable or fitted for another model. A broken
+    def _fitted(self, load, name, fits_this_model, without):
+        """load(run folder), or None: absent, unreadable or fitted for another model. A broken
         file must not stop serving, so it only costs that check (`without` says what follows)."""
         try:
-            fitted = kind.load(self.identity["path"])
+            fitted = load(self.identity["path"])
         except (OSError, ValueError, KeyError, TypeError) as error:
             log.warning("%s unreadable (%s): %s", name, error, without)
             return None

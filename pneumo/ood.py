@@ -103,8 +103,9 @@ class FeatureCheck:
         np.savez_compressed(path, **arrays)
 
     @classmethod
-    def load(cls, folder) -> "FeatureCheck | None":
-        path = Path(folder) / FILE
+    def load(cls, folder, name=FILE) -> "FeatureCheck | None":
+        """The run folder's `name` (ood.npz, or the adult answer's adult_check.npz), or None."""
+        path = Path(folder) / name
         if not path.is_file():
             return None  # a run folder from before this check: statistics only
         with np.load(path) as data:

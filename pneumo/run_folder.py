@@ -38,6 +38,7 @@ ADULT_REPORT = "adult.json"  # its figures on radiologist-labelled adults and th
 ADULT_HELD_OUT = "adult_held_out.json"  # a joint run: the adult patients no fit saw, and the trained read-out
 # The adult answer's own network: pretrained VGG16 convolutions at 224 px, int8 (training/adult_trunk.py)
 ADULT_TRUNK = "adult_trunk.int8.onnx"
+ADULT_CHECK = "adult_check.npz"  # the adult answer's features far from adult films': no verdict (pneumo/scope.py)
 ORIENTATION = "orientation.npz"  # the turned-or-inverted-film check (pneumo/orientation.py)
 CARD = "README.md"  # the model card
 ROC_PLOT, TRAINING_PLOT, RELIABILITY_PLOT = "roc.png", "training.png", "reliability.png"
@@ -46,8 +47,8 @@ CHECKPOINTS = "checkpoints"  # per-epoch training state: never pushed, never ser
 # What serving needs, and what it uses when present (the Hub pull fetches both;
 # config.json first).
 REQUIRED = (CONFIG, KERAS_MODEL)
-OPTIONAL = (METRICS, CARD, OOD, POPULATION, POPULATION_REPORT, ADULT, ADULT_REPORT, ADULT_TRUNK, ORIENTATION,
-            INT8_ONNX, FLOAT_ONNX, ONNX_REPORT)
+OPTIONAL = (METRICS, CARD, OOD, POPULATION, POPULATION_REPORT, ADULT, ADULT_REPORT, ADULT_TRUNK, ADULT_CHECK,
+            ORIENTATION, INT8_ONNX, FLOAT_ONNX, ONNX_REPORT)
 # Left out of a push: training state and the temporary full-precision copy.
 NOT_PUSHED = [f"{CHECKPOINTS}/", "*.float32.keras"]
 

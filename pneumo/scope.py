@@ -11,12 +11,16 @@
     population  "child"  young children: the children's model, three classes
                 "adult"  adults: the adult answer (pneumo/adult.py), pneumonia
                          yes or no, only where the run folder has one that met
-                         the shipping rule; else adults are outside_population
+                         the shipping rule; else adults are outside_population.
+                         A film without lung fields of its own, or whose
+                         adult-answer features lie far from the adult films'
+                         it learnt from (adult_check.npz), is
+                         outside_population too: `adult_scope`.
 
 The checks only gate and route: they never change the probabilities.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .ood import feature_distance_reason, statistics_reason
 
@@ -68,3 +72,26 @@ def outside_population_reason(population) -> str:
         measured = f" (on adult films it caught only {population.adult_sensitivity:.0%} of the pneumonias)"
     return ("This looks like an adult chest X-ray. The model was trained on X-rays of young children "
             f"(aged 1–5, one hospital) and misses most pneumonia in adults{measured}, so it gives no verdict.")
+
+
+UNLIKE_ADULTS = ("This was read as an adult's chest X-ray, but it is unlike the adult films the adult answer learnt "
+                 "from (frontal chest X-rays of one hospital), so it gives no verdict.")
+NO_LUNGS = ("This was read as an adult's chest X-ray, but no lung fields were found on it, and the adult answer "
+            "reads the lungs, so it gives no verdict. A frontal film, upright and uncropped, may work.")
+
+
+def adult_scope(scope, features, lungs, check) -> Scope:
+    """An adult film's scope after the adult answer's own two checks. `lungs`: the film's lung fields
+    (pneumo.lungs.LungFields; None for a head that pools over the whole film); `check`: pneumo/ood.py's
+    distance on the adult answer's features, fitted on adult films (adult_check.npz; None: no such check).
+    The children's model lets a few non-X-rays through (a scanned page, a photo); a film without lungs
+    of its own, or far from every adult film, gets outside_population instead of a confident answer."""
+    if lungs is not None and lungs.assumed:
+        return Scope(OUTSIDE_POPULATION, NO_LUNGS, scope.scores)
+    if check is None:
+        return scope
+    distance = float(check.distance(features[None])[0])
+    scores = {**scope.scores, "adult_features_distance": distance, "adult_features_threshold": float(check.threshold)}
+    if distance > check.threshold:
+        return Scope(OUTSIDE_POPULATION, UNLIKE_ADULTS, scores)
+    return replace(scope, scores=scores)

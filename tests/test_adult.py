@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 import subprocess
 import sys
 
@@ -18,10 +19,12 @@ from pneumo.lungs import LungFields, lung_fields
 from pneumo.orientation import upright
 from pneumo.photo import film_of
 from pneumo.preprocess import preprocess
-from pneumo.run_folder import ADULT, ADULT_REPORT, ADULT_TRUNK
+from pneumo.run_folder import ADULT, ADULT_CHECK, ADULT_REPORT, ADULT_TRUNK
 from pneumo.scope import ADULT as ADULT_POPULATION
-from pneumo.scope import CHILD, OK, OUTSIDE_POPULATION
-from tests.conftest import ADULT_DATA, ROOT, require, synthetic_xray
+from pneumo.ood import FeatureCheck
+from pneumo.location import assumed_fields
+from pneumo.scope import CHILD, NO_LUNGS, OK, OUTSIDE_POPULATION, UNLIKE_ADULTS, Scope, adult_scope
+from tests.conftest import ADULT_DATA, ROOT, require, require_import, synthetic_xray
 from tests.test_cli import run_cli
 from training import adult as adult_fit
 
@@ -216,6 +219,42 @@ def test_a_head_whose_trunk_is_missing_leaves_adults_outside(adult_serving_folde
     assert adult.reason.startswith("This looks like an adult chest X-ray") and "no verdict" in adult.reason
 
 
+def test_an_adult_film_without_lungs_or_far_from_the_adult_films_gets_no_verdict():
+    """The adult answer's own checks: lung fields of the film's own, and its features within the
+    distance of adult_check.npz; else outside_population and why."""
+    rng = np.random.default_rng(2)
+    check = FeatureCheck(np.zeros(4), np.eye(4)[:2], np.ones(2), residual_variance=1.0, threshold=3.0)
+    routed = Scope(OK, scores={"outside_population_probability": 0.99}, population=ADULT_POPULATION)
+    near, far = np.expm1(np.abs(rng.normal(0, 0.1, 4))), np.full(4, 100.0)
+    lungs = LungFields(np.eye(8, dtype=bool), np.eye(8, dtype=bool)[::-1])
+    kept = adult_scope(routed, near, lungs, check)
+    assert (kept.code, kept.population) == (OK, ADULT_POPULATION)
+    assert kept.scores["adult_features_distance"] < kept.scores["adult_features_threshold"] == 3.0
+    assert kept.scores["outside_population_probability"] == 0.99  # the earlier checks' figures stay
+    turned = adult_scope(routed, far, lungs, check)
+    assert (turned.code, turned.population, turned.reason) == (OUTSIDE_POPULATION, None, UNLIKE_ADULTS)
+    assert adult_scope(routed, far, lungs, None) is routed  # a run folder without the check
+    assert adult_scope(routed, far, None, None) is routed  # nor lung pooling (an older head)
+    no_lungs = adult_scope(routed, near, assumed_fields(), check)
+    assert (no_lungs.code, no_lungs.reason) == (OUTSIDE_POPULATION, NO_LUNGS)
+
+
+def test_non_x_rays_that_reach_the_adult_answer_get_no_verdict():
+    """A scanned page and a photo pass the children's model's checks and are read as adults'; the
+    adult answer's own check turns them away instead of calling them PNEUMONIA."""
+    skimage_data = require_import("skimage.data")
+    sklearn_datasets = require_import("sklearn.datasets")
+    page = Image.fromarray(skimage_data.page())
+    with Image.open(Path(sklearn_datasets.__file__).parent / "images" / "china.jpg") as photo:
+        china = photo.convert("RGB")
+    bundled = load_model(BUNDLED_DIR)
+    assert bundled.adult_check is not None
+    for image in (page, china):
+        result = analyse(image, bundled)
+        assert (result.scope, result.label) == (OUTSIDE_POPULATION, None)
+        assert result.reason in (UNLIKE_ADULTS, NO_LUNGS)
+
+
 def test_the_bundled_model_answers_adults_as_its_report_says(films):
     """The bundled adult answer met the shipping rule (adult.json): adults get it, without a
     bacterial/viral split, from the trunk's maps."""
@@ -224,6 +263,7 @@ def test_the_bundled_model_answers_adults_as_its_report_says(films):
     assert report["shipped"] is True and all(report["rule_met"].values())
     assert all(report["cross_validated"][key] >= bar for key, bar in adult_fit.RULE.items())
     assert bundled.adult_head is not None and bundled.adult_head.trunk == 1
+    assert report["feature_check"]["turned_away"]["original"] <= 0.02  # few adult films lose the answer to it
     adult = analyse(films[ADULT_POPULATION], bundled)
     assert_adult_answer(adult.as_dict(), bundled.adult_head.threshold)
 
@@ -287,5 +327,6 @@ def test_a_tiny_run_of_both_populations_serves_adults(tiny_run, synthetic_data, 
     head = AdultHead.load(run)
     assert head.trunk == 1 and head.coef.shape == (2 * 128,)  # block2_pool's 128 channels, mean and maximum
     assert "block2_pool" in report["features"]
+    assert (run / ADULT_CHECK).is_file() and set(report["feature_check"]["turned_away"]) == {"original", "site", "photo"}
     analysis = analyse(Image.open(adults / "nih_00000000_000.jpeg"), load_model(run))
     assert analysis.scope == OK  # a run without a population check answers as it always did

@@ -354,9 +354,13 @@ def test_analyse_from_the_keyboard(page, model):
 # --- on a phone, and the screenshots ---------------------------------------------------------------
 
 
-def screenshot_answer(page, example_label, path):
-    """Click an example, analyse it, take a screenshot of the whole page: the docs' pictures."""
-    click_example(page, example_label)
+def screenshot_answer(page, example, path):
+    """Click an example (its label) or drop a file (a Path), analyse it, take a screenshot of the
+    whole page: the docs' pictures."""
+    if isinstance(example, Path):
+        drop_file(page, example)
+    else:
+        click_example(page, example)
     analyse_now(page)
     page.mouse.move(0, 0)  # no hover colour on the button just clicked
     page.screenshot(path=path, full_page=True)

@@ -39,13 +39,14 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 from pneumo.adult import AdultHead
-from pneumo.run_folder import ADULT, ADULT_REPORT
+from pneumo.run_folder import ADULT, ADULT_CHECK, ADULT_REPORT
 from pneumo.runtime_onnx import load_adult_trunk
 
 from .metrics import expected_calibration_error
+from .ood import fit_check
 
 OPACITY, NORMAL, OTHER = "Lung Opacity", "Normal", "No Lung Opacity / Not Normal"  # RSNA radiologist readings
 C = 0.003  # inverse L2 strength; the probe's best of 0.003-0.03 (stronger is better with ~300 read films)
@@ -267,14 +268,41 @@ def features_read(head, trunk=None) -> str:
 
 def fit_and_save(run_folder, adults, labels, seed=0, log=print, trained=None) -> dict:
     """adult.npz and adult.json: the joint run's read-out judged when `trained`
-    (its adult_held_out.json) is given, else a read-out fitted here."""
+    (its adult_held_out.json) is given, else a read-out fitted here (and, on the
+    adult trunk's features, its feature check: adult_check.npz)."""
+    (Path(run_folder) / ADULT_CHECK).unlink(missing_ok=True)
     if trained is not None:
         head, report = judge_trained_head(adults, labels, trained, seed, log)
     else:
         head, report = fit_head(adults, labels, seed, log, load_adult_trunk(Path(run_folder)))
+    if head.trunk:
+        check, report["feature_check"] = fit_feature_check(adults)
+        check.save(Path(run_folder) / ADULT_CHECK)
+        log(f"adult feature check: adult films turned away (by patient folds) {report['feature_check']['turned_away']}")
     head.save(Path(run_folder) / ADULT)
     (Path(run_folder) / ADULT_REPORT).write_text(json.dumps(report, indent=2))
     return report
+
+
+def fit_feature_check(adults) -> tuple:
+    """pneumo/ood.py's distance on the adult answer's features, fitted on every scored adult film in
+    the FITTED variants: a film the children's model let through (a scanned page, a photo) but that
+    lies far from every adult film gets no adult verdict (pneumo/scope.py, `adult_scope`).
+    Also the share of adult films it turns away, each variant's, from folds by patient."""
+    kind = feature_kind(adults)
+
+    def fit(rows):
+        return fit_check(np.concatenate([getattr(adults.variants[name], kind)[rows] for name in FITTED]),
+                         getattr(adults.variants["original"], kind)[rows])
+
+    turned_away = {name: np.zeros(len(adults), bool) for name in adults.variants}
+    for fit_part, held in GroupKFold(FOLDS).split(np.zeros(len(adults)), groups=adults.groups):
+        check = fit(fit_part)
+        for name, features in adults.variants.items():
+            turned_away[name][held] = check.distance(getattr(features, kind)[held]) > check.threshold
+    check = fit(np.arange(len(adults)))
+    return check, {"threshold": check.threshold, "films": len(adults),
+                   "turned_away": {name: float(away.mean()) for name, away in turned_away.items()}}
 
 
 def _folds(strata, groups, seed):

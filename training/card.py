@@ -138,7 +138,19 @@ one hospital, the NIH Clinical Center), {how}: ROC AUC {cv['roc_auc']:.3f} for o
 specificity {cv['specificity']:.3f} at its threshold, ROC AUC {cv['roc_auc_all_read']:.3f} against every film
 read without opacity, ECE {cv['ece']:.3f}. It ships only if ROC AUC >= {report['rule']['roc_auc']},
 sensitivity >= {report['rule']['sensitivity']} with specificity >= {report['rule']['specificity']}, and ROC AUC
-against all read films >= {report['rule']['roc_auc_all_read']}. {outcome}{_by_projection(cv)}"""
+against all read films >= {report['rule']['roc_auc_all_read']}. {outcome}{_by_projection(cv)}{_feature_check(report)}"""
+
+
+def _feature_check(report) -> str:
+    """One sentence on adult_check.npz (training/adult.py), when the run has one."""
+    check = report.get("feature_check")
+    if not check:
+        return ""
+    away = check["turned_away"]
+    shares = ", ".join(f"{share:.1%} of {VARIANT_NAMES.get(name, name)}" for name, share in away.items())
+    return ("\nA feature check on the same features (`adult_check.npz`, fitted on the adult films) gives films far "
+            "from every adult film (a scanned page or a photo that the children's checks let through) "
+            f"`outside_population` instead; by folds by patient it turned away {shares}.")
 
 
 def _by_projection(cv) -> str:

@@ -39,8 +39,8 @@ from pneumo.photo import film_of
 from pneumo.adult import adult_features
 from pneumo.predict import lung_grid, model_outputs, trunk_maps
 from pneumo.preprocess import preprocess
-from pneumo.run_folder import (ADULT, ADULT_HELD_OUT, ADULT_REPORT, CARD, METRICS, ONNX_REPORT, OOD, POPULATION,
-                               POPULATION_REPORT, read_config)
+from pneumo.run_folder import (ADULT, ADULT_CHECK, ADULT_HELD_OUT, ADULT_REPORT, CARD, METRICS, ONNX_REPORT, OOD,
+                               POPULATION, POPULATION_REPORT, read_config)
 
 from . import adult, ood, population
 from .data import IMAGE_SUFFIXES, load_splits
@@ -153,7 +153,7 @@ def score_sets(loaded, splits, adult_dir, seed=0, log=print) -> Sets:
 def fit_and_save(run_folder, data_dir, adult_dir=None, seed=0, log=print) -> dict | None:
     """Fit both checks into RUN_FOLDER; returns the population figures (None without adults)."""
     out = Path(run_folder)
-    for name in (OOD, POPULATION, POPULATION_REPORT, ADULT, ADULT_REPORT):
+    for name in (OOD, POPULATION, POPULATION_REPORT, ADULT, ADULT_REPORT, ADULT_CHECK):
         (out / name).unlink(missing_ok=True)  # scoring must not pass through an earlier fit
     splits = load_splits(data_dir, seed=seed)
     if len(splits.train) < MIN_FIT_IMAGES:
@@ -173,7 +173,7 @@ def fit_and_save(run_folder, data_dir, adult_dir=None, seed=0, log=print) -> dic
 def fit_adult_answer(adults, adult_dir, out, seed, log):
     """adult.npz and adult.json (training/adult.py) from scored adult films, where radiologists
     read some of them; without readings there is nothing to validate on, so no adult answer."""
-    for name in (ADULT, ADULT_REPORT):
+    for name in (ADULT, ADULT_REPORT, ADULT_CHECK):
         (out / name).unlink(missing_ok=True)
     labels = adult.read_labels(adult_dir)
     if not np.isin(adult.readings(adults, labels), (adult.OPACITY, adult.NORMAL)).any():
