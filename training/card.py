@@ -148,9 +148,10 @@ def _feature_check(report) -> str:
         return ""
     away = check["turned_away"]
     shares = ", ".join(f"{share:.1%} of {VARIANT_NAMES.get(name, name)}" for name, share in away.items())
-    return ("\nA feature check on the same features (`adult_check.npz`, fitted on the adult films) gives films far "
-            "from every adult film (a scanned page or a photo that the children's checks let through) "
-            f"`outside_population` instead; by folds by patient it turned away {shares}.")
+    return ("\nA film read as an adult's gets `outside_population` instead when no lung fields of its own are "
+            "found on it, or when a feature check on the same features (`adult_check.npz`, fitted on the adult "
+            "films) finds it far from every adult film (a scanned page or a photo that the children's checks let "
+            f"through); by folds by patient that check turned away {shares}.")
 
 
 def _by_projection(cv) -> str:

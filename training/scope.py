@@ -77,8 +77,10 @@ class Features:
     adult_trunk: np.ndarray | None = None
 
 
-def score(loaded, images, batch_size=32) -> Features:
-    """Decoded images -> their features and statistics verdicts, as pneumo.analysis computes them."""
+def score(loaded, images, batch_size=32, adult_trunk=False) -> Features:
+    """Decoded images -> their features and statistics verdicts, as pneumo.analysis computes them.
+    adult_trunk: also the adult trunk's features, where the run folder has one (adult films only:
+    they are what the adult answer is fitted on, and the trunk's pass is the slow part at 224 px)."""
     parts = {name: [] for name in ("pooled", "regions", "raw", "adult", "adult_lungs", "adult_trunk")}
     refused = []
     for start in range(0, len(images), batch_size):
@@ -90,7 +92,7 @@ def score(loaded, images, batch_size=32) -> Features:
         parts["raw"].append(outputs.raw)
         parts["adult"].append(adult_features(outputs.maps))
         parts["adult_lungs"].append(adult_features(outputs.maps, lung_grid(lungs, outputs.maps)))
-        if loaded.adult_trunk is not None:
+        if adult_trunk and loaded.adult_trunk is not None:
             maps = trunk_maps(loaded.adult_trunk, films)
             parts["adult_trunk"].append(adult_features(maps, lung_grid(lungs, maps)))
         refused += [statistics_reason(f) is not None for f in films]
@@ -100,9 +102,10 @@ def score(loaded, images, batch_size=32) -> Features:
 
 def score_set(loaded, images, outside, groups, pneumonia, variants, seed) -> Scored:
     rng = np.random.default_rng(seed)
-    scored = {"original": score(loaded, images)}
+    adults = bool(outside)
+    scored = {"original": score(loaded, images, adult_trunk=adults)}
     for name in variants:
-        scored[name] = score(loaded, [VARIANTS[name](image, rng) for image in images])
+        scored[name] = score(loaded, [VARIANTS[name](image, rng) for image in images], adult_trunk=adults)
     return Scored(np.full(len(images), outside), np.asarray(groups), np.asarray(pneumonia), scored)
 
 
