@@ -62,7 +62,12 @@ def adult_outputs(loaded, images, maps, with_heatmap=False) -> AdultOutputs:
         maps = trunk_maps(loaded.adult_trunk, images)
     lungs = [lungs_or_assumed(image) for image in images] if head.lungs else None
     weights = lung_grid(lungs, maps) if lungs else None
-    heat = class_activation(maps, head.channel_weights(maps, weights)) if with_heatmap else None
+    heat = None
+    if with_heatmap:
+        # A head that pools over the lungs never reads the rest of the film (labels, markers, the
+        # shoulders): its evidence there is nil, so the heatmap is weighted by each cell's share of lung.
+        seen = maps if weights is None else maps * weights[..., None]
+        heat = class_activation(seen, head.channel_weights(maps, weights))
     return AdultOutputs(adult_features(maps, weights), heat, lungs)
 
 

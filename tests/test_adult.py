@@ -205,6 +205,7 @@ def test_the_adult_answer_reads_the_trunks_maps_over_the_films_lungs(adult_servi
     child_weights = lung_weights(fields, child_maps.shape[1:3])[None]
     assert score != pytest.approx(head.score(adult_features(child_maps, child_weights))[0], abs=0.1)  # nor the children's maps
     assert result.heatmap.shape == (28, 28)  # the adult evidence, on the trunk's finer grid
+    assert not result.heatmap[weights[0] == 0].any() and result.heatmap.max() == pytest.approx(1.0)  # lungs only
 
 
 def test_a_head_whose_trunk_is_missing_leaves_adults_outside(adult_serving_folder, films, tmp_path):
