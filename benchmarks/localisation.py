@@ -224,7 +224,8 @@ def _adult_evidence(head, loaded, film):
     else:
         _, maps = loaded.runtime(preprocess(film.image, loaded.config["image_size"]))
     weights = lung_grid([lungs_or_assumed(film.image)], maps) if head.lungs else None
-    heat = class_activation(maps, head.channel_weights(maps, weights))[0]
+    seen = maps if weights is None else maps * weights[..., None]  # as pneumo.predict.adult_outputs
+    heat = class_activation(seen, head.channel_weights(maps, weights))[0]
     return heat, bool(head.probability(adult_features(maps, weights))[0] >= head.threshold)
 
 
