@@ -19,7 +19,8 @@ children's figures, and who gets a verdict at all.
 - Children: val/ through pneumo.analysis with the run folder's own files.
 - Scope: benchmarks/scope_eval.py's table from the same scoring pass.
 
-One scoring pass of every set with its variants: about 15 minutes on 2 cores.
+One scoring pass of every set with its variants: about an hour on 2 cores (the adult trunk's pass
+at 224 px is most of it).
 """
 
 import json
@@ -100,11 +101,11 @@ def main():
     labels = adult.read_labels(args.adult_data)
     joint = Path(args.model) / ADULT_HELD_OUT
     if joint.is_file():  # a joint run: its own read-out, on the patients it never trained on
-        _, measured = adult.held_out_judgement(sets.adults, labels, json.loads(joint.read_text()), args.seed)
-        how = f"the {measured['patients']} read patients the joint run held out"
+        _, judged = adult.held_out_judgement(sets.adults, labels, json.loads(joint.read_text()), args.seed)
+        how = f"the {judged['patients']} read patients the joint run held out"
     else:
-        measured, how = adult.cross_validate(sets.adults, labels, args.seed), f"{adult.FOLDS} folds by patient"
-    adult_rows(measured, routed, how)
+        judged, how = adult.cross_validate(sets.adults, labels, args.seed), f"{adult.FOLDS} folds by patient"
+    adult_rows(judged, routed, how)
     child_rows(loaded, splits)
     print(f"\nScope (population check threshold from cross-validation: {measured['threshold']:.3f})\n")
     print_scope_table([*cross_validated_rows(sets, loaded.ood_check, measured),
