@@ -32,13 +32,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from pneumo.preprocess import preprocess
 from pneumo.run_folder import ADULT_TRUNK, META_ADULT_TRUNK, ONNX_INPUT, ONNX_MAPS, ONNX_OPSET
 from pneumo.runtime_onnx import OnnxMaps
 
-from .data import IMAGE_SUFFIXES, load_splits
+from .data import IMAGE_SUFFIXES, load_splits, open_grey
 from .quantize import quantize, with_metadata
 
 LAYER = "block4_conv2"  # HED, 224 px, over the lungs: AUC as block4_pool's, at 5 MB instead of 8 (README)
@@ -91,7 +90,7 @@ def calibration_films(adult_dir, data_dir, count, seed=0) -> list:
     children = [s.path for s in load_splits(data_dir, seed=seed).train]
     picked = [adults[i] for i in rng.permutation(len(adults))[:count // 2]]
     picked += [children[i] for i in rng.permutation(len(children))[:count - len(picked)]]
-    return [_open(p) for p in picked]
+    return [open_grey(p) for p in picked]
 
 
 def write_trunk(run, weights, layer, image_size, films) -> dict:
@@ -143,11 +142,6 @@ def agreement(trunk, served, inputs, batch_size=16) -> dict:
         out[f"{name}_relative_error"] = float(np.abs(a - b).mean() / (np.abs(b).mean() or 1.0))
         out[f"{name}_correlation"] = float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
     return out
-
-
-def _open(path):
-    with Image.open(path) as image:
-        return image.convert("L")
 
 
 if __name__ == "__main__":

@@ -131,6 +131,12 @@ def load_splits(data_dir, holdout_fraction=HOLDOUT_FRACTION, seed=SEED) -> Split
     return Splits(train, holdout, "train_holdout", reports)
 
 
+def open_grey(path) -> Image.Image:
+    """An image file as a greyscale PIL image, its file closed."""
+    with Image.open(path) as image:
+        return image.convert("L")
+
+
 def load_pixels(samples, size, workers=1) -> np.ndarray:
     """uint8 (N, size, size) greyscale pixels of the samples, decoded by
     `workers` threads (Pillow releases the GIL while it decodes)."""

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from pneumo.classes import NORMAL
 from pneumo.loading import load_model
@@ -43,7 +42,7 @@ from pneumo.run_folder import (ADULT, ADULT_CHECK, ADULT_HELD_OUT, ADULT_REPORT,
                                POPULATION, POPULATION_REPORT, read_config)
 
 from . import adult, ood, population
-from .data import IMAGE_SUFFIXES, load_splits
+from .data import IMAGE_SUFFIXES, load_splits, open_grey
 from .variants import VARIANTS
 
 ADULT_DIR_ENV = "PNEUMO_ADULT_DATA_DIR"
@@ -110,7 +109,7 @@ def score_set(loaded, images, outside, groups, pneumonia, variants, seed) -> Sco
 
 
 def score_children(loaded, samples, variants, seed) -> Scored:
-    images = [_open(s.path) for s in samples]
+    images = [open_grey(s.path) for s in samples]
     return score_set(loaded, images, 0, [s.patient for s in samples], [int(s.label != NORMAL) for s in samples],
                      variants, seed)
 
@@ -124,15 +123,10 @@ def score_adults(loaded, folder, variants, seed, only_read=False) -> Scored:
         paths = [p for p in paths if rows.get(p.name, {}).get("rsna_class")]
     code = {"pneumonia": 1, "normal": 0}
     patients = [rows.get(p.name, {}).get("patient") or p.stem for p in paths]  # several films of one patient
-    scored = score_set(loaded, [_open(p) for p in paths], 1, patients,
+    scored = score_set(loaded, [open_grey(p) for p in paths], 1, patients,
                        [code.get(rows.get(p.name, {}).get("finding"), -1) for p in paths], variants, seed)
     scored.files = [p.name for p in paths]
     return scored
-
-
-def _open(path):
-    with Image.open(path) as image:
-        return image.convert("L")
 
 
 @dataclass
