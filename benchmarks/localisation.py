@@ -52,7 +52,7 @@ from pneumo.loading import BUNDLED_DIR  # noqa: E402
 from pneumo.lungs import WORK_SIDE, ZONES, lung_fields  # noqa: E402
 from pneumo.location import assumed_fields, locate, lungs_or_assumed  # noqa: E402
 from pneumo.photo import film_of  # noqa: E402
-from pneumo.predict import lung_grid, trunk_maps  # noqa: E402
+from pneumo.predict import adult_heatmaps, lung_grid, trunk_maps  # noqa: E402
 from pneumo.preprocess import preprocess  # noqa: E402
 
 SIDE = 384  # the films' and boxes' pixels
@@ -224,8 +224,7 @@ def _adult_evidence(head, loaded, film):
     else:
         _, maps = loaded.runtime(preprocess(film.image, loaded.config["image_size"]))
     weights = lung_grid([lungs_or_assumed(film.image)], maps) if head.lungs else None
-    seen = maps if weights is None else maps * weights[..., None]  # as pneumo.predict.adult_outputs
-    heat = class_activation(seen, head.channel_weights(maps, weights))[0]
+    heat = adult_heatmaps(head, maps, weights)[0]
     return heat, bool(head.probability(adult_features(maps, weights))[0] >= head.threshold)
 
 

@@ -12,7 +12,7 @@ the shoulders and the labels weigh as much as the lungs.
 
 Whose maps: a head with `trunk = 1` reads the adult trunk's
 (adult_trunk.int8.onnx, training/adult_trunk.py: pretrained VGG16
-convolutions at 224 px that never saw a child): a second pass, for adult
+convolutions at 160 px that never saw a child): a second pass, for adult
 films only. The children's model learnt its later blocks on children at
 128 px, and there the adult signal fades: the same read-out of its own maps
 ranked radiologists' opacities lower (the model card has both). Heads
@@ -56,9 +56,11 @@ def adult_features(maps, weights=None) -> np.ndarray:
 
 
 def lung_weights(fields, grid) -> np.ndarray:
-    """pneumo.lungs.LungFields -> (h, w): the share of each cell of a map grid that is lung.
+    """pneumo.lungs.LungFields -> (h, w): the share of each cell of a map grid that is aerated lung,
+    the dark part of the lung fields (pneumo/lungs.py): pooled over the whole fields, reaching
+    behind the diaphragm and the heart, the answer ranked opacities lower (README).
     The lung masks are on the square the model sees, so the grid lies on them cell for cell."""
-    mask = Image.fromarray(fields.mask.astype(np.float32))
+    mask = Image.fromarray(fields.aerated_mask.astype(np.float32))
     return np.asarray(mask.resize((grid[1], grid[0]), Image.Resampling.BOX), np.float64)
 
 

@@ -36,7 +36,7 @@ POPULATION_REPORT = "population.json"  # its cross-validated figures (training/s
 ADULT = "adult.npz"  # the adult answer's read-out of the model's features (pneumo/adult.py)
 ADULT_REPORT = "adult.json"  # its figures on radiologist-labelled adults and the shipping rule (training/adult.py)
 ADULT_HELD_OUT = "adult_held_out.json"  # a joint run: the adult patients no fit saw, and the trained read-out
-# The adult answer's own network: pretrained VGG16 convolutions at 224 px, int8 (training/adult_trunk.py)
+# The adult answer's own network: pretrained VGG16 convolutions at 160 px, int8 (training/adult_trunk.py)
 ADULT_TRUNK = "adult_trunk.int8.onnx"
 ADULT_CHECK = "adult_check.npz"  # the adult answer's features far from adult films': no verdict (pneumo/scope.py)
 ORIENTATION = "orientation.npz"  # the turned-or-inverted-film check (pneumo/orientation.py)

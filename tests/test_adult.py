@@ -72,6 +72,9 @@ def test_lung_weights_are_each_cells_share_of_lung():
     weights = lung_weights(LungFields(right, left), (2, 4))
     np.testing.assert_allclose(weights, [[1, 0, 0, 0], [1, 0, 0, 1]])
     assert lung_weights(LungFields(right, left), (8, 8)).shape == (8, 8)
+    # Fields that reach beyond the dark lung (behind the diaphragm): the answer pools over the dark part
+    reaching = LungFields(right | np.eye(128, dtype=bool), left, aerated=right | left)
+    np.testing.assert_allclose(lung_weights(reaching, (2, 4)), [[1, 0, 0, 0], [1, 0, 0, 1]])
 
 
 @pytest.mark.parametrize("over_lungs", [False, True])
@@ -193,7 +196,7 @@ def test_the_adult_answer_reads_the_trunks_maps_over_the_films_lungs(adult_servi
     result = analyse(films[ADULT_POPULATION], loaded)
     film = upright(film_of(decode(films[ADULT_POPULATION]).image), loaded.orientation_check)
     maps = trunk(preprocess(film.image, trunk.image_size))
-    assert maps.shape[1:] == (28, 28, trunk.channels)  # block4_conv2 at 224 px
+    assert maps.shape[1:] == (20, 20, trunk.channels)  # block4_conv2 at 160 px
     fields = lung_fields(film.image)
     assert fields is not None  # a real adult film: its own lungs, not the assumed ones
     weights = lung_weights(fields, maps.shape[1:3])[None]
@@ -204,7 +207,7 @@ def test_the_adult_answer_reads_the_trunks_maps_over_the_films_lungs(adult_servi
     _, child_maps = loaded.runtime(preprocess(film.image, loaded.config["image_size"]))
     child_weights = lung_weights(fields, child_maps.shape[1:3])[None]
     assert score != pytest.approx(head.score(adult_features(child_maps, child_weights))[0], abs=0.1)  # nor the children's maps
-    assert result.heatmap.shape == (28, 28)  # the adult evidence, on the trunk's finer grid
+    assert result.heatmap.shape == (20, 20)  # the adult evidence, on the trunk's finer grid
     assert not result.heatmap[weights[0] == 0].any() and result.heatmap.max() == pytest.approx(1.0)  # lungs only
 
 

@@ -72,6 +72,9 @@ def test_lung_fields_of_a_child_and_an_adult(child, adult):
         fields = lung_fields(Image.open(path))
         assert fields is not None, path
         assert fields.right.shape == (WORK_SIDE, WORK_SIDE) and not (fields.right & fields.left).any()
+        # The dark, air-filled lung lies inside the lung fields, which reach further (down, out and in)
+        assert fields.aerated_mask.any() and not (fields.aerated_mask & ~fields.mask).any()
+        assert fields.mask.sum() > 1.2 * fields.aerated_mask.sum()
         # The patient's right lung lies on the image's left.
         assert np.nonzero(fields.right)[1].mean() < WORK_SIDE / 2 < np.nonzero(fields.left)[1].mean()
         zones = fields.zones()
@@ -99,6 +102,25 @@ def test_lung_fields_of_a_photo_and_of_non_xrays(child):
 
 
 # Zones and sides
+
+def test_lung_fields_hold_most_of_the_radiologists_boxes(adult):
+    """On a frontal film the lower lobes reach behind the diaphragm's dome and the heart, where
+    radiologists box opacities too: the fields hold most of each box, not only the dark lung.
+    (On these 30 films: 82% of the boxes' area on average; the dark lung alone held 61%.)"""
+    rows = [row for row in csv.DictReader(open(ADULTS / "labels.csv")) if row["rsna_class"] == "Lung Opacity"]
+    shares = []
+    for row in rows[:30]:
+        image = Image.open(ADULTS / row["file"])
+        fields = lung_fields(image)
+        if fields is None:
+            continue
+        boxes = np.zeros((WORK_SIDE, WORK_SIDE), bool)
+        for box in row["rsna_boxes"].split(";"):
+            x, y, w, h = (float(v) * WORK_SIDE / image.width for v in box.split(","))
+            boxes[int(y):int(np.ceil(y + h)), int(x):int(np.ceil(x + w))] = True
+        shares.append((boxes & fields.mask).sum() / boxes.sum())
+    assert len(shares) >= 25 and np.mean(shares) >= 0.75, shares
+
 
 def test_zones_of_a_mirrored_film_swap_sides(child):
     film = Image.open(child).convert("L")

@@ -79,7 +79,7 @@ class Features:
 def score(loaded, images, batch_size=32, adult_trunk=False) -> Features:
     """Decoded images -> their features and statistics verdicts, as pneumo.analysis computes them.
     adult_trunk: also the adult trunk's features, where the run folder has one (adult films only:
-    they are what the adult answer is fitted on, and the trunk's pass is the slow part at 224 px)."""
+    they are what the adult answer is fitted on, and the trunk's pass is the slow part)."""
     parts = {name: [] for name in ("pooled", "regions", "raw", "adult", "adult_lungs", "adult_trunk")}
     refused = []
     for start in range(0, len(images), batch_size):
