@@ -353,10 +353,10 @@ def bench_in_process(model, files, args, runtime):
     inputs = [preprocess(image, size) for image in images]
     pick = lambda i: images[i % len(images)]  # noqa: E731
     out = {"runtime": loaded.identity["runtime"]}
-    out["analyse with heatmap"] = _time_calls(lambda i: analyse(pick(i), loaded, with_heatmap=True), args.runs)
-    out["analyse without heatmap"] = _time_calls(lambda i: analyse(pick(i), loaded, with_heatmap=False), args.runs)
-    out["model pass alone"] = _time_calls(lambda i: loaded.runtime(inputs[i % len(inputs)]), args.runs)
-    out["model pass + heatmap"] = _time_calls(lambda i: model_outputs(loaded, inputs[i % len(inputs)], True), args.runs)
+    out["analyse with heatmap"] = time_calls(lambda i: analyse(pick(i), loaded, with_heatmap=True), args.runs)
+    out["analyse without heatmap"] = time_calls(lambda i: analyse(pick(i), loaded, with_heatmap=False), args.runs)
+    out["model pass alone"] = time_calls(lambda i: loaded.runtime(inputs[i % len(inputs)]), args.runs)
+    out["model pass + heatmap"] = time_calls(lambda i: model_outputs(loaded, inputs[i % len(inputs)], True), args.runs)
     if loaded.adult_head is not None:  # an adult film: the children's pass, then the adult answer's own
         adult = decode(ADULT_EXAMPLE).image
         adult_input = preprocess(adult, size)
@@ -365,16 +365,16 @@ def bench_in_process(model, files, args, runtime):
             outputs = model_outputs(loaded, adult_input, True)
             return adult_outputs(loaded, [adult], outputs.maps, True)
 
-        out["adult: both passes + heatmaps"] = _time_calls(both_passes, args.runs)
-        out["adult: analyse with heatmap"] = _time_calls(lambda i: analyse(adult, loaded, with_heatmap=True), args.runs)
+        out["adult: both passes + heatmaps"] = time_calls(both_passes, args.runs)
+        out["adult: analyse with heatmap"] = time_calls(lambda i: analyse(adult, loaded, with_heatmap=True), args.runs)
     batch = images[:args.batch]
-    times = _time_calls(lambda i: analyse_many(batch, loaded, batch_size=args.batch), args.batches, warmup=1)
+    times = time_calls(lambda i: analyse_many(batch, loaded, batch_size=args.batch), args.batches, warmup=1)
     out["batch"] = {"images_per_s": args.batch / times["p50"], **times}
     out["batch_size"] = args.batch
     return out
 
 
-def _time_calls(call, runs, warmup=3):
+def time_calls(call, runs, warmup=3):
     for i in range(warmup):
         call(i)
     times = []
