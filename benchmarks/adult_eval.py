@@ -19,8 +19,7 @@ children's figures, and who gets a verdict at all.
 - Children: val/ through pneumo.analysis with the run folder's own files.
 - Scope: benchmarks/scope_eval.py's table from the same scoring pass.
 
-One scoring pass of every set with its variants: about an hour on 2 cores (the adult trunk's pass
-at 224 px is most of it).
+One scoring pass of every set with its variants: about 45 minutes on 2 cores.
 """
 
 import json
