@@ -9,8 +9,9 @@ that radiologists read are scored through the served pipeline, with the
 fitted variants, as `python -m training.scope RUN --only-adult` scores them;
 the adult answer is cross-validated on them (training/adult.py: five folds by
 patient, over --seeds draws of the folds); and the trunk's pass alone is timed
-on one adult film (--runs calls after a warm-up, as benchmarks/serving.py times). The adult answer's serving
-cost is mostly that pass, so the smallest size that keeps the figures wins.
+on one adult film (--runs calls after a warm-up, as benchmarks/serving.py
+times). That pass is what an adult's film costs on top of a child's, so the
+smallest size that keeps the figures wins.
 
 Printed: the mean over the draws of ROC AUC (opacity against normal), ROC AUC
 against every film read without opacity, and sensitivity and specificity at

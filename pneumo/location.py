@@ -4,9 +4,9 @@
     describe(location) -> str                  the same in one sentence, for people and screen readers
 
 The heatmap (pneumo/heatmap.py, on the model's grid) is brought to the lung
-step's square, blurred by one cell of that grid, kept only inside the lung fields (pneumo/lungs.py, widened by
-a few pixels), so that evidence on markers, text, the heart or outside the
-body is never named as a zone. Its strongest point is the `peak`; the
+step's square, blurred by one cell of that grid and kept only inside the
+lung fields (pneumo/lungs.py, widened by a few pixels), so that evidence on
+markers, text, the heart or outside the body is never named as a zone. Its strongest point is the `peak`; the
 connected area around it above half the peak's level is the hottest region,
 whose bounding box is `box`; `zones` are the lung zones holding at least
 ZONE_SHARE of that region's evidence inside the lungs, strongest first.
@@ -123,7 +123,7 @@ def _on_work_square(heatmap: np.ndarray) -> np.ndarray:
 def _smoothed(heat: np.ndarray, cells: int) -> np.ndarray:
     """The heatmap blurred by one cell of the map it came from: its single hottest cell is noisier
     than the middle of its hot area (on the boxed adult films, peaks in a radiologist's box went
-    from 48% to 53%, benchmarks/localisation.py)."""
+    from 48% to 54%, benchmarks/localisation.py)."""
     return ndimage.gaussian_filter(heat, WORK_SIDE / cells)
 
 
