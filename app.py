@@ -56,8 +56,7 @@ DISCLAIMER = (
 
 
 WAITING = "The answer appears here when you press *Analyse*."
-HEATMAP_ALT = ("The X-ray with the Grad-CAM heatmap over it: warm colours mark the areas that raised the model's "
-               "pneumonia estimate.")
+HEATMAP_ALT = "The X-ray with the model's heatmap over it: warm colours mark where its evidence for pneumonia is."
 
 # Clickable examples: public films (examples/README.md), named for their label in the UI.
 EXAMPLES = [Path(__file__).with_name("examples") / f"{name}.jpeg" for name in
@@ -159,9 +158,17 @@ CALIBRATED_ON = {
 }
 
 
-# Under every heatmap: what it is, and what it is not.
+# Under every heatmap: what it is, and what it is not. Each population's heatmap comes from its own answer.
 HEATMAP_MEANING = ("The colours show where the model's evidence is, with the lung fields outlined for orientation; "
                    "they are not a delineation of the disease.")
+GRAD_CAM = "Warm colours mark the areas that raised the model's pneumonia estimate (Grad-CAM)."
+OPACITY_MAP = ("Warm colours mark where the adult model sees opacity, as it learnt from radiologists' boxes around "
+               "opacities on adult X-rays.")
+
+
+def heatmap_source(population):
+    """What the heatmap of a film of `population` is: adults' is the opacity map where the model has one."""
+    return OPACITY_MAP if population == "adult" and MODEL.opacity_map is not None else GRAD_CAM
 
 
 def show(result):
@@ -184,8 +191,9 @@ def show(result):
         *[f"⚠️ {warning}" for warning in warnings],
     ]
     where = [f"**{describe(result['location'])}**"] if result.get("location") else []
+    meaning = f"{heatmap_source(result['population'])} {HEATMAP_MEANING}"
     return (verdict, breakdown_update(result["probabilities"]), "\n\n".join(notes), gr.update(visible=True),
-            "\n\n".join([*where, HEATMAP_MEANING]))
+            "\n\n".join([*where, meaning]))
 
 
 def breakdown_update(probabilities):
@@ -225,7 +233,7 @@ def build(loaded):
                                      elem_id="breakdown", visible=False)
                 notes = gr.Markdown(WAITING, elem_id="notes")
                 # Beside the answer it explains, as wide as the column (CSS above); words about it go under it.
-                heatmap = gr.Image(label="Grad-CAM: the areas that raised the model's pneumonia estimate",
+                heatmap = gr.Image(label="Where the model's evidence for pneumonia is",
                                    type="pil", format="png", interactive=False, elem_id="heatmap", visible=False,
                                    alt_text=HEATMAP_ALT)
                 where = gr.Markdown(elem_id="where")

@@ -16,21 +16,30 @@ For each method:
   the boxes cover (a zone is covered when a box holds at least 10% of its
   area or 25% of the box lies in it, zones taken from the film's lung fields).
 
-Methods: "whole frame" (Grad-CAM over the whole film, zones as halves and
-thirds of the frame: what the app had before lung fields), "in the lung
-fields" (what ships, pneumo/location.py) and "lung fields, 16 x 16": a
-finer Grad-CAM from the same maps and head kernel, the film moved a quarter
-of a cell four ways and the four 8 x 8 maps interleaved (four more model
-passes; measured here, not shipped). "adult read-out, in the lung fields":
-the evidence of the run folder's adult answer (adult.npz, pneumo/adult.py),
-whether or not it ships: what adults would be shown once it does; its own
-PNEUMONIA calls (at its threshold) are a row of their own. With --block4,
-"lung fields, block 4 (16 x 16)": Grad-CAM of P(pneumonia) on the earlier
-block4_conv3 maps, computed with Keras (TensorFlow): serving it would need
-those maps and their gradient as ONNX outputs, so it is measured here only. Rows: films the model calls PNEUMONIA
-(the targets: pointing >= 70%, zones >= 80%), films with another answer
-(NORMAL, or no verdict: out of scope) and all boxed films, each with the
-location computed whatever the answer (analyse's research_location).
+Methods: "in the lung fields" is what ships (pneumo/location.py): the
+heatmap of the answer the film got, inside the lung fields. For adults it
+is the opacity map (pneumo/opacity.py) when the run folder has one; that
+one was fitted on these very films, so it is refitted here in five folds
+by patient (training/opacity.py, --seed) and each film gets the map fitted
+without its patient. "whole frame" is the same heatmap over the whole
+film, zones as halves and thirds of the frame (the app before lung
+fields). "adult read-out's Grad-CAM, in the lung fields": Grad-CAM of the
+run folder's adult answer (adult.npz, pneumo/adult.py), what adults were
+shown before the opacity map; its own PNEUMONIA calls (at its threshold)
+are a row of their own. Without --no-fine, "lung fields, 16 x 16": a
+finer Grad-CAM of the children's model from the same maps and head
+kernel, the film moved a quarter of a cell four ways and the four 8 x 8
+maps interleaved (four more model passes; measured here, not shipped).
+With --block4, "lung fields, block 4 (16 x 16)": Grad-CAM of P(pneumonia)
+on the children's model's block4_conv3 maps, computed with Keras
+(TensorFlow), measured here only.
+
+Rows: films the model calls PNEUMONIA (the targets: pointing >= 70%,
+zones >= 80%), split by whose answer called them (the population check
+routes some adult films to the children's answer), films with another
+answer (NORMAL, or no verdict: out of scope) and all boxed films, each
+with the location computed whatever the answer (analyse's
+research_location).
 """
 
 import argparse
@@ -54,29 +63,12 @@ from pneumo.location import assumed_fields, locate, lungs_or_assumed  # noqa: E4
 from pneumo.photo import film_of  # noqa: E402
 from pneumo.predict import adult_heatmaps, lung_grid, trunk_maps  # noqa: E402
 from pneumo.preprocess import preprocess  # noqa: E402
+from training.opacity import BOX_SIDE, box_mask, boxes_of, out_of_fold_maps, read_films  # noqa: E402
 
-SIDE = 384  # the films' and boxes' pixels
-ADULT_METHOD = "adult read-out, in the lung fields"
+SIDE = BOX_SIDE  # the films' and boxes' pixels
+ADULT_METHOD = "adult read-out's Grad-CAM, in the lung fields"
 BLOCK4_METHOD = "lung fields, block 4 (16 x 16, Keras)"
 COVERED_ZONE_SHARE, COVERED_BOX_SHARE = 0.10, 0.25
-
-
-def boxes_of(row) -> list:
-    boxes = [tuple(map(float, b.split(","))) for b in row["rsna_boxes"].split(";") if b.strip()] \
-        if row["rsna_class"] == "Lung Opacity" else []
-    for item in filter(None, row["nih_boxes"].split(";")):
-        finding, numbers = item.split(":")
-        if finding.strip().lower() == "pneumonia":
-            boxes.append(tuple(map(float, numbers.split(","))))
-    return boxes
-
-
-def box_mask(boxes, side) -> np.ndarray:
-    mask = np.zeros((side, side), bool)
-    for x, y, w, h in boxes:
-        s = side / SIDE
-        mask[int(y * s):int(np.ceil((y + h) * s)), int(x * s):int(np.ceil((x + w) * s))] = True
-    return mask
 
 
 def covered_zones(boxes, zone_map) -> set:
@@ -108,20 +100,25 @@ def main():
     parser.add_argument("--no-fine", action="store_true", help="skip the 16 x 16 heatmap (4 model passes a film)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N boxed films (a quick look)")
     parser.add_argument("--block4", action="store_true", help="also Grad-CAM on block4_conv3 (Keras, TensorFlow)")
+    parser.add_argument("--seed", type=int, default=0, help="the opacity map's folds by patient")
     args = parser.parse_args()
     rows = [row for row in csv.DictReader(open(Path(args.data) / "labels.csv")) if boxes_of(row)]
     rows = rows[:args.limit] if args.limit else rows
     from pneumo.loading import get_model
 
     loaded = get_model()
+    held_out = _held_out_opacity_maps(loaded, args.data, args.seed)
     adult_head = AdultHead.load(os.environ.get("PNEUMO_MODEL_PATH") or BUNDLED_DIR)
     results = {"whole frame": [], "in the lung fields": [], "lung fields, 16 x 16 (4 shifted passes)": [],
                ADULT_METHOD: [], BLOCK4_METHOD: []}
     block4 = _block4_gradcam(os.environ.get("PNEUMO_MODEL_PATH") or BUNDLED_DIR) if args.block4 else None
     counts = {method: [] for method in results}
-    groups, adult_calls, found, seconds = [], [], 0, {"analyse (with heatmap)": [], "locate (lung fields, zones, peak, box)": []}
+    groups, populations, adult_calls, found = [], [], [], 0
+    seconds = {"analyse (with heatmap)": [], "locate (lung fields, zones, peak, box)": []}
     for row in rows:
         decoded = decode(str(Path(args.data) / row["file"]))
+        if held_out:
+            loaded.opacity_map = held_out[row["file"]]  # fitted without this patient's films
         start = time.perf_counter()
         analysis = analyse(decoded, loaded, research_location=True)
         film = film_of(decoded.image)
@@ -155,12 +152,18 @@ def main():
             results[BLOCK4_METHOD].append(scores(where, boxes_of(row), covered))
             counts[BLOCK4_METHOD].append(len(where["zones"]))
         groups.append(analysis.label or f"no verdict ({analysis.scope})")
-    groups = np.array(groups)
+        populations.append(analysis.population)
+    groups, populations = np.array(groups), np.array(populations)
     print(f"model: {loaded.identity.get('name')} ({loaded.identity.get('runtime')}); {len(rows)} boxed films; "
           f"lung fields found on {found} ({found / len(rows):.0%}), assumed on the rest")
-    print("answers: " + ", ".join(f"{name} {int((groups == name).sum())}" for name in sorted(set(groups))))
-    subsets = {"called PNEUMONIA": groups == "PNEUMONIA", "other answers (NORMAL or no verdict)": groups != "PNEUMONIA",
-               "all boxed films": np.ones(len(groups), bool)}
+    print("answers: " + ", ".join(f"{name} {int((groups == name).sum())}" for name in sorted(set(groups)))
+          + "; routed to the adult answer " + str(int((populations == "adult").sum()))
+          + ", to the children's " + str(int((populations == "child").sum())))
+    called = groups == "PNEUMONIA"
+    subsets = {"called PNEUMONIA": called,
+               "called PNEUMONIA by the adult answer": called & (populations == "adult"),
+               "called PNEUMONIA by the children's answer": called & (populations == "child"),
+               "other answers (NORMAL or no verdict)": ~called, "all boxed films": np.ones(len(groups), bool)}
     if adult_calls:
         subsets["the adult read-out calls PNEUMONIA"] = np.array(adult_calls)
     print("\n| films | n | method | peak in a box | mean IoU of box | zone words name a boxed zone |")
@@ -181,6 +184,17 @@ def main():
 
 
 
+
+
+def _held_out_opacity_maps(loaded, data, seed) -> dict:
+    """File -> an opacity map fitted without the film's patient (training/opacity.py), when the run
+    folder has one; {} otherwise. The run folder's own was fitted on these very films."""
+    if loaded.opacity_map is None:
+        return {}
+    started = time.perf_counter()
+    held_out = out_of_fold_maps(read_films(loaded, data, log=lambda _: None), seed)
+    print(f"opacity map: refitted in folds by patient (seed {seed}) in {time.perf_counter() - started:.0f} s")
+    return held_out
 
 
 def shifted(inputs: np.ndarray, step: int) -> np.ndarray:

@@ -55,12 +55,13 @@ def adult_features(maps, weights=None) -> np.ndarray:
     return np.concatenate([mean, peak], axis=1).astype(maps.dtype)
 
 
-def lung_weights(fields, grid) -> np.ndarray:
+def lung_weights(fields, grid, aerated=True) -> np.ndarray:
     """pneumo.lungs.LungFields -> (h, w): the share of each cell of a map grid that is aerated lung,
     the dark part of the lung fields (pneumo/lungs.py): pooled over the whole fields, reaching
     behind the diaphragm and the heart, the answer ranked opacities lower (README).
+    aerated=False: the share of the whole fields (where radiologists' boxes lie).
     The lung masks are on the square the model sees, so the grid lies on them cell for cell."""
-    mask = Image.fromarray(fields.aerated_mask.astype(np.float32))
+    mask = Image.fromarray((fields.aerated_mask if aerated else fields.mask).astype(np.float32))
     return np.asarray(mask.resize((grid[1], grid[0]), Image.Resampling.BOX), np.float64)
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .predict import GRID
-from .run_folder import ADULT, ADULT_CHECK, KERAS_MODEL, ONNX_REPORT, OOD, ORIENTATION, POPULATION, REQUIRED, read_config
+from .run_folder import (ADULT, ADULT_CHECK, ADULT_OPACITY, KERAS_MODEL, ONNX_REPORT, OOD, ORIENTATION, POPULATION,
+                         REQUIRED, read_config)
 from .runtime import ONNX_FLOAT, ONNX_INT8, load_runtime
 from .settings import setting
 
@@ -65,6 +66,19 @@ class LoadedModel:
         except (ImportError, ValueError) as error:
             log.warning("%s: adults get no verdict from a head that reads it", error)
             return None
+
+    @functools.cached_property
+    def opacity_map(self):
+        """Where on an adult film the opacity is (adult_opacity.npz, pneumo/opacity.py), or None:
+        adults' heatmaps are then the adult answer's Grad-CAM."""
+        from .opacity import OpacityMap
+
+        head = self.adult_head
+        if head is None or not head.trunk:
+            return None
+        return self._fitted(OpacityMap.load, ADULT_OPACITY,
+                            lambda m: m.coef.shape == (2 * self._adult_channels(head),),
+                            "adults' heatmaps are the adult answer's Grad-CAM")
 
     @functools.cached_property
     def adult_check(self):

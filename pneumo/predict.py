@@ -9,9 +9,10 @@ checks and the heatmaps are computed from the maps in numpy
 (pneumo/heatmap.py), so every runtime yields all of them from the same pass.
 Films the population check sends to adults get the adult answer's features:
 from the same maps, or, for a head with its own trunk, from a second pass
-through that trunk (pneumo/adult.py says why). Everything after this (the scope checks, calibration, the
-verdict) is pneumo/analysis.py's; everything before it (decoding,
-preprocessing) too.
+through that trunk (pneumo/adult.py says why); their heatmap is the opacity
+map of those maps (pneumo/opacity.py) when the run folder has one.
+Everything after this (the scope checks, calibration, the verdict) is
+pneumo/analysis.py's; everything before it (decoding, preprocessing) too.
 """
 
 from dataclasses import dataclass
@@ -64,17 +65,20 @@ def adult_outputs(loaded, images, maps, with_heatmap=False) -> AdultOutputs:
     weights = lung_grid(lungs, maps) if lungs else None
     heat = None
     if with_heatmap:
-        heat = adult_heatmaps(head, maps, weights)
+        heat = adult_heatmaps(head, maps, weights, loaded.opacity_map, lungs)
     return AdultOutputs(adult_features(maps, weights), heat, lungs)
 
 
-def adult_heatmaps(head, maps, weights) -> np.ndarray:
-    """Grad-CAM of the adult read-out (N, h, w), on the maps weighed cell by cell by `weights`
-    (N, h, w: each cell's share of aerated lung, what the read-out pools over; None: the film).
-    A head that pools over the lungs never reads the rest of the film (labels, markers, the
-    shoulders): its evidence there is nil. Weighed by the whole lung fields instead, the peaks
-    went to the diaphragm and the heart's edge: 29% fell in a radiologist's box, against 49%
-    (benchmarks/localisation.py)."""
+def adult_heatmaps(head, maps, weights, opacity=None, lungs=None) -> np.ndarray:
+    """Where on each adult film the evidence is (N, h, w): the opacity map (pneumo/opacity.py), read
+    on the lung fields `lungs`, when the run folder has one; else Grad-CAM of the adult read-out, on
+    the maps weighed cell by cell by `weights` (N, h, w: each cell's share of aerated lung, what the
+    read-out pools over; None: the film). A head that pools over the lungs never reads the rest of
+    the film (labels, markers, the shoulders): its evidence there is nil. Weighed by the whole lung
+    fields instead, Grad-CAM's peaks went to the diaphragm and the heart's edge: 29% fell in a
+    radiologist's box, against 49% (benchmarks/localisation.py)."""
+    if opacity is not None and lungs is not None:
+        return opacity.heatmap(maps, lung_grid(lungs, maps, aerated=False))
     seen = maps if weights is None else maps * weights[..., None]
     return class_activation(seen, head.channel_weights(maps, weights))
 
@@ -84,10 +88,10 @@ def trunk_maps(trunk, images) -> np.ndarray:
     return trunk(np.concatenate([preprocess(image, trunk.image_size) for image in images]))
 
 
-def lung_grid(lungs, maps) -> np.ndarray:
-    """Each film's lung fields -> (N, h, w): the share of aerated lung in each cell of the maps'
-    grid (pneumo/adult.py `lung_weights`)."""
-    return np.stack([lung_weights(fields, maps.shape[1:3]) for fields in lungs])
+def lung_grid(lungs, maps, aerated=True) -> np.ndarray:
+    """Each film's lung fields -> (N, h, w): the share of aerated lung (or, aerated=False, of the
+    whole fields) in each cell of the maps' grid (pneumo/adult.py `lung_weights`)."""
+    return np.stack([lung_weights(fields, maps.shape[1:3], aerated) for fields in lungs])
 
 
 def regions(maps, cells=GRID) -> np.ndarray:

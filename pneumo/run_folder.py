@@ -38,6 +38,8 @@ ADULT_REPORT = "adult.json"  # its figures on radiologist-labelled adults and th
 ADULT_HELD_OUT = "adult_held_out.json"  # a joint run: the adult patients no fit saw, and the trained read-out
 # The adult answer's own network: pretrained VGG16 convolutions at 160 px, int8 (training/adult_trunk.py)
 ADULT_TRUNK = "adult_trunk.int8.onnx"
+# Where on an adult film the opacity is: a cell-by-cell read-out of the trunk's maps (pneumo/opacity.py)
+ADULT_OPACITY = "adult_opacity.npz"
 ADULT_CHECK = "adult_check.npz"  # the adult answer's features far from adult films': no verdict (pneumo/scope.py)
 ORIENTATION = "orientation.npz"  # the turned-or-inverted-film check (pneumo/orientation.py)
 CARD = "README.md"  # the model card
@@ -48,7 +50,7 @@ CHECKPOINTS = "checkpoints"  # per-epoch training state: never pushed, never ser
 # config.json first).
 REQUIRED = (CONFIG, KERAS_MODEL)
 OPTIONAL = (METRICS, CARD, OOD, POPULATION, POPULATION_REPORT, ADULT, ADULT_REPORT, ADULT_TRUNK, ADULT_CHECK,
-            ORIENTATION, INT8_ONNX, FLOAT_ONNX, ONNX_REPORT)
+            ADULT_OPACITY, ORIENTATION, INT8_ONNX, FLOAT_ONNX, ONNX_REPORT)
 # Left out of a push: training state and the temporary full-precision copy.
 NOT_PUSHED = [f"{CHECKPOINTS}/", "*.float32.keras"]
 

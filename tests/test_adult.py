@@ -18,8 +18,9 @@ from pneumo.loading import BUNDLED_DIR, load_model
 from pneumo.lungs import LungFields, lung_fields
 from pneumo.orientation import upright
 from pneumo.photo import film_of
+from pneumo.predict import adult_heatmaps
 from pneumo.preprocess import preprocess
-from pneumo.run_folder import ADULT, ADULT_CHECK, ADULT_REPORT, ADULT_TRUNK
+from pneumo.run_folder import ADULT, ADULT_CHECK, ADULT_OPACITY, ADULT_REPORT, ADULT_TRUNK
 from pneumo.scope import ADULT as ADULT_POPULATION
 from pneumo.ood import FeatureCheck
 from pneumo.location import assumed_fields
@@ -208,7 +209,25 @@ def test_the_adult_answer_reads_the_trunks_maps_over_the_films_lungs(adult_servi
     child_weights = lung_weights(fields, child_maps.shape[1:3])[None]
     assert score != pytest.approx(head.score(adult_features(child_maps, child_weights))[0], abs=0.1)  # nor the children's maps
     assert result.heatmap.shape == (20, 20)  # the adult evidence, on the trunk's finer grid
-    assert not result.heatmap[weights[0] == 0].any() and result.heatmap.max() == pytest.approx(1.0)  # lungs only
+    # Where: the opacity map (pneumo/opacity.py), read on the whole lung fields and nil outside them.
+    assert loaded.opacity_map is not None
+    fields_share = lung_weights(fields, maps.shape[1:3], aerated=False)
+    assert np.array_equal(result.heatmap, loaded.opacity_map.heatmap(maps, fields_share[None])[0])
+    assert not result.heatmap[fields_share == 0].any() and result.heatmap.max() == pytest.approx(1.0)
+
+
+def test_without_an_opacity_map_the_adult_heatmap_is_grad_cam(adult_serving_folder, films, tmp_path):
+    """An older run folder (no adult_opacity.npz): adults still get a heatmap, the read-out's Grad-CAM."""
+    folder = tmp_path / "run"
+    shutil.copytree(adult_serving_folder, folder)
+    (folder / ADULT_OPACITY).unlink()
+    loaded = load_model(folder)
+    assert loaded.opacity_map is None and loaded.adult_head is not None
+    result = analyse(films[ADULT_POPULATION], loaded)
+    film = upright(film_of(decode(films[ADULT_POPULATION]).image), loaded.orientation_check)
+    maps = loaded.adult_trunk(preprocess(film.image, loaded.adult_trunk.image_size))
+    weights = lung_weights(lung_fields(film.image), maps.shape[1:3])[None]
+    assert np.allclose(result.heatmap, adult_heatmaps(loaded.adult_head, maps, weights)[0], atol=1e-6)
 
 
 def test_a_head_whose_trunk_is_missing_leaves_adults_outside(adult_serving_folder, films, tmp_path):

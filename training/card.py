@@ -138,7 +138,19 @@ one hospital, the NIH Clinical Center), {how}: ROC AUC {cv['roc_auc']:.3f} for o
 specificity {cv['specificity']:.3f} at its threshold, ROC AUC {cv['roc_auc_all_read']:.3f} against every film
 read without opacity, ECE {cv['ece']:.3f}. It ships only if ROC AUC >= {report['rule']['roc_auc']},
 sensitivity >= {report['rule']['sensitivity']} with specificity >= {report['rule']['specificity']}, and ROC AUC
-against all read films >= {report['rule']['roc_auc_all_read']}. {outcome}{_by_projection(cv)}{_feature_check(report)}"""
+against all read films >= {report['rule']['roc_auc_all_read']}. {outcome}{_by_projection(cv)}{_feature_check(report)}\
+{_opacity_map(report)}"""
+
+
+def _opacity_map(report) -> str:
+    """One sentence on adult_opacity.npz (training/opacity.py), when the run has one."""
+    fitted = report.get("opacity_map")
+    if not fitted:
+        return ""
+    return (f"\nAn adult film's heatmap is an opacity map (`adult_opacity.npz`): a logistic regression on each "
+            f"cell of the trunk's maps and its neighbourhood, trained on the lung cells of {fitted['films']} films "
+            f"that radiologists read or boxed ({fitted['boxed_films']} with boxes around opacities, each also mirrored) "
+            "to give the chance that the cell lies inside a box. It says where, never whether.")
 
 
 def _feature_check(report) -> str:

@@ -16,7 +16,10 @@ film. Then it fits
   cross-validation, and population.json keeps the measured figures;
 - adult.npz: the adult answer (training/adult.py), where radiologists read
   some of the adult films; adult.json keeps its figures and whether it met
-  the shipping rule.
+  the shipping rule;
+- adult_opacity.npz: where on an adult film the opacity is (training/
+  opacity.py), from the films radiologists boxed, for an adult answer that
+  ships with its own trunk.
 
 A run without adult films gets no population check (adults then get
 verdicts; `pneumo info` and the card say so).
@@ -38,10 +41,10 @@ from pneumo.photo import film_of
 from pneumo.adult import adult_features
 from pneumo.predict import lung_grid, model_outputs, trunk_maps
 from pneumo.preprocess import preprocess
-from pneumo.run_folder import (ADULT, ADULT_CHECK, ADULT_HELD_OUT, ADULT_REPORT, CARD, METRICS, ONNX_REPORT, OOD,
-                               POPULATION, POPULATION_REPORT, read_config)
+from pneumo.run_folder import (ADULT, ADULT_CHECK, ADULT_HELD_OUT, ADULT_OPACITY, ADULT_REPORT, CARD, METRICS,
+                               ONNX_REPORT, OOD, POPULATION, POPULATION_REPORT, read_config)
 
-from . import adult, ood, population
+from . import adult, ood, opacity, population
 from .data import IMAGE_SUFFIXES, load_splits, open_grey
 from .variants import VARIANTS
 
@@ -170,7 +173,7 @@ def fit_and_save(run_folder, data_dir, adult_dir=None, seed=0, log=print) -> dic
 def fit_adult_answer(adults, adult_dir, out, seed, log):
     """adult.npz and adult.json (training/adult.py) from scored adult films, where radiologists
     read some of them; without readings there is nothing to validate on, so no adult answer."""
-    for name in (ADULT, ADULT_REPORT, ADULT_CHECK):
+    for name in (ADULT, ADULT_REPORT, ADULT_CHECK, ADULT_OPACITY):
         (out / name).unlink(missing_ok=True)
     labels = adult.read_labels(adult_dir)
     if not np.isin(adult.readings(adults, labels), (adult.OPACITY, adult.NORMAL)).any():
@@ -178,7 +181,11 @@ def fit_adult_answer(adults, adult_dir, out, seed, log):
         return None
     joint = Path(out) / ADULT_HELD_OUT  # a joint run: judge its own read-out on the patients it held out
     trained = json.loads(joint.read_text()) if joint.is_file() else None
-    return adult.fit_and_save(out, adults, labels, seed, log, trained)
+    report = adult.fit_and_save(out, adults, labels, seed, log, trained)
+    # Where on the film (adults' heatmap): it reads the trunk of a shipped answer, so it comes after it.
+    report["opacity_map"] = opacity.fit_and_save(out, adult_dir, log)
+    (Path(out) / ADULT_REPORT).write_text(json.dumps(report, indent=2))
+    return report
 
 
 def refit_adult_answer(run_folder, adult_dir, seed=0, log=print):
