@@ -84,6 +84,7 @@ def test_box_masks_and_the_boxes_of_a_row():
            "nih_boxes": "Pneumonia:5,5,10,10;Effusion:1,1,2,2"}
     assert opacity_fit.boxes_of(row) == [(10, 20, 30, 40), (200, 100, 50, 60), (5, 5, 10, 10)]
     assert opacity_fit.boxes_of({**row, "rsna_class": "Normal"}) == [(5, 5, 10, 10)]  # RSNA boxes only for opacity
+    assert opacity_fit.boxes_of({"rsna_class": "Lung Opacity"}) == []  # a labels.csv without box columns
     mask = opacity_fit.box_mask([(192, 0, 192, 96)], 4)  # the top quarter of the right half
     assert mask.tolist() == [[False, False, True, True]] + [[False] * 4] * 3
 

@@ -149,8 +149,8 @@ def _opacity_map(report) -> str:
         return ""
     return (f"\nAn adult film's heatmap is an opacity map (`adult_opacity.npz`): a logistic regression on each "
             f"cell of the trunk's maps and its neighbourhood, trained on the lung cells of {fitted['films']} films "
-            f"that radiologists read or boxed ({fitted['boxed_films']} with boxes around opacities, each also mirrored) "
-            "to give the chance that the cell lies inside a box. It says where, never whether.")
+            f"that radiologists read or boxed ({fitted['boxed_films']} with boxes around opacities, each also "
+            "mirrored) to give the chance that the cell lies inside a box. It says where, never whether.")
 
 
 def _feature_check(report) -> str:

@@ -56,10 +56,11 @@ class BoxedFilm:
 
 
 def boxes_of(row) -> list:
-    """A labels.csv row -> the boxes around its opacities: RSNA's (for `Lung Opacity`) and NIH's Pneumonia boxes."""
-    boxes = [tuple(map(float, b.split(","))) for b in row["rsna_boxes"].split(";") if b.strip()] \
-        if row["rsna_class"] == "Lung Opacity" else []
-    for item in filter(None, row["nih_boxes"].split(";")):
+    """A labels.csv row -> the boxes around its opacities: RSNA's (for `Lung Opacity`) and NIH's Pneumonia boxes
+    (none where the file has no such columns)."""
+    boxes = [tuple(map(float, b.split(","))) for b in (row.get("rsna_boxes") or "").split(";") if b.strip()] \
+        if row.get("rsna_class") == "Lung Opacity" else []
+    for item in filter(None, (row.get("nih_boxes") or "").split(";")):
         finding, numbers = item.split(":")
         if finding.strip().lower() == "pneumonia":
             boxes.append(tuple(map(float, numbers.split(","))))
@@ -78,7 +79,7 @@ def box_mask(boxes, side) -> np.ndarray:
 def read_films(loaded, folder, log=print) -> list[BoxedFilm]:
     """The films of `folder` that radiologists read or boxed, through the served steps."""
     rows = [row for row in read_labels(folder).values()
-            if (row["rsna_class"] or boxes_of(row)) and (Path(folder) / row["file"]).is_file()]
+            if (row.get("rsna_class") or boxes_of(row)) and (Path(folder) / row["file"]).is_file()]
     films = []
     for i, row in enumerate(rows):
         image = open_grey(Path(folder) / row["file"])
