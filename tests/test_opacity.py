@@ -1,6 +1,7 @@
 """The opacity map (pneumo/opacity.py, fitted by training/opacity.py): where on an adult film the opacity is."""
 
 import csv
+import json
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pneumo.location import locate, lungs_or_assumed
 from pneumo.opacity import OpacityMap, cell_features
 from pneumo.photo import film_of
 from pneumo.predict import adult_heatmaps, lung_grid, trunk_maps
-from pneumo.run_folder import ADULT_OPACITY
+from pneumo.run_folder import ADULT_OPACITY, ADULT_REPORT, CARD
 from tests.conftest import ADULT_DATA, ROOT, require
 from training import opacity as opacity_fit
 
@@ -148,6 +149,8 @@ def test_the_command_fits_a_map_that_serves(read_subset, tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert '"boxed_films": 40' in done.stdout and '"films": 80' in done.stdout
+    assert json.loads((folder / ADULT_REPORT).read_text())["opacity_map"]["films"] == 80  # what the card says
+    assert "`adult_opacity.npz`" in (folder / CARD).read_text() and "80 films" in (folder / CARD).read_text()
     loaded = load_model(folder)
     assert loaded.opacity_map is not None
     boxed = next(row["file"] for row in csv.DictReader(open(read_subset / "labels.csv")) if opacity_fit.boxes_of(row))

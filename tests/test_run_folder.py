@@ -88,3 +88,17 @@ def test_the_file_names_are_the_documented_ones():
     assert {"model.keras", "model.int8.onnx", "model.float.onnx", "config.json", "ood.npz",
             "population.npz"} <= FILE_NAMES
     assert Path(run_folder.__file__).name == "run_folder.py"
+
+
+def test_the_card_is_rebuilt_from_the_folders_own_files(tmp_path):
+    """training.card.rewrite_card, which every refit calls (scope checks, adult answer, opacity map,
+    threshold): the bundled card comes back word for word, the adult answer and its map included."""
+    from training.card import rewrite_card
+
+    folder = tmp_path / "run"
+    shutil.copytree(BUNDLED_DIR, folder)
+    (folder / run_folder.CARD).unlink()
+    rewrite_card(folder)
+    card = (folder / run_folder.CARD).read_text()
+    assert card == (BUNDLED_DIR / run_folder.CARD).read_text()
+    assert "`adult.npz`" in card and "`adult_opacity.npz`" in card

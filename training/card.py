@@ -1,6 +1,11 @@
 """The run folder's README.md: a Hub model card built with `ModelCard`."""
 
+import json
+from pathlib import Path
+
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from pneumo.run_folder import ADULT_REPORT, CARD, METRICS, ONNX_REPORT, POPULATION_REPORT, read_config
 
 DATASET = "Kermany, Zhang and Goldbaum (2018), chest X-ray images, Mendeley Data, doi:10.17632/rscbjbr9sj.2"
 CARD_METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity")
@@ -198,6 +203,19 @@ def runtimes_section(onnx) -> str:
 VARIANT_NAMES = {"original": "the files as they are", "site": "re-framed, re-sized, re-compressed, other exposure",
                  "photo": "phone photos of the films", "unseen": "re-rendered in ways no fit saw (equalised, "
                  "collimated, cropped): a proxy for other hospitals"}
+
+
+def rewrite_card(run):
+    """The model card, from the run folder's own files: after a refit of its scope checks, its adult
+    answer, its opacity map or its threshold (a folder without metrics.json keeps its card)."""
+    run = Path(run)
+
+    def read(name):
+        return json.loads((run / name).read_text()) if (run / name).is_file() else None
+
+    if (run / METRICS).is_file():
+        build_card(read_config(run), read(METRICS), read(POPULATION_REPORT), read(ONNX_REPORT),
+                   read(ADULT_REPORT)).save(run / CARD)
 
 
 def build_card(config, metrics, scope=None, onnx=None, adult=None):

@@ -34,9 +34,10 @@ from pneumo.loading import load_model
 from pneumo.location import lungs_or_assumed
 from pneumo.opacity import OpacityMap, cell_features
 from pneumo.predict import trunk_maps
-from pneumo.run_folder import ADULT_OPACITY
+from pneumo.run_folder import ADULT_OPACITY, ADULT_REPORT
 
 from .adult import read_labels
+from .card import rewrite_card
 from .data import open_grey
 
 C = 0.01  # inverse L2 strength; held-out pointing was flat from 0.001 to 0.1 (README)
@@ -146,6 +147,9 @@ def fit_and_save(run_folder, adult_dir, log=print) -> dict | None:
     summary = {"films": len(films), "boxed_films": sum(bool(f.boxes) for f in films),
                "cells": int(len(y)), "cells_inside_a_box": int(y.sum()), "c": C}
     log(f"opacity map: {json.dumps(summary)}")
+    report = Path(run_folder) / ADULT_REPORT  # the card's sentence on the map comes from here
+    if report.is_file():
+        report.write_text(json.dumps({**json.loads(report.read_text()), "opacity_map": summary}, indent=2))
     return summary
 
 
@@ -163,6 +167,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if fit_and_save(args.run_folder, args.adult_data) is None:
         sys.exit(1)
+    rewrite_card(args.run_folder)
 
 
 if __name__ == "__main__":

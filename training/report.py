@@ -30,10 +30,10 @@ import numpy as np
 from pneumo.calibration import apply_calibration
 from pneumo.classes import CLASSES, NORMAL, pneumonia_probability
 from pneumo.preprocess import to_model_input
-from pneumo.run_folder import (ADULT, ADULT_HELD_OUT, ADULT_REPORT, ADULT_TRUNK, CARD, FLOAT_ONNX, INT8_ONNX,
-                               KERAS_MODEL, METRICS, ONNX_REPORT, OOD, ORIENTATION, POPULATION, POPULATION_REPORT,
-                               RELIABILITY_PLOT, ROC_PLOT, TARGET_MEAN, TARGET_STD, TRAINING_PLOT, VGG_MEAN_BGR,
-                               write_config)
+from pneumo.run_folder import (ADULT, ADULT_CHECK, ADULT_HELD_OUT, ADULT_OPACITY, ADULT_REPORT, ADULT_TRUNK, CARD,
+                               FLOAT_ONNX, INT8_ONNX, KERAS_MODEL, METRICS, ONNX_REPORT, OOD, ORIENTATION, POPULATION,
+                               POPULATION_REPORT, RELIABILITY_PLOT, ROC_PLOT, TARGET_MEAN, TARGET_STD, TRAINING_PLOT,
+                               VGG_MEAN_BGR, write_config)
 
 from .averaging import average_into
 from .calibrate import fit_calibration
@@ -89,7 +89,7 @@ def write_run_folder(args, splits, checkpoint_dir, log):
     scope = None
     if args.no_onnx:
         for name in (FLOAT_ONNX, INT8_ONNX, ONNX_REPORT, OOD, POPULATION, POPULATION_REPORT, ADULT, ADULT_REPORT,
-                     ADULT_TRUNK):
+                     ADULT_TRUNK, ADULT_CHECK, ADULT_OPACITY):
             (out / name).unlink(missing_ok=True)  # made from an earlier model.keras: never push those
         log(f"ONNX models and scope checks skipped (--no-onnx): make them with python -m training.quantize {out}, "
             f"then python -m training.scope {out} --adult-data ADULT")

@@ -41,10 +41,11 @@ from pneumo.photo import film_of
 from pneumo.adult import adult_features
 from pneumo.predict import lung_grid, model_outputs, trunk_maps
 from pneumo.preprocess import preprocess
-from pneumo.run_folder import (ADULT, ADULT_CHECK, ADULT_HELD_OUT, ADULT_OPACITY, ADULT_REPORT, CARD, METRICS,
-                               ONNX_REPORT, OOD, POPULATION, POPULATION_REPORT, read_config)
+from pneumo.run_folder import (ADULT, ADULT_CHECK, ADULT_HELD_OUT, ADULT_OPACITY, ADULT_REPORT, OOD, POPULATION,
+                               POPULATION_REPORT)
 
 from . import adult, ood, opacity, population
+from .card import rewrite_card
 from .data import IMAGE_SUFFIXES, load_splits, open_grey
 from .variants import VARIANTS
 
@@ -153,7 +154,7 @@ def score_sets(loaded, splits, adult_dir, seed=0, log=print) -> Sets:
 def fit_and_save(run_folder, data_dir, adult_dir=None, seed=0, log=print) -> dict | None:
     """Fit both checks into RUN_FOLDER; returns the population figures (None without adults)."""
     out = Path(run_folder)
-    for name in (OOD, POPULATION, POPULATION_REPORT, ADULT, ADULT_REPORT, ADULT_CHECK):
+    for name in (OOD, POPULATION, POPULATION_REPORT, ADULT, ADULT_REPORT, ADULT_CHECK, ADULT_OPACITY):
         (out / name).unlink(missing_ok=True)  # scoring must not pass through an earlier fit
     splits = load_splits(data_dir, seed=seed)
     if len(splits.train) < MIN_FIT_IMAGES:
@@ -182,9 +183,7 @@ def fit_adult_answer(adults, adult_dir, out, seed, log):
     joint = Path(out) / ADULT_HELD_OUT  # a joint run: judge its own read-out on the patients it held out
     trained = json.loads(joint.read_text()) if joint.is_file() else None
     report = adult.fit_and_save(out, adults, labels, seed, log, trained)
-    # Where on the film (adults' heatmap): it reads the trunk of a shipped answer, so it comes after it.
-    report["opacity_map"] = opacity.fit_and_save(out, adult_dir, log)
-    (Path(out) / ADULT_REPORT).write_text(json.dumps(report, indent=2))
+    opacity.fit_and_save(out, adult_dir, log)  # adults' heatmap: it reads the trunk of a shipped answer
     return report
 
 
@@ -241,21 +240,9 @@ def main(argv=None):
         if not args.adult_data:
             p.error("--only-adult needs --adult-data")
         refit_adult_answer(args.run_folder, args.adult_data, args.seed)
-        population_report = Path(args.run_folder) / POPULATION_REPORT
-        report = json.loads(population_report.read_text()) if population_report.is_file() else None
     else:
-        report = fit_and_save(args.run_folder, args.data, args.adult_data, args.seed)
-    rewrite_card(Path(args.run_folder), report)
-
-
-def rewrite_card(out, report):
-    """The model card describes the checks and the adult answer: rewrite it from the run's own files."""
-    from .card import build_card
-
-    adult = json.loads((out / ADULT_REPORT).read_text()) if (out / ADULT_REPORT).is_file() else None
-    if (out / METRICS).is_file():
-        onnx = json.loads((out / ONNX_REPORT).read_text()) if (out / ONNX_REPORT).is_file() else None
-        build_card(read_config(out), json.loads((out / METRICS).read_text()), report, onnx, adult).save(out / CARD)
+        fit_and_save(args.run_folder, args.data, args.adult_data, args.seed)
+    rewrite_card(args.run_folder)  # the card describes the checks and the adult answer
 
 
 if __name__ == "__main__":

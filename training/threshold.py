@@ -16,16 +16,13 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from pneumo.calibration import calibrate
 from pneumo.classes import NORMAL, pneumonia_probability
 from pneumo.preprocess import to_model_input
-from pneumo.run_folder import (CARD, FLOAT_ONNX, INT8_ONNX, KERAS_MODEL, METRICS, ONNX_REPORT, POPULATION_REPORT,
-                               read_config, write_config)
+from pneumo.run_folder import FLOAT_ONNX, INT8_ONNX, KERAS_MODEL, METRICS, ONNX_REPORT, read_config, write_config
 from pneumo.runtime import ONNX_FLOAT, ONNX_INT8
 
-from .card import build_card
+from .card import rewrite_card
 from .data import labels_of, load_pixels, recorded_splits
 from .metrics import choose_threshold, evaluate
 from .quantize import compare, keras_outputs
@@ -73,14 +70,6 @@ def main(argv=None):
     _rescore_onnx(run, config, inputs[selection], outputs[selection], labels[selection])
     rewrite_card(run)
     return 0
-
-
-def rewrite_card(run):
-    """The model card, from the run folder's own files."""
-    def read(name):
-        return json.loads((run / name).read_text()) if (run / name).is_file() else None
-
-    build_card(read_config(run), read(METRICS), read(POPULATION_REPORT), read(ONNX_REPORT)).save(run / CARD)
 
 
 def _rescore_onnx(run, config, inputs, reference, labels):
