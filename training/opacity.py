@@ -94,15 +94,23 @@ def read_films(loaded, folder, log=print) -> list[BoxedFilm]:
 
 def cells(films) -> tuple[np.ndarray, np.ndarray]:
     """The lung cells of the films and their mirrored copies -> (features (n, 2C), inside a box (n,))."""
+    return _joined([film_cells(film) for film in films])
+
+
+def film_cells(film) -> tuple[np.ndarray, np.ndarray]:
+    """One film's lung cells, and its mirrored copy's: (features (n, 2C), inside a box (n,))."""
+    cover = _cover(film.boxes, film.lung.shape)
     features, inside = [], []
-    for film in films:
-        cover = _cover(film.boxes, film.lung.shape)
-        mirrored = (film.mirrored_maps, film.lung[:, ::-1], cover[:, ::-1])
-        for maps, lung, box in ((film.maps, film.lung, cover), mirrored):
-            keep = (lung >= LUNG_SHARE) & ((box >= INSIDE) | (box == 0))
-            features.append(cell_features(maps[None])[0][keep])
-            inside.append(box[keep] >= INSIDE)
-    return np.concatenate(features), np.concatenate(inside)
+    mirrored = (film.mirrored_maps, film.lung[:, ::-1], cover[:, ::-1])
+    for maps, lung, box in ((film.maps, film.lung, cover), mirrored):
+        keep = (lung >= LUNG_SHARE) & ((box >= INSIDE) | (box == 0))
+        features.append(cell_features(maps[None])[0][keep])
+        inside.append(box[keep] >= INSIDE)
+    return _joined(list(zip(features, inside)))
+
+
+def _joined(parts) -> tuple[np.ndarray, np.ndarray]:
+    return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
 
 
 def fit(films) -> OpacityMap:
@@ -122,9 +130,10 @@ def out_of_fold_maps(films, seed=0, folds=FOLDS) -> dict:
     boxed = [bool(film.boxes) for film in films]
     patients = [film.patient for film in films]
     splits = StratifiedGroupKFold(n_splits=min(folds, len(set(patients))), shuffle=True, random_state=seed)
+    per_film = [film_cells(film) for film in films]  # once, not once a fold
     fitted = {}
     for fit_part, held in splits.split(np.zeros(len(films)), boxed, patients):
-        opacity = fit([films[i] for i in fit_part])
+        opacity = fit_cells(*_joined([per_film[i] for i in fit_part]))
         fitted.update({films[i].file: opacity for i in held})
     return fitted
 
