@@ -2,7 +2,7 @@
 
     UploadOnlyImage, UploadOnlyFile   gr.Image / gr.File that take files uploaded to this app only
     uploaded_path(upload)             the one uploaded file of a request, checked
-    discard_upload(path)              delete it (and its folder) when the request ends
+    discard_upload(path)              delete it when the request ends (its folder: the sweeper)
     UploadSweeper(blocks).start()     every few seconds, delete whatever is older than a minute
 
 Why the components: a request may name any FileData `path`. For an http(s)
@@ -131,16 +131,17 @@ def _is_kept(path) -> bool:
 
 
 def discard_upload(path) -> None:
-    """Delete Gradio's temporary copy of an upload (uploads are medical data)."""
+    """Delete Gradio's temporary copy of an upload (uploads are medical data).
+
+    Its folder stays for the sweeper: Gradio names it by a hash of the bytes,
+    so identical uploads (two empty files) share it, and removing it here
+    raced with the next one's mkdir-then-rename (a 500 on /gradio_api/upload
+    under load). The sweeper only takes folders untouched for KEEP_S."""
     file = Path(path).resolve()
-    folder = upload_folder()
-    if folder not in file.parents or _is_kept(file):
+    if upload_folder() not in file.parents or _is_kept(file):
         return  # not an upload (a direct Python call, an example's copy): never delete it
     with contextlib.suppress(OSError):
         file.unlink(missing_ok=True)
-    if file.parent != folder:
-        with contextlib.suppress(OSError):
-            file.parent.rmdir()  # Gradio's per-upload folder, once empty
 
 
 def sweep(folder: Path, keep_s: float) -> int:

@@ -44,3 +44,21 @@ def test_other_apps_files_survive_start_up_and_the_sweeper(tiny_run, tmp_path):
             time.sleep(0.2)
     # ... while another app's file, an hour old, is still there.
     assert other_app.read_bytes() == b"another app's file"
+
+
+def test_a_finished_upload_leaves_its_shared_folder_to_the_sweeper(tmp_path, monkeypatch):
+    """Gradio names an upload's folder by its bytes: two identical uploads share it. Removing it
+    when one request ends raced with the other's mkdir-then-rename (a 500 under load)."""
+    require_import("gradio")
+    from pneumo.uploads import discard_upload, sweep
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    shared = tmp_path / "e3b0c442"  # the folder of every empty file
+    first = shared / "empty-1.png"
+    shared.mkdir()
+    first.write_bytes(b"")
+    # A second client's empty file is between Gradio's mkdir of `shared` and its rename into it.
+    discard_upload(first)
+    assert not first.exists() and shared.is_dir(), "the folder Gradio may be renaming into stays"
+    assert sweep(tmp_path, keep_s=60) == 0, "a folder touched just now is not the sweeper's yet"
+    assert sweep(tmp_path, keep_s=0) == 1 and not shared.exists(), "the sweeper takes it once untouched"
