@@ -6,13 +6,14 @@
 Grad-CAM of the adult answer (pneumo/adult.py) says which cells raised a
 score that was trained to rank films, not to point: on the radiologists'
 boxed films its peak fell inside a box on about half of them. This map is
-trained to point. A logistic regression reads each cell of the adult
-trunk's 20 x 20 maps, its own channels and the mean of its 3 x 3
-neighbourhood (an opacity is wider than one cell), and gives P(this cell
-lies inside a radiologist's box). training/opacity.py fits it on the lung
-cells of the films radiologists read (boxes around each opacity, and every
-cell of films read without one), mirrored films too; benchmarks/
-localisation.py measures it on patients no fit saw.
+trained to point. A linear score reads each cell of the adult trunk's
+20 x 20 maps, its own channels and the mean of its 3 x 3 neighbourhood
+(an opacity is wider than one cell), and a sigmoid turns it into P(this
+cell lies inside a radiologist's box). training/opacity.py fits it on the
+lung cells of the films radiologists read, mirrored films too: the score
+so that each boxed film's cells inside a box come first, the sigmoid on
+all the cells; benchmarks/localisation.py measures it on patients no fit
+saw.
 
 It is read on the same maps as the adult answer, so it costs a few
 thousand multiplications per cell and no second pass. It answers where,
@@ -42,12 +43,12 @@ def cell_features(maps) -> np.ndarray:
 class OpacityMap:
     mean: np.ndarray  # (2C,) of cell_features in the fit
     scale: np.ndarray  # (2C,) their standard deviation
-    coef: np.ndarray  # (2C,) logistic-regression weights
+    coef: np.ndarray  # (2C,) the score's weights, scaled by the sigmoid's slope
     intercept: float
 
     def probability(self, maps) -> np.ndarray:
         """(N, h, w, C) maps -> (N, h, w): P(the cell lies inside a radiologist's box).
-        The same as the regression on `cell_features`, in a fifth of the time: the neighbourhood's
+        The same as sigmoid(standardised `cell_features` . coef + intercept), in a fifth of the time: the neighbourhood's
         mean and the weighted sum over channels are both linear, so the mean is taken of one
         number per cell instead of one per channel."""
         logs = np.log1p(np.maximum(np.asarray(maps, np.float32), 0.0))

@@ -64,6 +64,20 @@ def test_a_map_fitted_on_boxes_points_at_new_ones():
         assert heat.max() == pytest.approx(1.0)
 
 
+def test_the_ranking_loss_has_the_gradient_it_reports():
+    """L-BFGS trusts the gradient: compare it with finite differences of the loss."""
+    rng = np.random.default_rng(4)
+    ranked = [(rng.normal(size=(n, 5)), np.arange(n) < k) for n, k in ((30, 4), (12, 1), (50, 9))]
+    loss = opacity_fit.RankingLoss(ranked, strength=0.1)
+    w, step = rng.normal(size=5), 1e-3
+    value, gradient = loss(w)
+    numeric = [(loss(w + step * e)[0] - loss(w - step * e)[0]) / (2 * step) for e in np.eye(5)]
+    assert value > 0 and np.allclose(gradient, numeric, rtol=1e-3, atol=1e-4)
+    # Boxed cells scored far above the rest: the loss is then only the weights' penalty.
+    ranked[0][0][:4, 0] = 1e3
+    assert opacity_fit.RankingLoss(ranked[:1], strength=0.0)(np.eye(5)[0])[0] == pytest.approx(0.0, abs=1e-9)
+
+
 def test_the_heatmap_is_nil_outside_the_lungs(tmp_path):
     rng = np.random.default_rng(2)
     opacity = OpacityMap(rng.normal(size=2 * CHANNELS), rng.uniform(0.5, 2, 2 * CHANNELS),
@@ -138,7 +152,8 @@ def test_held_out_maps_point_at_the_boxes_more_often_than_grad_cam(read_subset):
             hits[name].append(pointing(heat, read_subset / film.file, film.boxes))
     shares = {name: float(np.mean(values)) for name, values in hits.items()}
     assert len(hits["opacity map"]) == 40
-    assert shares["opacity map"] >= 0.6 and shares["opacity map"] > shares["Grad-CAM"] + 0.05, shares
+    # Measured: 90% against 60% (36 and 24 of the 40 films).
+    assert shares["opacity map"] >= 0.75 and shares["opacity map"] > shares["Grad-CAM"] + 0.15, shares
 
 
 def test_the_command_fits_a_map_that_serves(read_subset, tmp_path):

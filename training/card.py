@@ -152,10 +152,11 @@ def _opacity_map(report) -> str:
     fitted = report.get("opacity_map")
     if not fitted:
         return ""
-    return (f"\nAn adult film's heatmap is an opacity map (`adult_opacity.npz`): a logistic regression on each "
-            f"cell of the trunk's maps and its neighbourhood, trained on the lung cells of {fitted['films']} films "
-            f"that radiologists read or boxed ({fitted['boxed_films']} with boxes around opacities, each also "
-            "mirrored) to give the chance that the cell lies inside a box. It says where, never whether.")
+    return (f"\nAn adult film's heatmap is an opacity map (`adult_opacity.npz`): a linear score of each cell of "
+            f"the trunk's maps and its neighbourhood, trained on the lung cells of {fitted['films']} films that "
+            f"radiologists read or boxed ({fitted['boxed_films']} with boxes around opacities, each also mirrored) "
+            "so that a boxed film's cells inside a box score highest, and read as the chance that the cell lies "
+            "inside a box. It says where, never whether.")
 
 
 def _feature_check(report) -> str:
