@@ -85,6 +85,16 @@ RUNTIMES = {
 }
 
 
+FIGURE_NAMES = {"accuracy": "accuracy", "roc_auc": "ROC AUC", "sensitivity": "sensitivity",
+                "specificity": "specificity", "bacterial_viral_auc": "bacterial-vs-viral AUC",
+                "ece": "calibration error (ECE)"}
+
+
+def _figures(metrics):
+    return " · ".join(f"{label} {metrics[key]:.3f}" for key, label in FIGURE_NAMES.items()
+                      if isinstance(metrics.get(key), (int, float)))
+
+
 def model_panel(identity):
     where = identity["source"]
     if identity.get("repo"):
@@ -96,13 +106,14 @@ def model_panel(identity):
         f"**Runtime:** {RUNTIMES.get(identity.get('runtime'), identity.get('runtime'))}",
         f"**Decision threshold** on the estimated pneumonia probability: {identity['threshold']:.2f}",
     ]
-    names = {"accuracy": "accuracy", "roc_auc": "ROC AUC", "sensitivity": "sensitivity",
-             "specificity": "specificity", "bacterial_viral_auc": "bacterial-vs-viral AUC",
-             "ece": "calibration error (ECE)"}
-    figures = [f"{label} {identity['metrics'][key]:.3f}" for key, label in names.items()
-               if isinstance(identity["metrics"].get(key), (int, float))]
+    figures = _figures(identity["metrics"])
     if figures:
-        lines.append("**Validation figures:** " + " · ".join(figures))
+        lines.append("**Validation figures:** " + figures)
+    adult = identity.get("adult")
+    if adult:  # the panel's other lines are the children's model's: an adult's verdict has its own
+        lines.append(f"**Adults' answer** (films read as an adult's): decision threshold {adult['threshold']:.2f}; "
+                     f"on {adult['films_read']} adult films read by radiologists ({adult['measured_on']}): "
+                     + _figures(adult["metrics"]))
     if identity.get("fallback_reason"):
         lines.append(f"**Fallback: {identity['fallback_reason']}; serving the bundled model instead.**")
     return "\n\n".join(lines)

@@ -29,6 +29,7 @@ figures in adult.json. A head that missed the shipping rule is saved with
 `shipped = 0`: serving then keeps adults outside the population.
 """
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from .run_folder import ADULT as FILE
+from .run_folder import ADULT_REPORT
 
 LUNG_SHARE = 0.25  # a map cell takes part in the maximum when at least this share of it is lung
 
@@ -121,3 +123,20 @@ class AdultHead:
             if key in values:
                 values[key] = float(values[key])
         return cls(**values)
+
+
+def shipped_figures(folder) -> dict | None:
+    """What the model panel says of the adult answer: its threshold and its cross-validated figures on
+    radiologist-read films (adult.json), or None when the folder ships none. Read from the report, not
+    from adult.npz, so that the panel costs no trunk load at start-up."""
+    try:
+        report = json.loads((Path(folder) / ADULT_REPORT).read_text())
+        if not (report.get("shipped") and (Path(folder) / FILE).is_file()):
+            return None
+        measured = report["cross_validated"]
+        figures = {key: float(measured[key]) for key in ("roc_auc", "sensitivity", "specificity", "ece")
+                   if isinstance(measured.get(key), (int, float))}
+        return {"threshold": float(report["threshold"]), "films_read": sum(measured["films"].values()),
+                "measured_on": report.get("measured_on", ""), "metrics": figures}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # no report, or one this code cannot read: the panel leaves adults out

@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from .adult import shipped_figures
 from .predict import GRID
 from .run_folder import (ADULT, ADULT_CHECK, ADULT_OPACITY, KERAS_MODEL, ONNX_REPORT, OOD, ORIENTATION, POPULATION,
                          REQUIRED, read_config)
@@ -185,6 +186,7 @@ def _load_folder(folder, runtime, source, repo=None, revision=None, commit=None,
         "image_size": config["image_size"],
         "metrics": runtime_figures(folder, model.name, sha256, config["threshold"]) or config.get("validation", {}),
         "fallback_reason": fallback_reason,
+        "adult": shipped_figures(folder),
     }
     log.info("model %s from %s (sha256 %s) on %s", identity["name"], source, sha256[:12], model.name)
     return LoadedModel(model, config, identity)

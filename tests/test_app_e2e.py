@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import json
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from pneumo import analysis as pneumo_analysis  # noqa: E402
+from pneumo.loading import BUNDLED_DIR, load_model  # noqa: E402
+from pneumo.run_folder import ADULT_REPORT  # noqa: E402
 
 RESULT_KEYS = {"scope", "population", "reason", "label", "pneumonia_probability", "probabilities", "threshold",
                "warnings", "research", "checks", "model", "location"}
@@ -167,6 +170,18 @@ def test_model_panel(tiny_app):
     # It names the runtime that serves.
     assert "ONNX Runtime, int8 (`onnx-int8`)" in app.model_panel({**hub, "runtime": "onnx-int8"})
     assert "Keras on TensorFlow (`keras`)" in app.model_panel({**hub, "runtime": "keras"})
+
+
+def test_the_model_panel_gives_the_adult_answer_its_own_threshold_and_figures(tiny_app):
+    """An adult's verdict says "it answers PNEUMONIA from 38%": the panel, whose other lines are the
+    children's model's, says the same of the adults' answer, with its radiologist-read figures."""
+    identity = load_model(BUNDLED_DIR).identity
+    report = json.loads((BUNDLED_DIR / ADULT_REPORT).read_text())
+    panel = tiny_app.model_panel(identity)
+    assert f"**Adults' answer** (films read as an adult's): decision threshold {report['threshold']:.2f}" in panel
+    assert f"on 517 adult films read by radiologists (5 folds by patient): ROC AUC " \
+           f"{report['cross_validated']['roc_auc']:.3f}" in panel
+    assert "Adults' answer" not in tiny_app.model_panel({**identity, "adult": None})  # a folder without one
 
 
 @pytest.mark.parametrize("probabilities", [None, {"NORMAL": 0.3, "PNEUMONIA": 0.7}])

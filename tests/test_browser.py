@@ -254,7 +254,12 @@ def test_an_adult_film(page, model):
     for a model without one)."""
     drop_file(page, example("adult"))
     analyse_now(page)
-    assert_shows(page, expected_for(model, example("adult")))
+    expected = expected_for(model, example("adult"))
+    assert_shows(page, expected)
+    assert expected["population"] == "adult"
+    # The model panel gives the adults' answer's threshold too, not only the children's model's.
+    threshold = f"decision threshold {model.identity['adult']['threshold']:.2f}"
+    assert threshold in page.locator("#model").inner_text()
 
 
 def test_not_a_chest_xray(page, model, tmp_path):
