@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .run_folder import ADULT as FILE
-from .run_folder import ADULT_REPORT
+from .fitted_file import FittedFile
+from .run_folder import ADULT, ADULT_REPORT
 
 LUNG_SHARE = 0.25  # a map cell takes part in the maximum when at least this share of it is lung
 
@@ -68,7 +68,8 @@ def lung_weights(fields, grid, aerated=True) -> np.ndarray:
 
 
 @dataclass
-class AdultHead:
+class AdultHead(FittedFile):
+    FILE = ADULT  # in the run folder; absent: adults stay outside the population
     mean: np.ndarray  # (features,) of log1p(adult_features) in the fit
     scale: np.ndarray  # (features,) their standard deviation
     coef: np.ndarray  # (features,) logistic-regression weights
@@ -108,22 +109,6 @@ class AdultHead:
         return cls(np.zeros(len(coef)), np.ones(len(coef)), coef, float(intercept), slope=1.0, offset=0.0,
                    threshold=0.5, shipped=0.0)
 
-    def save(self, path):
-        np.savez_compressed(path, **{key: np.asarray(getattr(self, key), np.float32)
-                                     for key in self.__dataclass_fields__})
-
-    @classmethod
-    def load(cls, folder) -> "AdultHead | None":
-        path = Path(folder) / FILE
-        if not path.is_file():
-            return None  # a run folder without an adult answer: adults stay outside the population
-        with np.load(path) as data:  # fields added since (`lungs`, `trunk`) keep their defaults in older files
-            values = {key: data[key].astype(np.float64) for key in cls.__dataclass_fields__ if key in data}
-        for key in ("intercept", "slope", "offset", "threshold", "shipped", "lungs", "trunk"):
-            if key in values:
-                values[key] = float(values[key])
-        return cls(**values)
-
 
 def shipped_figures(folder) -> dict | None:
     """What the model panel says of the adult answer: its threshold and its cross-validated figures on
@@ -131,7 +116,7 @@ def shipped_figures(folder) -> dict | None:
     from adult.npz, so that the panel costs no trunk load at start-up."""
     try:
         report = json.loads((Path(folder) / ADULT_REPORT).read_text())
-        if not (report.get("shipped") and (Path(folder) / FILE).is_file()):
+        if not (report.get("shipped") and (Path(folder) / ADULT).is_file()):
             return None
         measured = report["cross_validated"]
         figures = {key: float(measured[key]) for key in ("roc_auc", "sensitivity", "specificity", "ece")

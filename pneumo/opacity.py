@@ -21,13 +21,13 @@ never whether: the verdict stays the adult answer's.
 """
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 from scipy.special import expit
 
-from .run_folder import ADULT_OPACITY as FILE
+from .fitted_file import FittedFile
+from .run_folder import ADULT_OPACITY
 
 NEIGHBOURHOOD = 3  # cells a side of the context each cell is read with
 
@@ -40,7 +40,8 @@ def cell_features(maps) -> np.ndarray:
 
 
 @dataclass
-class OpacityMap:
+class OpacityMap(FittedFile):
+    FILE = ADULT_OPACITY  # in the run folder; absent: adults' heatmaps are the adult answer's Grad-CAM
     mean: np.ndarray  # (2C,) of cell_features in the fit
     scale: np.ndarray  # (2C,) their standard deviation
     coef: np.ndarray  # (2C,) the score's weights, scaled by the sigmoid's slope
@@ -66,17 +67,3 @@ class OpacityMap:
         heat = self.probability(maps) * np.asarray(lung_share)
         peak = heat.max(axis=(1, 2), keepdims=True)
         return np.where(peak > 0, heat / np.where(peak > 0, peak, 1.0), 0.0).astype(np.float32)
-
-    def save(self, path):
-        np.savez_compressed(path, **{key: np.asarray(getattr(self, key), np.float32)
-                                     for key in self.__dataclass_fields__})
-
-    @classmethod
-    def load(cls, folder) -> "OpacityMap | None":
-        path = Path(folder) / FILE
-        if not path.is_file():
-            return None  # adults' heatmaps are then the adult answer's Grad-CAM
-        with np.load(path) as data:
-            values = {key: data[key].astype(np.float64) for key in cls.__dataclass_fields__}
-        values["intercept"] = float(values["intercept"])
-        return cls(**values)

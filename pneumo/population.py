@@ -14,15 +14,16 @@ Serving needs only numpy: P(outside) = sigmoid(coef . standardise(log1p(regions)
 """
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from .run_folder import POPULATION as FILE
+from .fitted_file import FittedFile
+from .run_folder import POPULATION
 
 
 @dataclass
-class PopulationCheck:
+class PopulationCheck(FittedFile):
+    FILE = POPULATION  # in the run folder; absent: no population gate (pneumo info says so)
     mean: np.ndarray  # (features,) of log1p(region features) in the fit (pneumo/predict.py)
     scale: np.ndarray  # (features,) their standard deviation
     coef: np.ndarray  # (features,) logistic-regression weights
@@ -36,19 +37,3 @@ class PopulationCheck:
         """(N, features) region features -> (N,) P(outside the population)."""
         z = (np.log1p(np.maximum(np.asarray(regions, np.float64), 0.0)) - self.mean) / self.scale
         return 1.0 / (1.0 + np.exp(-(z @ self.coef + self.intercept)))
-
-    def save(self, path):
-        np.savez_compressed(path, **{key: np.asarray(getattr(self, key), np.float32)
-                                     for key in self.__dataclass_fields__})
-
-    @classmethod
-    def load(cls, folder) -> "PopulationCheck | None":
-        path = Path(folder) / FILE
-        if not path.is_file():
-            return None  # a run folder without the check: no population gate (pneumo info says so)
-        with np.load(path) as data:
-            values = {key: data[key].astype(np.float64) for key in cls.__dataclass_fields__ if key in data}
-        for key in ("intercept", "threshold", "adult_sensitivity", "adult_auc"):
-            if key in values:
-                values[key] = float(values[key])
-        return cls(**values)

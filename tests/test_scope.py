@@ -9,7 +9,7 @@ from PIL import Image
 from pneumo.analysis import MODEL_KEYS, analyse
 from pneumo.loading import BUNDLED_DIR, load_model
 from pneumo.photo import film_of
-from pneumo.population import FILE as POPULATION_FILE
+from pneumo.run_folder import POPULATION as POPULATION_FILE
 from pneumo.scope import NOT_CHEST_XRAY, OK, SCOPES
 from tests.app_server import running_app
 from tests.conftest import ADULT_DATA, require, require_import
