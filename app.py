@@ -6,11 +6,11 @@ nor Keras is imported. Run `python app.py` (add `--share` for a public link).
 
 API: `Client(url).predict(handle_file("xray.jpeg"), api_name="/predict")`
 returns `(result, heatmap_path)`; `result` is pneumo.analysis.Analysis as a
-dict (README: "The result"). When `result["scope"]` is not "ok" the model
+dict (docs/result.md). When `result["scope"]` is not "ok" the model
 gives no verdict: `label` is None, `reason` says why, `heatmap_path` is None.
 
 MCP (`--mcp` or GRADIO_MCP_SERVER=True): the one tool is `analyse_chest_xray`
-(pneumo/mcp_tool.py); /predict and /predict_dicom then leave the API page,
+(ui/mcp_tool.py); /predict and /predict_dicom then leave the API page,
 since Gradio makes every documented endpoint a tool, but still answer clients.
 """
 
@@ -29,22 +29,22 @@ from pneumo import settings  # noqa: E402
 settings.check_at_start_up()  # a malformed PNEUMO_* value stops the app here, by name, not as a quiet fallback
 UPLOAD_FOLDER = settings.use_own_upload_folder()  # never another Gradio app's folder; before gradio is imported
 
-from pneumo.loading import get_model, load_in_background  # noqa: E402
+from pneumo.model.loading import get_model, load_in_background  # noqa: E402
 
 LOADING = load_in_background()  # first: the model loads while Gradio imports (most of the cold start)
 
 import gradio as gr  # noqa: E402  (after the settings above)
 from PIL import Image  # noqa: E402
 
-from pneumo import mcp_tool  # noqa: E402
+from ui import mcp_tool  # noqa: E402
 from pneumo.analysis import analyse  # noqa: E402
-from pneumo.decode import MAX_FILE_BYTES, InputError  # noqa: E402
-from pneumo.fetch import read_reference  # noqa: E402
-from pneumo.heatmap import overlay  # noqa: E402
-from pneumo.location import caption, describe  # noqa: E402
-from pneumo.sandbox import DecoderPool  # noqa: E402
-from pneumo.scope import OK  # noqa: E402
-from pneumo.uploads import (  # noqa: E402
+from pneumo.inputs.decode import MAX_FILE_BYTES, InputError  # noqa: E402
+from pneumo.inputs.fetch import read_reference  # noqa: E402
+from pneumo.anatomy.location import describe  # noqa: E402
+from pneumo.overlay import picture  # noqa: E402
+from pneumo.inputs.sandbox import DecoderPool  # noqa: E402
+from pneumo.checks.scope import OK  # noqa: E402
+from ui.uploads import (  # noqa: E402
     UploadOnlyFile, UploadOnlyImage, UploadSweeper, discard_upload, keep_copies_of, uploaded_path)
 
 DISCLAIMER = (
@@ -77,7 +77,7 @@ CSS = """#heatmap .image-frame, #heatmap img { width: 100%; }
 #heatmap img { height: auto; max-height: 85vh; object-fit: contain; }"""
 
 
-# What each runtime (pneumo/runtime.py) is, in the model panel's words.
+# What each runtime (pneumo/model/runtime.py) is, in the model panel's words.
 RUNTIMES = {
     "onnx-int8": "ONNX Runtime, int8 (`onnx-int8`)",
     "onnx-float": "ONNX Runtime, float32 (`onnx-float`)",
@@ -128,19 +128,17 @@ def predict(upload):
     """
     path = uploaded_path(upload)  # one file, uploaded to this app: never a URL or a server path
     try:
-        decoded = DECODERS.decode(path)  # in a sandboxed worker process (pneumo/sandbox.py)
+        decoded = DECODERS.decode(path)  # in a sandboxed worker process (pneumo/inputs/sandbox.py)
     except InputError as error:
         raise gr.Error(html.escape(str(error), quote=False), print_exception=False) from None
     finally:
         discard_upload(path)
     analysis = analyse(decoded, MODEL)
-    heatmap = overlay(analysis.image, analysis.heatmap, analysis.lungs, caption(analysis.location)) \
-        if analysis.heatmap is not None else None
-    return analysis.as_dict(), heatmap
+    return analysis.as_dict(), picture(analysis)
 
 
 def analyse_chest_xray(image: str) -> str:
-    """The MCP tool (its description: pneumo.mcp_tool.TOOL_DESCRIPTION).
+    """The MCP tool (its description: ui.mcp_tool.TOOL_DESCRIPTION).
 
     Args:
         image: the chest X-ray file as a base64 data URI (data:image/jpeg;base64,...) or an http(s) URL.
@@ -159,7 +157,7 @@ def label_data(headline, confidences):
     return {"label": headline, "confidences": [{"label": k, "confidence": v} for k, v in confidences.items()]}
 
 
-# What each population's estimate was calibrated on (pneumo/scope.py routes a film to one of them).
+# What each population's estimate was calibrated on (pneumo/checks/scope.py routes a film to one of them).
 CALIBRATED_ON = {
     "child": "This film was read as a young child's. The estimate is calibrated on the children's validation "
              "X-rays: of those that got an estimate like this one, about that share had pneumonia.",
@@ -223,7 +221,7 @@ def cleared():
 
 
 def build(loaded):
-    # delete_cache stays off: UploadSweeper (pneumo/uploads.py) does that job and survives bad requests.
+    # delete_cache stays off: UploadSweeper (ui/uploads.py) does that job and survives bad requests.
     with gr.Blocks(title="Pneumonia Detector", analytics_enabled=False) as demo:
         gr.Markdown("# Pneumonia Detector\nUpload a frontal chest X-ray. The model estimates whether it shows "
                     "pneumonia, whether bacterial or viral, and highlights the areas it relied on.")
@@ -260,7 +258,7 @@ def build(loaded):
                   api_visibility="undocumented" if MCP else "public").success(
                 show, result, [verdict, breakdown, notes, heatmap, where], api_visibility="private",
                 postprocess=False)
-        if MCP:  # the tool fetches URLs (bounded, pneumo/fetch.py): only served when asked for
+        if MCP:  # the tool fetches URLs (bounded, pneumo/inputs/fetch.py): only served when asked for
             gr.api(analyse_chest_xray, api_name="analyse_chest_xray", api_description=mcp_tool.TOOL_DESCRIPTION)
     return demo
 

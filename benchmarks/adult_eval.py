@@ -4,8 +4,8 @@ children's figures, and who gets a verdict at all.
     python benchmarks/adult_eval.py [--model RUN_FOLDER] [--data ../shared/data/chest_xray]
                                     [--adult-data ../shared/data/adult_cxr] [--seed 0]
 
-- Adults: the adult answer (pneumo/adult.py) cross-validated by patient on the
-  films RSNA radiologists read (training/adult.py: every film scored by a
+- Adults: the adult answer (pneumo/answers/adult.py) cross-validated by patient on the
+  films RSNA radiologists read (training/adults/answer.py: every film scored by a
   read-out, calibration and threshold fitted without its patient); for a
   joint run (adult_held_out.json), its own read-out on the patients it held
   out, calibration and threshold cross-fitted on them: ROC AUC
@@ -38,12 +38,13 @@ from scope_eval import (cross_validated_rows, parse_args, print_scope_table,  # 
                         score_and_cross_validate, served_rows)
 
 from pneumo.analysis import analyse_many  # noqa: E402
-from pneumo.classes import CLASSES  # noqa: E402
-from pneumo.run_folder import ADULT_HELD_OUT  # noqa: E402
-from pneumo.scope import CHILD, OK  # noqa: E402
-from training import adult, population  # noqa: E402
-from training.data import labels_of  # noqa: E402
-from training.metrics import evaluate  # noqa: E402
+from pneumo.answers.classes import CLASSES  # noqa: E402
+from pneumo.model.run_folder import ADULT_HELD_OUT  # noqa: E402
+from pneumo.checks.scope import CHILD, OK  # noqa: E402
+from training.adults import answer as adult  # noqa: E402
+from training.checks import population  # noqa: E402
+from training.children.data import labels_of  # noqa: E402
+from training.report.metrics import evaluate  # noqa: E402
 
 
 def adult_rows(measured, routed, how):

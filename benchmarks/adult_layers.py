@@ -5,20 +5,20 @@ radiologist readings, pooled over the whole film and over the lung fields.
 
 For each (weights, layer, input size) below, every adult film of labels.csv
 goes through the network once (Keras, as it is, no variants); each map's
-mean and maximum over the film, and over its lung fields (pneumo/adult.py
+mean and maximum over the film, and over its lung fields (pneumo/answers/adult.py
 `adult_features` with `lung_weights`), feed the adult answer's logistic
-regression (training/adult.py: log features, standardised, balanced, C) fitted
+regression (training/adults/answer.py: log features, standardised, balanced, C) fitted
 on `Lung Opacity` against `Normal`. Five folds by patient, each film scored by
 a regression fitted without its patient, repeated over --seeds fold draws.
 
 Printed: ROC AUC for opacity against normal, against every film read without
 opacity, within AP and within PA films; then sensitivity and specificity at a
 threshold from an inner cross-validation of each training part (aiming at
-training/adult.py's SENSITIVITY_TARGET), the way the shipping rule reads them.
+training/adults/answer.py's SENSITIVITY_TARGET), the way the shipping rule reads them.
 
 Weights: the bundled model ("bundled"; its blocks 1-3 are HED's, frozen in
 training, its blocks 4-5 learnt on children at 128 px) and the
-ImageNet-derived HED VGG16 ("hed", training/pretrained.py). About 20 minutes
+ImageNet-derived HED VGG16 ("hed", training/children/pretrained.py). About 20 minutes
 on 2 cores.
 """
 
@@ -39,14 +39,14 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 from sklearn.model_selection import StratifiedGroupKFold  # noqa: E402
 
-from pneumo.adult import adult_features, lung_weights  # noqa: E402
-from pneumo.loading import BUNDLED_DIR  # noqa: E402
-from pneumo.location import assumed_fields  # noqa: E402
-from pneumo.lungs import lung_fields  # noqa: E402
-from pneumo.preprocess import preprocess  # noqa: E402
-from pneumo.run_folder import KERAS_MODEL  # noqa: E402
-from training import adult  # noqa: E402
-from training.pretrained import hed_layers  # noqa: E402
+from pneumo.answers.adult import adult_features, lung_weights  # noqa: E402
+from pneumo.model.loading import BUNDLED_DIR  # noqa: E402
+from pneumo.anatomy.location import assumed_fields  # noqa: E402
+from pneumo.anatomy.lungs import lung_fields  # noqa: E402
+from pneumo.model.preprocess import preprocess  # noqa: E402
+from pneumo.model.run_folder import KERAS_MODEL  # noqa: E402
+from training.adults import answer as adult  # noqa: E402
+from training.children.pretrained import hed_layers  # noqa: E402
 
 # (weights, input size, layers): one pass per (weights, size).
 PASSES = (("bundled", 128, ("block5_conv3",)),
@@ -86,7 +86,7 @@ def features(films, fields, weights, size, layers, batch_size=16):
 
 
 def regression(x, y):
-    """training/adult.py's read-out: log features, standardised, balanced logistic regression."""
+    """training/adults/answer.py's read-out: log features, standardised, balanced logistic regression."""
     x = np.log1p(np.maximum(x, 0.0))
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
     model = LogisticRegression(C=adult.C, class_weight="balanced", max_iter=3000).fit((x - mean) / scale, y)

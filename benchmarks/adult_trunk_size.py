@@ -3,11 +3,11 @@
     python benchmarks/adult_trunk_size.py [--sizes 160,192,224] [--model RUN_FOLDER]
                                           [--adult-data ../shared/data/adult_cxr] [--seeds 3] [--runs 40]
 
-For each size the trunk (training/adult_trunk.py: HED's VGG16 to
+For each size the trunk (training/adults/trunk.py: HED's VGG16 to
 block4_conv2, int8) is written into a copy of the run folder; the films
 that radiologists read are scored through the served pipeline, with the
-fitted variants, as `python -m training.scope RUN --only-adult` scores them;
-the adult answer is cross-validated on them (training/adult.py: five folds by
+fitted variants, as `python -m training.checks.scope RUN --only-adult` scores them;
+the adult answer is cross-validated on them (training/adults/answer.py: five folds by
 patient, over --seeds draws of the folds); and the trunk's pass alone is timed
 on one adult film (--runs calls after a warm-up, as benchmarks/serving.py
 times). That pass is what an adult's film costs on top of a child's, so the
@@ -35,13 +35,13 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PNEUMO_RUNTIME", "onnx-int8")  # the children's pass as served by default with VNNI
 
-from pneumo.loading import BUNDLED_DIR, load_model  # noqa: E402
-from pneumo.preprocess import preprocess  # noqa: E402
-from pneumo.run_folder import ADULT, ADULT_CHECK, ADULT_REPORT, ADULT_TRUNK  # noqa: E402
-from training import adult  # noqa: E402
-from training.adult_trunk import CALIBRATION_IMAGES, LAYER, calibration_films, write_trunk  # noqa: E402
-from training.data import open_grey  # noqa: E402
-from training.scope import score_adults  # noqa: E402
+from pneumo.model.loading import BUNDLED_DIR, load_model  # noqa: E402
+from pneumo.model.preprocess import preprocess  # noqa: E402
+from pneumo.model.run_folder import ADULT, ADULT_CHECK, ADULT_REPORT, ADULT_TRUNK  # noqa: E402
+from training.adults import answer as adult  # noqa: E402
+from training.adults.trunk import CALIBRATION_IMAGES, LAYER, calibration_films, write_trunk  # noqa: E402
+from training.children.data import open_grey  # noqa: E402
+from training.checks.scope import score_adults  # noqa: E402
 
 from serving import time_calls  # noqa: E402 (benchmarks/serving.py, beside this file)
 

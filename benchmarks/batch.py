@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
-from pneumo.batch_output import open_output  # noqa: E402 (needs the path above)
+from pneumo.batch.output import open_output  # noqa: E402 (needs the path above)
 from tests.conftest import synthetic_xray  # noqa: E402
 
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "chest_xray" / "val"

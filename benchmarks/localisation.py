@@ -4,10 +4,9 @@
 
 Films: those of labels.csv with RSNA "Lung Opacity" boxes (`rsna_boxes`) or
 NIH Pneumonia boxes (`nih_boxes`), in 384-px pixels; a film's boxes are the
-union of both. Each goes once through pneumo.analysis.analyse (the served
-model, PNEUMO_* settings as in the app) with research_location=True, so that
-the location is computed even without a PNEUMONIA verdict (never shown to
-users; here only to measure).
+union of both. Each goes once through pneumo.analysis.evidence (analyse on the
+served model, PNEUMO_* settings as in the app, plus the location computed even
+without a PNEUMONIA verdict: never shown to users; here only to measure).
 
 For each method:
 - pointing game: the share of films whose `peak` lies inside a box;
@@ -16,15 +15,15 @@ For each method:
   the boxes cover (a zone is covered when a box holds at least 10% of its
   area or 25% of the box lies in it, zones taken from the film's lung fields).
 
-Methods: "in the lung fields" is what ships (pneumo/location.py): the
+Methods: "in the lung fields" is what ships (pneumo/anatomy/location.py): the
 heatmap of the answer the film got, inside the lung fields. For adults it
-is the opacity map (pneumo/opacity.py) when the run folder has one; that
+is the opacity map (pneumo/answers/opacity.py) when the run folder has one; that
 one was fitted on these very films, so it is refitted here in five folds
-by patient (training/opacity.py, --seed) and each film gets the map fitted
+by patient (training/adults/opacity.py, --seed) and each film gets the map fitted
 without its patient. "whole frame" is the same heatmap over the whole
 film, zones as halves and thirds of the frame (the app before lung
 fields). "adult read-out's Grad-CAM, in the lung fields": Grad-CAM of the
-run folder's adult answer (adult.npz, pneumo/adult.py), what adults were
+run folder's adult answer (adult.npz, pneumo/answers/adult.py), what adults were
 shown before the opacity map; its own PNEUMONIA calls (at its threshold)
 are a row of their own. Without --no-fine, "lung fields, 16 x 16": a
 finer Grad-CAM of the children's model from the same maps and head
@@ -38,8 +37,7 @@ Rows: films the model calls PNEUMONIA (the targets: pointing >= 70%,
 zones >= 80%), split by whose answer called them (the population check
 routes some adult films to the children's answer), films with another
 answer (NORMAL, or no verdict: out of scope) and all boxed films, each
-with the location computed whatever the answer (analyse's
-research_location).
+with the location computed whatever the answer (pneumo.analysis.evidence).
 """
 
 import argparse
@@ -53,17 +51,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pneumo.adult import AdultHead, adult_features  # noqa: E402
-from pneumo.analysis import analyse  # noqa: E402
-from pneumo.decode import decode  # noqa: E402
-from pneumo.heatmap import channel_weights, class_activation  # noqa: E402
-from pneumo.loading import BUNDLED_DIR  # noqa: E402
-from pneumo.lungs import WORK_SIDE, ZONES, lung_fields  # noqa: E402
-from pneumo.location import assumed_fields, locate, lungs_or_assumed  # noqa: E402
-from pneumo.photo import film_of  # noqa: E402
-from pneumo.predict import adult_heatmaps, lung_grid, trunk_maps  # noqa: E402
-from pneumo.preprocess import preprocess  # noqa: E402
-from training.opacity import BOX_SIDE, box_mask, boxes_of, out_of_fold_maps, read_films  # noqa: E402
+from pneumo.answers.adult import AdultHead, adult_features  # noqa: E402
+from pneumo.analysis import evidence  # noqa: E402
+from pneumo.inputs.decode import decode  # noqa: E402
+from pneumo.model.heatmap import channel_weights, class_activation  # noqa: E402
+from pneumo.model.loading import BUNDLED_DIR  # noqa: E402
+from pneumo.anatomy.lungs import FIELD_SIDE, ZONES, lung_fields  # noqa: E402
+from pneumo.anatomy.location import assumed_fields, locate, lungs_or_assumed  # noqa: E402
+from pneumo.inputs.photo import film_of  # noqa: E402
+from pneumo.model.predict import adult_heatmaps, lung_grid, trunk_maps  # noqa: E402
+from pneumo.model.preprocess import preprocess  # noqa: E402
+from training.adults.opacity import BOX_SIDE, box_mask, boxes_of, out_of_fold_maps, read_films  # noqa: E402
 
 SIDE = BOX_SIDE  # the films' and boxes' pixels
 ADULT_METHOD = "adult read-out's Grad-CAM, in the lung fields"
@@ -72,10 +70,10 @@ COVERED_ZONE_SHARE, COVERED_BOX_SHARE = 0.10, 0.25
 
 
 def covered_zones(boxes, zone_map) -> set:
-    """Zones (names) the boxes cover, on the WORK_SIDE zone map."""
+    """Zones (names) the boxes cover, on the FIELD_SIDE zone map."""
     covered = set()
     for box in boxes:
-        inside = box_mask([box], WORK_SIDE)
+        inside = box_mask([box], FIELD_SIDE)
         for index, name in enumerate(ZONES):
             zone = zone_map == index
             overlap = (zone & inside).sum()
@@ -104,7 +102,7 @@ def main():
     args = parser.parse_args()
     rows = [row for row in csv.DictReader(open(Path(args.data) / "labels.csv")) if boxes_of(row)]
     rows = rows[:args.limit] if args.limit else rows
-    from pneumo.loading import get_model
+    from pneumo.model.loading import get_model
 
     loaded = get_model()
     held_out = _held_out_opacity_maps(loaded, args.data, args.seed)
@@ -120,18 +118,19 @@ def main():
         if held_out:
             loaded.opacity_map = held_out[row["file"]]  # fitted without this patient's films
         start = time.perf_counter()
-        analysis = analyse(decoded, loaded, research_location=True)
+        found_here = evidence(decoded, loaded)
+        analysis = found_here.analysis
         film = film_of(decoded.image)
         seconds["analyse (with heatmap)"].append(time.perf_counter() - start)
         start = time.perf_counter()
-        locate(analysis.research_heatmap, film, decoded.image.size)
+        locate(found_here.heatmap, film, decoded.image.size)
         seconds["locate (lung fields, zones, peak, box)"].append(time.perf_counter() - start)
         fields = lung_fields(film.image)
         found += fields is not None
         covered = covered_zones(boxes_of(row), (fields or assumed_fields()).zone_map())
-        heatmap = analysis.research_heatmap
+        heatmap = found_here.heatmap
         frame = locate(heatmap, film, decoded.image.size, restrict=False).as_dict()
-        lungs = analysis.location or analysis.research_location.as_dict()
+        lungs = analysis.location or found_here.location.as_dict()
         results["whole frame"].append(scores(frame, boxes_of(row), covered))
         results["in the lung fields"].append(scores(lungs, boxes_of(row), covered))
         counts["whole frame"].append(len(frame["zones"]))
@@ -187,7 +186,7 @@ def main():
 
 
 def _held_out_opacity_maps(loaded, data, seed) -> dict:
-    """File -> an opacity map fitted without the film's patient (training/opacity.py), when the run
+    """File -> an opacity map fitted without the film's patient (training/adults/opacity.py), when the run
     folder has one; {} otherwise. The run folder's own was fitted on these very films."""
     if loaded.opacity_map is None:
         return {}
@@ -247,7 +246,7 @@ def _block4_gradcam(folder):
     import keras
     import tensorflow as tf
 
-    from pneumo.run_folder import KERAS_MODEL
+    from pneumo.model.run_folder import KERAS_MODEL
 
     model = keras.saving.load_model(Path(folder) / KERAS_MODEL, compile=False)
     probe = keras.Model(model.inputs, [model.get_layer("block4_conv3").output, model.output])
@@ -263,7 +262,7 @@ def _block4_gradcam(folder):
 
 
 def _fine(loaded, film):
-    """The 16 x 16 heatmap of pneumo.heatmap.fine_heatmap: four copies of the film moved by a quarter cell."""
+    """The 16 x 16 heatmap of pneumo.model.heatmap.fine_heatmap: four copies of the film moved by a quarter cell."""
     size = loaded.config["image_size"]
     inputs = preprocess(film.image, size)
     raw, maps = loaded.runtime(shifted(inputs, size // 32))

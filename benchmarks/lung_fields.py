@@ -1,9 +1,9 @@
-"""How often pneumo/lungs.py finds a pair of lung fields, and how fast.
+"""How often pneumo/anatomy/lungs.py finds a pair of lung fields, and how fast.
 
     python benchmarks/lung_fields.py [--sheets DIR]
 
 Sets: val/ children, adult films (the first 300 of adult_cxr), phone photos
-of val/ films (training/photos.py, after the app's photo step), and
+of val/ films (training/checks/photos.py, after the app's photo step), and
 non-X-rays (scikit-image samples that ship with it, blank, noise). Finding
 lungs is not checked here for being right: that is what the contact sheets
 (--sheets: PNG files with each film's zones outlined) are for, by eye.
@@ -19,8 +19,8 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pneumo.lungs import lung_fields  # noqa: E402
-from pneumo.photo import film_of  # noqa: E402
+from pneumo.anatomy.lungs import lung_fields  # noqa: E402
+from pneumo.inputs.photo import film_of  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TILE = 192
@@ -28,7 +28,7 @@ COLOURS = [(255, 0, 0), (255, 128, 0), (255, 255, 0), (0, 255, 0), (0, 200, 255)
 
 
 def sets():
-    from training.photos import photo_of_film
+    from training.checks.photos import photo_of_film
 
     val = sorted((SHARED / "chest_xray" / "val").glob("*/*.jpeg"))
     yield "val/ children", [_loaded(p) for p in val]

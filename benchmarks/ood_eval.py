@@ -1,4 +1,4 @@
-"""How well does the not-a-chest-X-ray check (pneumo/ood.py) separate X-rays
+"""How well does the not-a-chest-X-ray check (pneumo/checks/ood.py) separate X-rays
 from everything else?
 
     python benchmarks/ood_eval.py [--model RUN_FOLDER] [--data ../shared/data/chest_xray]
@@ -9,7 +9,7 @@ them: at most 1% by construction), among the patients held out of train/
 ship, so that it runs offline: scikit-image's bundled images, scikit-learn's
 and Matplotlib's sample images, pydicom's CT and MR test files, and
 generated blank, gradient and noise images. Every image takes the app's own
-path: encoded, decoded by pneumo.decode, analysed by pneumo.analysis.
+path: encoded, decoded by pneumo.inputs.decode, analysed by pneumo.analysis.
 Targets: <= 1% of X-rays, >= 95% of non-X-rays.
 """
 
@@ -28,14 +28,14 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pneumo.decode import InputError, decode  # noqa: E402
-from pneumo.loading import load_model  # noqa: E402
+from pneumo.inputs.decode import InputError, decode  # noqa: E402
+from pneumo.model.loading import load_model  # noqa: E402
 from pneumo.analysis import analyse_many  # noqa: E402
-from pneumo.ood import statistics_reason  # noqa: E402
-from pneumo.photo import film_of  # noqa: E402
-from pneumo.predict import model_outputs  # noqa: E402
-from pneumo.preprocess import preprocess  # noqa: E402
-from pneumo.scope import NOT_CHEST_XRAY  # noqa: E402
+from pneumo.checks.ood import statistics_reason  # noqa: E402
+from pneumo.inputs.photo import film_of  # noqa: E402
+from pneumo.model.predict import model_outputs  # noqa: E402
+from pneumo.model.preprocess import preprocess  # noqa: E402
+from pneumo.checks.scope import NOT_CHEST_XRAY  # noqa: E402
 
 # scikit-image images bundled in its wheel (the others need a download).
 SKIMAGE = {
@@ -130,7 +130,7 @@ def flags(loaded, images):
 def xray_sets(data):
     """val/ (the threshold was chosen on it) and the patients that training
     held out of train/ (--holdout-fraction 0.1 --seed 0: never seen by the fit)."""
-    from training.data import DataError, load_splits
+    from training.children.data import DataError, load_splits
 
     try:
         splits = load_splits(data, holdout_fraction=0.1, seed=0)

@@ -3,14 +3,14 @@
     python benchmarks/orientation_eval.py [--model RUN_FOLDER] [--data ../shared/data/chest_xray]
                                           [--adult-data ../shared/data/adult_cxr]
 
-Every val/ film in all 8 ways (4 turns x 2 polarities: pneumo/orientation.py)
+Every val/ film in all 8 ways (4 turns x 2 polarities: pneumo/inputs/orientation.py)
 goes through pneumo.analysis, once with the run folder's orientation check
 and once without it. Per way: how many films were turned back, how many got
 a verdict, and how many verdicts were wrong (label unlike the truth), as a
 share of all films of that way. Then the adult films, upright as stored:
 how many the check turns (a false correction, unless the film was stored
 turned), over all of them and over the patients the fit held out
-(training/orientation.py). Targets: no more than 1% wrong verdicts on
+(training/checks/orientation.py). Targets: no more than 1% wrong verdicts on
 altered films; the upright films' accuracy, ROC AUC and share with a
 verdict unchanged.
 """
@@ -30,10 +30,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pneumo.analysis import analyse_many  # noqa: E402
-from pneumo.decode import decode  # noqa: E402
-from pneumo.loading import BUNDLED_DIR, load_model  # noqa: E402
-from pneumo.orientation import UPRIGHT, WAYS, altered  # noqa: E402
-from training.orientation import adults  # noqa: E402
+from pneumo.inputs.decode import decode  # noqa: E402
+from pneumo.model.loading import BUNDLED_DIR, load_model  # noqa: E402
+from pneumo.inputs.orientation import UPRIGHT, WAYS, altered  # noqa: E402
+from training.checks.orientation import adults  # noqa: E402
 
 CHUNK = 16
 
@@ -73,7 +73,7 @@ def main():
     args = p.parse_args()
     loaded = load_model(path=args.model)
     if loaded.orientation_check is None:
-        sys.exit(f"{args.model} has no orientation check (python -m training.orientation RUN_FOLDER)")
+        sys.exit(f"{args.model} has no orientation check (python -m training.checks.orientation RUN_FOLDER)")
     without = dataclasses.replace(loaded)
     without.__dict__["orientation_check"] = None  # the same model, films taken as they come
     paths = sorted(Path(args.data, "val").glob("*/*.jpeg"))

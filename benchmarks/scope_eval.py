@@ -1,11 +1,11 @@
-"""Who gets a verdict? The scope checks (pneumo/scope.py) measured per set.
+"""Who gets a verdict? The scope checks (pneumo/checks/scope.py) measured per set.
 
     python benchmarks/scope_eval.py [--model RUN_FOLDER] [--data ../shared/data/chest_xray]
                                     [--adult-data ../shared/data/adult_cxr] [--seed 0]
 
 Sets, and how each is scored so that no image meets a check fitted on it:
 
-- val/ children and the adult films: cross-validated (training/population.py:
+- val/ children and the adult films: cross-validated (training/checks/population.py:
   five folds by patient, each scored by a check fitted without it), with
   phone photos of the films and, for the adults, re-renderings the fit never
   saw (a proxy for other hospitals);
@@ -35,11 +35,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from ood_eval import load as load_non_xray, non_xrays  # noqa: E402
 
 from pneumo.analysis import analyse_many  # noqa: E402
-from pneumo.loading import BUNDLED_DIR, load_model  # noqa: E402
-from pneumo.scope import NOT_CHEST_XRAY, OK, OUTSIDE_POPULATION  # noqa: E402
-from training import population, scope  # noqa: E402
-from training.data import load_splits  # noqa: E402
-from training.photos import photo_of_film  # noqa: E402
+from pneumo.model.loading import BUNDLED_DIR, load_model  # noqa: E402
+from pneumo.checks.scope import NOT_CHEST_XRAY, OK, OUTSIDE_POPULATION  # noqa: E402
+from training.checks import population  # noqa: E402
+from training.checks import scope  # noqa: E402
+from training.children.data import load_splits  # noqa: E402
+from training.checks.photos import photo_of_film  # noqa: E402
 
 VARIANT_NAMES = {"original": "", "photo": ", phone photos", "site": ", re-framed, re-compressed",
                  "unseen": ", re-rendered unlike any fit (other-hospital proxy)"}

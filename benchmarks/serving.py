@@ -1,5 +1,5 @@
 """Serving benchmarks: how fast and how big the served model is on this machine,
-for the Keras runtime and the default one side by side (pneumo/runtime.py).
+for the Keras runtime and the default one side by side (pneumo/model/runtime.py).
 
     python benchmarks/serving.py [--model RUN_FOLDER] [--images DIR] [--runtimes keras,auto] [--sweep] [--json OUT]
 
@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pneumo.run_folder import CONFIG, FLOAT_ONNX, INT8_ONNX, KERAS_MODEL  # noqa: E402 (needs the path above)
+from pneumo.model.run_folder import CONFIG, FLOAT_ONNX, INT8_ONNX, KERAS_MODEL  # noqa: E402 (needs the path above)
 from tests.processes import stop  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "pneumo" / "bundled_model"
@@ -46,7 +46,7 @@ START_TIMEOUT_S = 600
 LAUNCH_WITH_LIMIT = """
 import sys
 import app
-from pneumo.decode import MAX_FILE_BYTES
+from pneumo.inputs.decode import MAX_FILE_BYTES
 app.demo.queue(default_concurrency_limit=int(sys.argv[1]), max_size=32)
 app.demo.launch(max_file_size=MAX_FILE_BYTES, prevent_thread_lock=True)
 app.demo.block_thread()
@@ -342,10 +342,10 @@ def _load_row(n, r):
 def bench_in_process(model, files, args, runtime):
     """One runtime in this process: analyse with the heatmap, the model's pass alone, batch throughput."""
     from pneumo.analysis import analyse, analyse_many
-    from pneumo.decode import decode
-    from pneumo.loading import load_model
-    from pneumo.predict import adult_outputs, model_outputs
-    from pneumo.preprocess import preprocess
+    from pneumo.inputs.decode import decode
+    from pneumo.model.loading import load_model
+    from pneumo.model.predict import adult_outputs, model_outputs
+    from pneumo.model.preprocess import preprocess
 
     loaded = load_model(model, runtime=runtime)
     images = [decode(path).image for path in files[:max(args.batch, 16)]]

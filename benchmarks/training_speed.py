@@ -25,8 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from training.augment import BalancedBatches
-from training.model import build_model, compile_model
+from training.children.augment import BalancedBatches
+from training.children.model import build_model, compile_model
 
 CONFIGURATIONS = [
     # name, image size, frozen blocks

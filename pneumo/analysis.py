@@ -13,7 +13,7 @@ so they agree by construction.
 
 The model may answer only when the scope check says `ok`, and it answers
 for the population the check routes the film to: a child gets the three
-classes of the children's model, an adult the adult answer (pneumo/adult.py:
+classes of the children's model, an adult the adult answer (pneumo/answers/adult.py:
 pneumonia or not, no bacterial/viral split, from its own trunk's pass).
 Otherwise `label`, `pneumonia_probability` and `probabilities` are None,
 `reason` says why in a sentence, and the model's raw numbers survive only
@@ -25,15 +25,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from .calibration import calibrate
-from .classes import CLASSES, pneumonia_probability
-from .decode import Decoded, decode
-from .location import locate
-from .orientation import upright
-from .photo import film_of
-from .predict import adult_outputs, model_outputs
-from .preprocess import preprocess
-from .scope import ADULT, OK, adult_scope, assess_scope
+from pneumo.answers.calibration import calibrate
+from pneumo.answers.classes import CLASSES, pneumonia_probability
+from pneumo.inputs.decode import Decoded, decode
+from pneumo.anatomy.location import locate
+from pneumo.inputs.orientation import upright
+from pneumo.inputs.photo import film_of
+from pneumo.model.predict import adult_outputs, model_outputs
+from pneumo.model.preprocess import preprocess
+from pneumo.checks.scope import ADULT, OK, adult_scope, assess_scope
 
 # The keys of the model's identity that every result repeats.
 MODEL_KEYS = ("name", "source", "repo", "revision", "commit", "sha256", "runtime", "threshold", "fallback_reason")
@@ -41,7 +41,7 @@ MODEL_KEYS = ("name", "source", "repo", "revision", "commit", "sha256", "runtime
 
 @dataclass
 class Analysis:
-    scope: str  # "ok", "not_chest_xray" or "outside_population" (pneumo/scope.py)
+    scope: str  # "ok", "not_chest_xray" or "outside_population" (pneumo/checks/scope.py)
     population: str | None  # whose answer: "child" or "adult" when scope is "ok"; None without a verdict
     reason: str | None  # why there is no verdict, for people; None when scope is "ok"
     label: str | None  # "NORMAL" or "PNEUMONIA" by `threshold`; None outside scope
@@ -52,31 +52,40 @@ class Analysis:
     research: dict | None  # outside scope only: what the model computed anyway; not a verdict
     checks: dict  # the scope checks' scores and thresholds
     model: dict  # which model answered
-    location: dict | None = None  # PNEUMONIA verdicts only: zones, peak, box (pneumo/location.py)
+    location: dict | None = None  # PNEUMONIA verdicts only: zones, peak, box (pneumo/anatomy/location.py)
     heatmap: np.ndarray | None = field(default=None, repr=False)  # (h, w) in [0, 1]; only in scope
     image: Image.Image | None = field(default=None, repr=False)  # what the model saw (the film of a photo)
     lungs: object = field(default=None, repr=False)  # the lung fields behind `location`, for the overlay
-    # analyse(..., research_location=True) only, never shown: where the evidence is on any film,
-    # verdict or not (benchmarks/localisation.py). A pneumo.location.Location, or None.
-    research_location: object = field(default=None, repr=False)
-    research_heatmap: np.ndarray | None = field(default=None, repr=False)  # the heatmap behind it
 
     def as_dict(self) -> dict:
-        """The JSON result of every entry point (README: "The result")."""
+        """The JSON result of every entry point (docs/result.md)."""
         return {key: getattr(self, key) for key in RESULT_FIELDS}
 
 
-# The result's fields, in order (README: "The result"); archive runs write one column each.
+# The result's fields, in order (docs/result.md); archive runs write one column each.
 RESULT_FIELDS = ("scope", "population", "reason", "label", "pneumonia_probability", "probabilities", "threshold",
                  "warnings", "research", "checks", "model", "location")
 
 
-def analyse(source, loaded=None, with_heatmap=True, research_location=False) -> Analysis:
+def analyse(source, loaded=None, with_heatmap=True) -> Analysis:
     """One file (a path or its bytes), a Decoded or a PIL image -> Analysis.
-    research_location: also locate the evidence when there is no PNEUMONIA verdict, in
-    `research_location` only (for measuring; never part of the result).
-    Raises pneumo.decode.InputError for files that cannot be read."""
-    return _analyse_decoded([_as_decoded(source)], loaded, with_heatmap or research_location, research_location)[0]
+    Raises pneumo.inputs.decode.InputError for files that cannot be read."""
+    return _analyse_decoded([_as_decoded(source)], loaded, with_heatmap)[0][0]
+
+
+@dataclass
+class Evidence:
+    """Where the evidence lies on a film, verdict or not: for measuring (benchmarks/localisation.py),
+    never part of a result, which locates PNEUMONIA verdicts only."""
+    analysis: Analysis
+    heatmap: np.ndarray  # the answer's heatmap; without an answer, the children's model's
+    location: object  # pneumo.anatomy.location.Location of that heatmap, or None
+
+
+def evidence(source, loaded=None) -> Evidence:
+    """`analyse`, plus where the evidence lies whatever the verdict (see Evidence)."""
+    results, found = _analyse_decoded([_as_decoded(source)], loaded, with_heatmap=True, everywhere=True)
+    return Evidence(results[0], *found[0])
 
 
 def analyse_many(sources, loaded=None, batch_size=16) -> list[Analysis]:
@@ -84,7 +93,7 @@ def analyse_many(sources, loaded=None, batch_size=16) -> list[Analysis]:
     the pass gives anyway: cheap) so that PNEUMONIA verdicts carry their location."""
     decoded = [_as_decoded(source) for source in sources]
     return [a for start in range(0, len(decoded), batch_size)
-            for a in _analyse_decoded(decoded[start:start + batch_size], loaded, with_heatmap=True)]
+            for a in _analyse_decoded(decoded[start:start + batch_size], loaded, with_heatmap=True)[0]]
 
 
 def _as_decoded(source) -> Decoded:
@@ -95,9 +104,10 @@ def _as_decoded(source) -> Decoded:
     return decode(source)
 
 
-def _analyse_decoded(decoded: list[Decoded], loaded, with_heatmap, research_location=False) -> list[Analysis]:
+def _analyse_decoded(decoded: list[Decoded], loaded, with_heatmap, everywhere=False) -> tuple[list, list]:
+    """(Analyses, and with `everywhere` each film's (heatmap, Location) whatever its verdict, else [])."""
     if loaded is None:
-        from .loading import get_model
+        from pneumo.model.loading import get_model
 
         loaded = get_model()
     films = [upright(film_of(d.image), loaded.orientation_check) for d in decoded]
@@ -108,12 +118,12 @@ def _analyse_decoded(decoded: list[Decoded], loaded, with_heatmap, research_loca
     model = {key: loaded.identity.get(key) for key in MODEL_KEYS}
     results = [_result(d, film, scope, answer, outputs.raw[i], loaded, model)
                for i, (d, film, scope, answer) in enumerate(zip(decoded, films, scopes, answers))]
-    if research_location:  # the heatmap of the answer the film gets; without one, the children's model's
-        for i, (result, d, film, answer) in enumerate(zip(results, decoded, films, answers)):
-            result.research_heatmap = answer.heatmap if answer is not None else outputs.heatmaps[i]
-            result.research_location = locate(result.research_heatmap, film, d.image.size,
-                                              fields=answer.lungs if answer is not None else None)
-    return results
+    found = []
+    if everywhere:  # the heatmap of the answer the film gets; without one, the children's model's
+        for i, (d, film, answer) in enumerate(zip(decoded, films, answers)):
+            heatmap = answer.heatmap if answer is not None else outputs.heatmaps[i]
+            found.append((heatmap, locate(heatmap, film, d.image.size, fields=answer.lungs if answer else None)))
+    return results, found
 
 
 @dataclass
@@ -128,7 +138,7 @@ class _Answer:
 def _answers(loaded, films, scopes, outputs, with_heatmap) -> tuple[list, list]:
     """Each film's final scope and its answer from the population the scope routes it to (None
     outside scope). Adults' answers come in one batch: a head with its own trunk makes a second
-    pass, and its own checks may still send a film outside (pneumo/scope.py, `adult_scope`)."""
+    pass, and its own checks may still send a film outside (pneumo/checks/scope.py, `adult_scope`)."""
     scopes = list(scopes)
     answers = [_child_answer(loaded, outputs, i) if s.code == OK and s.population != ADULT else None
                for i, s in enumerate(scopes)]

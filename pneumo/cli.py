@@ -2,13 +2,13 @@
 
     python -m pneumo predict [--json] PATH...   classify X-ray files
     python -m pneumo predict SOURCE... --out FILE [--engine local|ray]
-                                                screen an archive into a file, resumably (pneumo/batch.py)
+                                                screen an archive into a file, resumably (pneumo/batch/run.py)
     python -m pneumo info                       which model would serve
 
 The model is chosen as in the app: PNEUMO_MODEL_PATH, else PNEUMO_MODEL_REPO
 (at PNEUMO_MODEL_REVISION), else the bundled model. It runs on the run's ONNX
 models when it has them (int8 on CPUs with VNNI, else float) and on Keras
-otherwise; PNEUMO_RUNTIME chooses (pneumo/runtime.py), and `info` names the
+otherwise; PNEUMO_RUNTIME chooses (pneumo/model/runtime.py), and `info` names the
 runtime that serves.
 """
 
@@ -37,15 +37,15 @@ def main(argv=None) -> int:
         _parser().error("--engine, --workers and --ray-address need --out")
     if args.command == "predict" and args.workers is not None and args.workers < 1:
         _parser().error("--workers must be at least 1")
-    if args.command == "predict" and args.out:  # an archive run: pneumo/batch.py
-        from .batch import run
+    if args.command == "predict" and args.out:  # an archive run: pneumo/batch/run.py
+        from pneumo.batch.run import run
 
         return run(args.paths, args.out, args.engine, args.workers, args.ray_address)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the keras runtime: keep TensorFlow's start-up chatter off stderr
-    from .settings import check_at_start_up
+    from pneumo.settings import check_at_start_up
 
     check_at_start_up()  # a malformed PNEUMO_* value stops here (exit code 2), by name, not as a quiet fallback
-    from .loading import get_model
+    from pneumo.model.loading import get_model
 
     try:
         loaded = get_model()
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
 
 def predict(loaded, paths: list[str], as_json: bool) -> int:
     """Print one line per path, in order; 1 when any file could not be read."""
-    from .decode import InputError, decode
+    from pneumo.inputs.decode import InputError, decode
 
     if not as_json:
         print(f"{'label':<9}  {'P(pneu.)':>8}  {'normal':>6} {'bact.':>6} {'viral':>6}  "
@@ -97,7 +97,7 @@ def predict(loaded, paths: list[str], as_json: bool) -> int:
 def _analyses(decoded: dict, loaded, errors: dict) -> dict:
     """{path: Analysis} for the decoded files. A batch that fails is retried
     file by file, so that one odd file costs only its own line (in `errors`)."""
-    from .analysis import analyse, analyse_many
+    from pneumo.analysis import analyse, analyse_many
 
     try:
         return dict(zip(decoded, analyse_many(list(decoded.values()), loaded)))
@@ -120,7 +120,7 @@ def _result_line(path, analysis, as_json) -> str:
         return f"{'-':<9}  {'-':>8}  {'-':>6} {'-':>6} {'-':>6}  {'-':<{ZONES_WIDTH}}  {path}\n{'':<9}  " \
                f"no verdict ({analysis.scope}): {analysis.reason}" + notes
     p = analysis.probabilities
-    # An adult answer has no bacterial/viral split (pneumo/adult.py): those columns stay empty.
+    # An adult answer has no bacterial/viral split (pneumo/answers/adult.py): those columns stay empty.
     split = "  ".join(f"{p[k]:>6.1%}" if k in p else f"{'-':>6}" for k in ("BACTERIAL", "VIRAL"))
     return (f"{analysis.label:<9}  {analysis.pneumonia_probability:>8.1%}  "
             f"{p['NORMAL']:>6.1%} {split}  {_zones(analysis.location):<{ZONES_WIDTH}}  {path}") + notes
@@ -166,7 +166,7 @@ def _parser() -> argparse.ArgumentParser:
         help='one JSON object per line: {"path", and the analysis result: "scope", "population", "reason", '
              '"label", "pneumonia_probability", "probabilities", "threshold", "warnings", "research", "checks", '
              '"model", "location"} '
-             '(README: "The result"), or {"path", "error"}',
+             '(docs/result.md), or {"path", "error"}',
     )
     archive = predict_cmd.add_argument_group(
         "archive runs", "With --out: PATHs may also be folders (walked recursively; files that are neither images "

@@ -10,7 +10,7 @@ The app and the `pneumo` command call check_at_start_up() before anything else, 
 malformed value (PNEUMO_ONNX_THREADS=four) stops start-up with a message
 that names the variable, instead of surfacing later as a runtime that
 quietly fails to load while another one serves. setting() reads the
-environment when called; pneumo/sandbox.py and pneumo/uploads.py take their
+environment when called; pneumo/inputs/sandbox.py and ui/uploads.py take their
 limits once, when imported.
 README "Configuration" lists the same variables.
 """
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .runtime_names import RUNTIMES
+from pneumo.model.runtime_names import RUNTIMES
 
 # Uploads (medical data) go here unless GRADIO_TEMP_DIR says otherwise: never Gradio's
 # default /tmp/gradio, which every Gradio app of the user shares and which the sweeper empties.
@@ -87,22 +87,22 @@ EXPECTED = {_positive_int: "a whole number of at least 1", _positive_number: "a 
             _hub_repo: "a Hub repo id such as owner/name"}
 
 VARIABLES = {
-    # Which model serves (pneumo/loading.py) and what computes it (pneumo/runtime.py)
+    # Which model serves (pneumo/model/loading.py) and what computes it (pneumo/model/runtime.py)
     "PNEUMO_MODEL_PATH": Variable(_text),
     "PNEUMO_MODEL_REPO": Variable(_hub_repo),
     "PNEUMO_MODEL_REVISION": Variable(_text),
     "PNEUMO_RUNTIME": Variable(_runtime, "auto"),
     "PNEUMO_ONNX_THREADS": Variable(_positive_int),  # None: the cores this process may use
-    # The decoding workers' limits (pneumo/sandbox.py)
+    # The decoding workers' limits (pneumo/inputs/sandbox.py)
     "PNEUMO_DECODE_MEMORY_MB": Variable(_positive_int, 1024),
     "PNEUMO_DECODE_CPU_S": Variable(_positive_int, 7),
     "PNEUMO_DECODE_TIMEOUT_S": Variable(_positive_number, 8.0),
-    # The upload folder's sweeper (pneumo/uploads.py)
+    # The upload folder's sweeper (ui/uploads.py)
     "PNEUMO_KEEP_UPLOADS_S": Variable(_positive_number, 60.0),
     "PNEUMO_SWEEP_EVERY_S": Variable(_positive_number, 10.0),
-    # The MCP tool (app.py, pneumo/fetch.py)
+    # The MCP tool (app.py, pneumo/inputs/fetch.py)
     "PNEUMO_ALLOW_PRIVATE_URLS": Variable(_flag, False),
-    # Training (training/train.py, training/scope.py, training/quantize.py)
+    # Training (training/train.py, training/checks/scope.py, training/deploy/quantize.py)
     "PNEUMO_DATA_DIR": Variable(_text, "../shared/data/chest_xray"),
     "PNEUMO_ADULT_DATA_DIR": Variable(_text),
     "PNEUMO_TRAIN_WORKERS": Variable(_positive_int),  # None: training.train.default_workers()

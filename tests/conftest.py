@@ -93,8 +93,8 @@ def tiny_run(tmp_path_factory, synthetic_data):
 def tiny_app(tiny_run, monkeypatch):
     """app.py imported as the Space imports it, serving the tiny run (also when another test
     imported it first)."""
-    from pneumo import loading
-    from pneumo.loading import load_model
+    from pneumo.model import loading
+    from pneumo.model.loading import load_model
 
     monkeypatch.setenv("PNEUMO_MODEL_PATH", str(tiny_run))
     loading.get_model.cache_clear()

@@ -1,4 +1,4 @@
-"""Grad-CAM by TensorFlow's GradientTape: the reference for pneumo/heatmap.py.
+"""Grad-CAM by TensorFlow's GradientTape: the reference for pneumo/model/heatmap.py.
 
 This is the Grad-CAM that pneumo served before its heatmap came from the
 maps and the head's kernel in numpy; tests/test_heatmap.py proves the two equal.
@@ -7,7 +7,7 @@ maps and the head's kernel in numpy; tests/test_heatmap.py proves the two equal.
 import keras
 import tensorflow as tf
 
-from pneumo.classes import BACTERIAL, NORMAL, VIRAL
+from pneumo.answers.classes import BACTERIAL, NORMAL, VIRAL
 
 
 class GradCam:

@@ -11,23 +11,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumo.adult import AdultHead, adult_features, lung_weights
+from pneumo.answers.adult import AdultHead, adult_features, lung_weights
 from pneumo.analysis import analyse
-from pneumo.decode import decode
-from pneumo.loading import BUNDLED_DIR, load_model
-from pneumo.lungs import LungFields, lung_fields
-from pneumo.orientation import upright
-from pneumo.photo import film_of
-from pneumo.predict import adult_heatmaps
-from pneumo.preprocess import preprocess
-from pneumo.run_folder import ADULT, ADULT_CHECK, ADULT_OPACITY, ADULT_REPORT, ADULT_TRUNK
-from pneumo.scope import ADULT as ADULT_POPULATION
-from pneumo.ood import FeatureCheck
-from pneumo.location import assumed_fields
-from pneumo.scope import CHILD, NO_LUNGS, OK, OUTSIDE_POPULATION, UNLIKE_ADULTS, Scope, adult_scope
+from pneumo.inputs.decode import decode
+from pneumo.model.loading import BUNDLED_DIR, load_model
+from pneumo.anatomy.lungs import LungFields, lung_fields
+from pneumo.inputs.orientation import upright
+from pneumo.inputs.photo import film_of
+from pneumo.model.predict import adult_heatmaps
+from pneumo.model.preprocess import preprocess
+from pneumo.model.run_folder import ADULT, ADULT_CHECK, ADULT_OPACITY, ADULT_REPORT, ADULT_TRUNK
+from pneumo.checks.scope import ADULT as ADULT_POPULATION
+from pneumo.checks.ood import FeatureCheck
+from pneumo.anatomy.location import assumed_fields
+from pneumo.checks.scope import CHILD, NO_LUNGS, OK, OUTSIDE_POPULATION, UNLIKE_ADULTS, Scope, adult_scope
 from tests.conftest import ADULT_DATA, ROOT, require, require_import, synthetic_xray
 from tests.test_cli import run_cli
-from training import adult as adult_fit
+from training.adults import answer as adult_fit
 
 
 
@@ -159,7 +159,7 @@ def adult_serving_folder(tmp_path_factory):
     trunk = load_model(BUNDLED_DIR).adult_trunk
     assert trunk is not None, f"the bundled model has no {ADULT_TRUNK}"
     head = random_head(trunk.channels, np.random.default_rng(4))
-    head.lungs, head.trunk = 1.0, 1.0  # the trunk's maps over the lung fields, as training/adult.py fits it
+    head.lungs, head.trunk = 1.0, 1.0  # the trunk's maps over the lung fields, as training/adults/answer.py fits it
     head.save(folder / ADULT)
     return folder
 
@@ -209,7 +209,7 @@ def test_the_adult_answer_reads_the_trunks_maps_over_the_films_lungs(adult_servi
     child_weights = lung_weights(fields, child_maps.shape[1:3])[None]
     assert score != pytest.approx(head.score(adult_features(child_maps, child_weights))[0], abs=0.1)  # nor the children's maps
     assert result.heatmap.shape == (20, 20)  # the adult evidence, on the trunk's finer grid
-    # Where: the opacity map (pneumo/opacity.py), read on the whole lung fields and nil outside them.
+    # Where: the opacity map (pneumo/answers/opacity.py), read on the whole lung fields and nil outside them.
     assert loaded.opacity_map is not None
     fields_share = lung_weights(fields, maps.shape[1:3], aerated=False)
     assert np.array_equal(result.heatmap, loaded.opacity_map.heatmap(maps, fields_share[None])[0])
@@ -247,13 +247,13 @@ def test_an_adult_film_without_lungs_or_far_from_the_adult_films_gets_no_verdict
     distance of adult_check.npz; else outside_population and why."""
     rng = np.random.default_rng(2)
     check = FeatureCheck(np.zeros(4), np.eye(4)[:2], np.ones(2), residual_variance=1.0, threshold=3.0)
-    routed = Scope(OK, scores={"outside_population_probability": 0.99}, population=ADULT_POPULATION)
+    routed = Scope(OK, scores={"adult_probability": 0.99}, population=ADULT_POPULATION)
     near, far = np.expm1(np.abs(rng.normal(0, 0.1, 4))), np.full(4, 100.0)
     lungs = LungFields(np.eye(8, dtype=bool), np.eye(8, dtype=bool)[::-1])
     kept = adult_scope(routed, near, lungs, check)
     assert (kept.code, kept.population) == (OK, ADULT_POPULATION)
     assert kept.scores["adult_features_distance"] < kept.scores["adult_features_threshold"] == 3.0
-    assert kept.scores["outside_population_probability"] == 0.99  # the earlier checks' figures stay
+    assert kept.scores["adult_probability"] == 0.99  # the earlier checks' figures stay
     turned = adult_scope(routed, far, lungs, check)
     assert (turned.code, turned.population, turned.reason) == (OUTSIDE_POPULATION, None, UNLIKE_ADULTS)
     assert adult_scope(routed, far, lungs, None) is routed  # a run folder without the check
@@ -335,13 +335,13 @@ def test_a_tiny_run_of_both_populations_serves_adults(tiny_run, synthetic_data, 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     adults = write_synthetic_adults(tmp_path / "adults")
-    trunk = subprocess.run([sys.executable, "-m", "training.adult_trunk", str(run), "--weights", "none",
+    trunk = subprocess.run([sys.executable, "-m", "training.adults.trunk", str(run), "--weights", "none",
                             "--layer", "block2_pool", "--image-size", "32", "--adult-data", str(adults),
                             "--data", str(synthetic_data), "--calibration-images", "8"],
                            cwd=ROOT, capture_output=True, text=True)
     assert trunk.returncode == 0, trunk.stderr[-3000:]
     assert json.loads(trunk.stdout)["layer"] == "block2_pool"
-    done = subprocess.run([sys.executable, "-m", "training.scope", str(run), "--adult-data", str(adults),
+    done = subprocess.run([sys.executable, "-m", "training.checks.scope", str(run), "--adult-data", str(adults),
                            "--only-adult"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((run / ADULT_REPORT).read_text())

@@ -16,8 +16,8 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from pneumo import analysis as pneumo_analysis  # noqa: E402
-from pneumo.loading import BUNDLED_DIR, load_model  # noqa: E402
-from pneumo.run_folder import ADULT_REPORT  # noqa: E402
+from pneumo.model.loading import BUNDLED_DIR, load_model  # noqa: E402
+from pneumo.model.run_folder import ADULT_REPORT  # noqa: E402
 
 RESULT_KEYS = {"scope", "population", "reason", "label", "pneumonia_probability", "probabilities", "threshold",
                "warnings", "research", "checks", "model", "location"}

@@ -20,8 +20,9 @@ import pytest
 
 from tests.conftest import ROOT, require
 
-from pneumo import batch, batch_rows
-from pneumo.batch_output import COLUMNS, NESTED, NUMBERS, OutputError, open_output
+from pneumo.batch import run as batch
+from pneumo.batch import rows as batch_rows
+from pneumo.batch.output import COLUMNS, NESTED, NUMBERS, OutputError, open_output
 
 EXAMPLES = ROOT / "examples"
 # What each file of the tree must give: (scope, label) or "error".

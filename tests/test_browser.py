@@ -23,8 +23,8 @@ import pytest
 from PIL import Image
 
 from pneumo.analysis import analyse
-from pneumo.loading import BUNDLED_DIR, load_model
-from pneumo.scope import OK
+from pneumo.model.loading import BUNDLED_DIR, load_model
+from pneumo.checks.scope import OK
 from tests.app_server import running_app
 from tests.conftest import ROOT, require, require_import
 
@@ -275,7 +275,7 @@ def test_not_a_chest_xray(page, model, tmp_path):
 
 
 def test_a_phone_photo_of_a_film(page, model, tmp_path):
-    from training.photos import photo_of_film
+    from training.checks.photos import photo_of_film
 
     path = tmp_path / "photo.jpeg"
     with Image.open(example("child-bacterial-pneumonia")) as film:

@@ -1,4 +1,4 @@
-"""pneumo.decode: every accepted format, every refusal, and DICOM."""
+"""pneumo.inputs.decode: every accepted format, every refusal, and DICOM."""
 
 import io
 import struct
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumo.decode import MAX_FILE_BYTES, MAX_SIDE, MIN_SIDE, InputError, decode, stretch_to_uint8
+from pneumo.inputs.decode import MAX_FILE_BYTES, MAX_SIDE, MIN_SIDE, InputError, decode, stretch_to_uint8
 
 PATIENT_NAME = "Doe^Jane"
 PATIENT_ID = "SECRET-ID-4242"
@@ -138,7 +138,7 @@ def test_exif_orientation_6_rotates_the_image():
 
 
 def test_colour_stays_colour_for_the_scope_check():
-    # Whether colour means "a photo of a film" or "not an X-ray" is pneumo/scope.py's call.
+    # Whether colour means "a photo of a film" or "not an X-ray" is pneumo/checks/scope.py's call.
     rgb = np.zeros((128, 160, 3), np.uint8)
     rgb[..., 0], rgb[..., 2] = 200, 30
     decoded = decode(encode(Image.fromarray(rgb), "PNG"))
@@ -417,7 +417,7 @@ def test_tiff_with_60000_directories_is_not_walked():
 
 
 def test_large_images_are_shrunk_to_2048_px():
-    from pneumo.decode import MAX_SIDE
+    from pneumo.inputs.decode import MAX_SIDE
 
     decoded = decode(encode(Image.fromarray(np.tile(synthetic_xray(), (20, 20))), "PNG"))  # 3200 x 2560
     assert max(decoded.image.size) <= MAX_SIDE and decoded.image.size == (1600, 1280)
@@ -435,7 +435,7 @@ def test_16_bit_and_float_at_the_size_limit_stay_under_600_mb(tmp_path, builder)
 
     path = tmp_path / "limit.bin"
     path.write_bytes(getattr(hostile_files, builder)())
-    script = ("import re, sys; from pneumo.decode import decode; d = decode(sys.argv[1]); "
+    script = ("import re, sys; from pneumo.inputs.decode import decode; d = decode(sys.argv[1]); "
               "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) // 1024)")
     out = subprocess.run([sys.executable, "-c", script, str(path)], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout.split()
@@ -455,7 +455,7 @@ def test_garbage_only_ever_raises_input_error(seed):
         decoded = decode(bytes(data))
     except InputError:
         return
-    # What decode promises for any image it returns (pneumo/decode.py)
+    # What decode promises for any image it returns (pneumo/inputs/decode.py)
     assert decoded.image.mode in ("L", "RGB") and decoded.kind in ("image", "dicom")
     assert MIN_SIDE <= min(decoded.image.size) and max(decoded.image.size) <= MAX_SIDE
     assert np.asarray(decoded.image).shape[:2] == decoded.image.size[::-1]  # the pixels are there

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from pneumo import cli
-from pneumo.decode import MAX_ASPECT_RATIO, Decoded, InputError, decode
-from pneumo.dicom import looks_like_dicom
-from pneumo.sandbox import BROKEN, DecoderPool, Worker, WorkerFailed
+from pneumo.inputs.decode import MAX_ASPECT_RATIO, Decoded, InputError, decode
+from pneumo.inputs.dicom import looks_like_dicom
+from pneumo.inputs.sandbox import BROKEN, DecoderPool, Worker, WorkerFailed
 from tests.test_cli import assert_prediction_line, run_cli, xrays  # noqa: F401  (xrays: a fixture)
 
 STRIP = "times the other"  # the refusal of an image far longer than wide
@@ -131,12 +131,12 @@ def test_the_cli_keeps_every_good_files_line_next_to_a_strip(tiny_run, xrays, tm
 
 def test_a_file_that_breaks_the_analysis_costs_only_its_own_line(tiny_run, xrays, monkeypatch, capsys):  # noqa: F811
     """Whatever fails inside the batch's analysis, the other files of the chunk still get their lines."""
-    import pneumo.decode
-    from pneumo.loading import load_model
+    import pneumo.inputs.decode
+    from pneumo.model.loading import load_model
 
-    real_decode = pneumo.decode.decode
+    real_decode = pneumo.inputs.decode.decode
     broken = "broken.png"
-    monkeypatch.setattr(pneumo.decode, "decode",
+    monkeypatch.setattr(pneumo.inputs.decode, "decode",
                         lambda path: Decoded(image=None) if str(path) == broken else real_decode(path))
     paths = [str(xrays[0]), broken, str(xrays[1])]
     assert cli.predict(load_model(path=tiny_run), paths, as_json=True) == cli.EXIT_FAILED_FILE

@@ -1,4 +1,4 @@
-"""`python -m training.deploy`: the app to a Space on the tests' own Hub
+"""`python -m training.deploy.space`: the app to a Space on the tests' own Hub
 (tests/hub_fixtures.py), with the real huggingface_hub client over HTTP."""
 
 import hashlib
@@ -12,11 +12,11 @@ from huggingface_hub import HfApi, constants, metadata_load
 from tests.conftest import ROOT
 from tests.hub_fixtures import hub_env, local_hub  # noqa: F401 (fixtures)
 from tests.hub_server import POINTER
-from training.deploy import DeployError, space_settings
+from training.deploy.space import DeployError, space_settings
 
 
 def deploy(local_hub, space, *options, hf_home):
-    result = subprocess.run([sys.executable, "-m", "training.deploy", space, *options], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "training.deploy.space", space, *options], cwd=ROOT,
                             env=hub_env(local_hub.endpoint, hf_home), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result

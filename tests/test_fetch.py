@@ -1,4 +1,4 @@
-"""pneumo.fetch: what an MCP client sends (a data URI or a URL) -> bytes, within the upload limits."""
+"""pneumo.inputs.fetch: what an MCP client sends (a data URI or a URL) -> bytes, within the upload limits."""
 
 import base64
 import threading
@@ -7,8 +7,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pneumo import fetch
-from pneumo.decode import MAX_FILE_BYTES, InputError
+from pneumo.inputs import fetch
+from pneumo.inputs.decode import MAX_FILE_BYTES, InputError
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 

@@ -1,14 +1,14 @@
-"""The heatmap from the maps and the head's kernel (pneumo/heatmap.py) is Grad-CAM:
+"""The heatmap from the maps and the head's kernel (pneumo/model/heatmap.py) is Grad-CAM:
 equal to TensorFlow's GradientTape Grad-CAM on the float model, close on int8."""
 
 import numpy as np
 import pytest
 
-from pneumo.calibration import calibrate
-from pneumo.heatmap import heatmaps, log_odds_gradient
-from pneumo.loading import BUNDLED_DIR, load_model
-from pneumo.preprocess import preprocess, to_model_input
-from pneumo.run_folder import INT8_ONNX
+from pneumo.answers.calibration import calibrate
+from pneumo.model.heatmap import heatmaps, log_odds_gradient
+from pneumo.model.loading import BUNDLED_DIR, load_model
+from pneumo.model.preprocess import preprocess, to_model_input
+from pneumo.model.run_folder import INT8_ONNX
 from tests.conftest import require, synthetic_xray
 
 # Heatmaps are scaled to peak at 1: the largest difference, relative to that peak.
@@ -28,7 +28,7 @@ def reference():
 
 @pytest.fixture(scope="module")
 def xrays(shared_data):
-    from pneumo.decode import decode
+    from pneumo.inputs.decode import decode
 
     files = [sorted((shared_data / "val" / label).glob("*.jpeg"))[:IMAGES // 2] for label in ("NORMAL", "PNEUMONIA")]
     size = 128

@@ -107,7 +107,7 @@ def wait_for(condition, what):
 
 @pytest.fixture(scope="module")
 def reference_model(tiny_run):
-    from pneumo.loading import load_model
+    from pneumo.model.loading import load_model
 
     return load_model(tiny_run)
 
@@ -217,7 +217,7 @@ GRADIO_REFUSAL = 'event: error\ndata: {"error": null}'  # Gradio's own refusal: 
 
 
 def test_server_paths_are_refused(app):
-    """Gradio itself refuses a path outside its upload folder (README: Known limits), before our check."""
+    """Gradio itself refuses a path outside its upload folder (docs/known-limits.md), before our check."""
     assert GRADIO_REFUSAL in call_raw(app, "predict", {"path": "/etc/hostname"})
     wait_for(lambda: "InvalidPathError: Cannot move /etc/hostname" in app.log.read_text(), "Gradio's reason in the log")
 
@@ -257,10 +257,10 @@ def test_one_file_per_request(app, tmp_path):
 
 
 def test_the_apps_own_check_refuses_two_files(app, tmp_path, monkeypatch):
-    """pneumo.uploads.uploaded_path, which app.predict calls first, on two real uploads of the running app."""
+    """ui.uploads.uploaded_path, which app.predict calls first, on two real uploads of the running app."""
     import gradio as gr
 
-    from pneumo import uploads
+    from ui import uploads
 
     paths = [upload_raw(app, good_png(tmp_path, f"two-{i}.png")) for i in range(2)]
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(app.temp_dir))  # the app's upload folder, as in the app

@@ -20,7 +20,7 @@ from tests.hub_fixtures import free_port, hub_env, hub_repo, local_hub  # noqa: 
 # download_run alone: no TensorFlow, so quick.
 PULL = textwrap.dedent("""
     import json, sys, time
-    from pneumo.hub import HubError, download_run
+    from pneumo.model.hub import HubError, download_run
     started = time.monotonic()
     try:
         folder, commit = download_run(sys.argv[1], sys.argv[2])
@@ -38,7 +38,7 @@ LOAD = textwrap.dedent("""
     import numpy as np
     from pathlib import Path
     from PIL import Image
-    from pneumo import loading
+    from pneumo.model import loading
     from pneumo.analysis import analyse
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)).convert("RGB")
     for spec in json.loads(sys.argv[1]):
@@ -65,7 +65,7 @@ def load(endpoint, hf_home, specs, **env):
 
 
 def push(endpoint, folder, repo, *options, hf_home):
-    return run([sys.executable, "-m", "training.push", str(folder), repo, *options],
+    return run([sys.executable, "-m", "training.deploy.push", str(folder), repo, *options],
                hub_env(endpoint, hf_home), timeout=300)
 
 

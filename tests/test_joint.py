@@ -12,20 +12,20 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from pneumo.adult import AdultHead, adult_features
+from pneumo.answers.adult import AdultHead, adult_features
 from pneumo.analysis import analyse
-from pneumo.loading import load_model
-from pneumo.preprocess import to_model_input
-from pneumo.run_folder import ADULT_HELD_OUT, ADULT_REPORT, KERAS_MODEL
+from pneumo.model.loading import load_model
+from pneumo.model.preprocess import to_model_input
+from pneumo.model.run_folder import ADULT_HELD_OUT, ADULT_REPORT, KERAS_MODEL
 from tests.conftest import ROOT, TINY_TRAIN_ARGS, synthetic_xray
-from training import adult as adult_fit
-from training import offline
-from training.adult_data import (held_out_patients, read_rows, selection_patients, selection_samples,
+from training.adults import answer as adult_fit
+from training.children import offline
+from training.adults.data import (held_out_patients, read_rows, selection_patients, selection_samples,
                                  training_samples)
-from training.card import adult_answer
-from training.data import load_splits
-from training.joint import JointBatches, probe_adult_output
-from training.model import (ADULT_OUTPUT, CHILD_OUTPUT, build_model, served_model, trained_adult_head,
+from training.report.card import adult_answer
+from training.children.data import load_splits
+from training.children.joint import JointBatches, probe_adult_output
+from training.children.model import (ADULT_OUTPUT, CHILD_OUTPUT, build_model, served_model, trained_adult_head,
                             with_adult_head)
 
 
@@ -47,7 +47,7 @@ def write_adults(folder, read=40, unread=12):
 
 
 def test_the_adult_output_is_the_read_out_that_serving_computes_from_the_maps():
-    """The network's `adult` output equals pneumo.adult.AdultHead on the heatmap layer's maps,
+    """The network's `adult` output equals pneumo.answers.adult.AdultHead on the heatmap layer's maps,
     so the served model needs no second output and adults no second pass."""
     model = with_adult_head(build_model("vgg16", 32, "none", 0, 0, seed=3))
     dense = model.get_layer(ADULT_OUTPUT)
@@ -138,7 +138,7 @@ def joint_run(synthetic_data, tmp_path_factory):
                            *TINY_TRAIN_ARGS], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     # So few children fit no scope checks in the report: judge the adult answer as a real run's report does.
-    done = subprocess.run([sys.executable, "-m", "training.scope", str(out), "--adult-data", str(adults),
+    done = subprocess.run([sys.executable, "-m", "training.checks.scope", str(out), "--adult-data", str(adults),
                            "--only-adult"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     return out, adults

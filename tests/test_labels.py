@@ -1,7 +1,7 @@
 """The bundled model's val/ labels on every runtime, against Keras's.
 
 The threshold lies halfway between two observed probabilities
-(training/metrics.py), so rounding (float ONNX differs from Keras by about
+(training/report/metrics.py), so rounding (float ONNX differs from Keras by about
 1e-6) cannot flip a label at the cut. int8 quantisation moves a few
 probabilities by more than the gap; those films may change label, within
 the int8 model's acceptance bound."""
@@ -11,11 +11,11 @@ import json
 import numpy as np
 
 from pneumo.analysis import analyse_many
-from pneumo.decode import decode
-from pneumo.loading import BUNDLED_DIR, load_model
-from pneumo.run_folder import ONNX_REPORT, read_config
-from pneumo.runtime import KERAS, ONNX_FLOAT, ONNX_INT8
-from training.quantize import MAX_COST
+from pneumo.inputs.decode import decode
+from pneumo.model.loading import BUNDLED_DIR, load_model
+from pneumo.model.run_folder import ONNX_REPORT, read_config
+from pneumo.model.runtime import KERAS, ONNX_FLOAT, ONNX_INT8
+from training.deploy.quantize import MAX_COST
 
 CHUNK = 16
 
@@ -49,7 +49,7 @@ def test_runtimes_label_val_as_keras_does(shared_data):
     assert [paths[i].name for i in np.flatnonzero(float_labels != keras)] == []
     # int8 moves some probabilities by up to a few hundredths (quantisation, not rounding): a film whose
     # probability it moves across the cut may change label, within the int8 model's acceptance bound
-    # (training/quantize.py: at most 0.5% of accuracy).
+    # (training/deploy/quantize.py: at most 0.5% of accuracy).
     int8_p = np.concatenate(p[ONNX_INT8])
     differ = np.flatnonzero((int8_p >= threshold) != keras)
     assert len(differ) <= MAX_COST * len(paths), [paths[i].name for i in differ]

@@ -1,4 +1,4 @@
-"""Where the evidence is: lung fields, zones, peak and box (pneumo/lungs.py, pneumo/location.py),
+"""Where the evidence is: lung fields, zones, peak and box (pneumo/anatomy/lungs.py, pneumo/anatomy/location.py),
 through analyse, the CLI and the app (gradio_client), on the bundled model and real films."""
 
 import csv
@@ -13,11 +13,11 @@ from tests.app_server import running_app
 from tests.conftest import ROOT, require, require_import
 from tests.test_cli import run_cli
 
-from pneumo.analysis import analyse
-from pneumo.heatmap import overlay
-from pneumo.location import ZONES, caption, describe, locate
-from pneumo.lungs import WORK_SIDE, lung_fields
-from pneumo.photo import Film, film_of
+from pneumo.analysis import analyse, evidence
+from pneumo.anatomy.location import ZONES, describe, locate
+from pneumo.overlay import caption, overlay
+from pneumo.anatomy.lungs import FIELD_SIDE, lung_fields
+from pneumo.inputs.photo import Film, film_of
 
 BUNDLED = ROOT / "pneumo" / "bundled_model"
 ADULTS = ROOT.parent / "shared" / "data" / "adult_cxr"
@@ -71,12 +71,12 @@ def test_lung_fields_of_a_child_and_an_adult(child, adult):
     for path in (child, adult):
         fields = lung_fields(Image.open(path))
         assert fields is not None, path
-        assert fields.right.shape == (WORK_SIDE, WORK_SIDE) and not (fields.right & fields.left).any()
+        assert fields.right.shape == (FIELD_SIDE, FIELD_SIDE) and not (fields.right & fields.left).any()
         # The dark, air-filled lung lies inside the lung fields, which reach further (down, out and in)
         assert fields.aerated_mask.any() and not (fields.aerated_mask & ~fields.mask).any()
         assert fields.mask.sum() > 1.2 * fields.aerated_mask.sum()
         # The patient's right lung lies on the image's left.
-        assert np.nonzero(fields.right)[1].mean() < WORK_SIDE / 2 < np.nonzero(fields.left)[1].mean()
+        assert np.nonzero(fields.right)[1].mean() < FIELD_SIDE / 2 < np.nonzero(fields.left)[1].mean()
         zones = fields.zones()
         assert set(zones) == set(ZONES) and all(zone.any() for zone in zones.values())
         # Upper above middle above lower, on each side.
@@ -86,12 +86,12 @@ def test_lung_fields_of_a_child_and_an_adult(child, adult):
 
 
 def test_lung_fields_of_a_photo_and_of_non_xrays(child):
-    from training.photos import photo_of_film
+    from training.checks.photos import photo_of_film
 
     photo = photo_of_film(Image.open(child), np.random.default_rng(3))
     for image in (photo, film_of(photo).image):  # the raw photo, and the film the photo step finds
         fields = lung_fields(image)
-        assert fields is None or fields.mask.shape == (WORK_SIDE, WORK_SIDE)
+        assert fields is None or fields.mask.shape == (FIELD_SIDE, FIELD_SIDE)
     skimage_data = require_import("skimage.data")
     for image in (Image.new("L", (256, 256), 128), Image.new("L", (64, 300), 0),
                   Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256), dtype=np.uint8))):
@@ -114,9 +114,9 @@ def test_lung_fields_hold_most_of_the_radiologists_boxes(adult):
         fields = lung_fields(image)
         if fields is None:
             continue
-        boxes = np.zeros((WORK_SIDE, WORK_SIDE), bool)
+        boxes = np.zeros((FIELD_SIDE, FIELD_SIDE), bool)
         for box in row["rsna_boxes"].split(";"):
-            x, y, w, h = (float(v) * WORK_SIDE / image.width for v in box.split(","))
+            x, y, w, h = (float(v) * FIELD_SIDE / image.width for v in box.split(","))
             boxes[int(y):int(np.ceil(y + h)), int(x):int(np.ceil(x + w))] = True
         shares.append((boxes & fields.mask).sum() / boxes.sum())
     assert len(shares) >= 25 and np.mean(shares) >= 0.75, shares
@@ -135,8 +135,8 @@ def test_zones_of_a_mirrored_film_swap_sides(child):
 
 def test_mirrored_film_through_analyse_swaps_sides(child):
     film = Image.open(child).convert("L")
-    here, there = analyse(film, research_location=True), analyse(ImageOps.mirror(film), research_location=True)
-    sides = [{zone.split()[0] for zone in a.research_location.zones} for a in (here, there)]
+    here, there = evidence(film), evidence(ImageOps.mirror(film))
+    sides = [{zone.split()[0] for zone in a.location.zones} for a in (here, there)]
     swap = {"right": "left", "left": "right"}
     assert sides[0] and sides[1] == {swap[side] for side in sides[0]}
 
@@ -146,10 +146,9 @@ def test_a_film_turned_back_reports_where_on_the_film_as_uploaded(child, turn):
     """The orientation step turns the film back before the model; peak and box are mapped
     back onto the film as it came (PIL turns counter-clockwise)."""
     film = Image.open(child).convert("L")
-    upright, turned = analyse(film, research_location=True), analyse(film.rotate(turn, expand=True),
-                                                                     research_location=True)
-    assert any("turned" in warning for warning in turned.warnings)
-    here, there = upright.research_location, turned.research_location
+    upright, turned = evidence(film), evidence(film.rotate(turn, expand=True))
+    assert any("turned" in warning for warning in turned.analysis.warnings)
+    here, there = upright.location, turned.location
     assert there.zones == here.zones  # the patient's zones do not move with the film
     x, y = here.peak["x"], here.peak["y"]
     expected = {90: (y, 1 - x), 180: (1 - x, 1 - y), 270: (1 - y, x)}[turn]
@@ -162,7 +161,7 @@ def test_evidence_outside_the_lungs_is_not_a_zone(child):
     """Heat only on the mediastinum: no zone is named (the markers, heart and text are not lungs)."""
     film = Image.open(child).convert("L")
     fields = lung_fields(film)
-    heat = np.zeros((WORK_SIDE, WORK_SIDE), np.float32)
+    heat = np.zeros((FIELD_SIDE, FIELD_SIDE), np.float32)
     heat[2:10, 60:68] = 1.0  # the top of the mediastinum, above both lungs
     assert not (fields.mask[2:10, 60:68]).any()
     assert locate(heat, Film(film), film.size).zones == []
@@ -210,12 +209,12 @@ def test_pneumonia_verdicts_carry_a_location(shared_data):
 def test_boxed_adult_films(adult):
     """Out of scope (today's model) means no location; the research location is there and in range."""
     for path in boxed_adults(3):
-        analysis = analyse(path.read_bytes(), research_location=True)
-        result = analysis.as_dict()
+        found = evidence(path.read_bytes())
+        result = found.analysis.as_dict()
         assert (result["label"] == "PNEUMONIA") == (result["location"] is not None)
         if result["scope"] != "ok":
             assert result["location"] is None and "location" not in (result["research"] or {})
-        assert_location(analysis.research_location.as_dict())
+        assert_location(found.location.as_dict())
 
 
 def test_out_of_scope_has_no_location():

@@ -19,7 +19,7 @@ mcp = require_import("mcp")
 skimage_data = require_import("skimage.data")
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
-from pneumo import mcp_tool  # noqa: E402
+from ui import mcp_tool  # noqa: E402
 
 TOOL = "analyse_chest_xray"
 XRAY = "val/PNEUMONIA/person101_bacteria_483.jpeg"  # not one of the app's examples

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumo.loading import BUNDLED_DIR, load_model
+from pneumo.model.loading import BUNDLED_DIR, load_model
 from pneumo.analysis import analyse, analyse_many
-from pneumo.ood import FILE, FeatureCheck, feature_distance_reason, statistics_reason
-from pneumo.scope import NOT_CHEST_XRAY, OK
+from pneumo.checks.ood import FeatureCheck, feature_distance_reason, statistics_reason
+from pneumo.model.run_folder import OOD as FILE
+from pneumo.checks.scope import NOT_CHEST_XRAY, OK
 from tests.conftest import require, require_import, synthetic_xray
 from tests.test_cli import run_cli
-from training import ood as training_ood
+from training.checks import ood as training_ood
 
 skimage_data = require_import("skimage.data")
 
@@ -112,8 +113,9 @@ def test_saved_check_is_small_and_loads_back(tmp_path):
 
 
 def test_fit_in_the_run_folder_and_serve_it(tiny_run, synthetic_data, tmp_path, monkeypatch):
-    """The report's last step (training/scope.py) on the tiny model: both checks are written and served."""
-    from training import population, scope
+    """The report's last step (training/checks/scope.py) on the tiny model: both checks are written and served."""
+    from training.checks import population
+    from training.checks import scope
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoints"))

@@ -1,4 +1,4 @@
-"""The opacity map (pneumo/opacity.py, fitted by training/opacity.py): where on an adult film the opacity is."""
+"""The opacity map (pneumo/answers/opacity.py, fitted by training/adults/opacity.py): where on an adult film the opacity is."""
 
 import csv
 import json
@@ -11,15 +11,15 @@ import pytest
 from PIL import Image
 
 from pneumo.analysis import analyse
-from pneumo.decode import decode
-from pneumo.loading import BUNDLED_DIR, load_model
-from pneumo.location import locate, lungs_or_assumed
-from pneumo.opacity import OpacityMap, cell_features
-from pneumo.photo import film_of
-from pneumo.predict import adult_heatmaps, lung_grid, trunk_maps
-from pneumo.run_folder import ADULT_OPACITY, ADULT_REPORT, CARD
+from pneumo.inputs.decode import decode
+from pneumo.model.loading import BUNDLED_DIR, load_model
+from pneumo.anatomy.location import locate, lungs_or_assumed
+from pneumo.answers.opacity import OpacityMap, cell_features
+from pneumo.inputs.photo import film_of
+from pneumo.model.predict import adult_heatmaps, lung_grid, trunk_maps
+from pneumo.model.run_folder import ADULT_OPACITY, ADULT_REPORT, CARD
 from tests.conftest import ADULT_DATA, ROOT, require
-from training import opacity as opacity_fit
+from training.adults import opacity as opacity_fit
 
 GRID, CHANNELS = 20, 8
 
@@ -138,7 +138,7 @@ def pointing(heat, path, boxes):
 
 def test_held_out_maps_point_at_the_boxes_more_often_than_grad_cam(read_subset):
     """Maps fitted without the film's patient (3 folds) against the adult answer's Grad-CAM, on the
-    subset's boxed films (on all 175, benchmarks/localisation.py: README)."""
+    subset's boxed films (on all 175, benchmarks/localisation.py: docs/benchmarks.md)."""
     loaded = load_model(BUNDLED_DIR)
     films = opacity_fit.read_films(loaded, read_subset, log=lambda _: None)
     held_out = opacity_fit.out_of_fold_maps(films, folds=3)
@@ -160,7 +160,7 @@ def test_the_command_fits_a_map_that_serves(read_subset, tmp_path):
     folder = tmp_path / "run"
     shutil.copytree(BUNDLED_DIR, folder)
     (folder / ADULT_OPACITY).unlink(missing_ok=True)
-    done = subprocess.run([sys.executable, "-m", "training.opacity", str(folder), "--adult-data", str(read_subset)],
+    done = subprocess.run([sys.executable, "-m", "training.adults.opacity", str(folder), "--adult-data", str(read_subset)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert '"boxed_films": 40' in done.stdout and '"films": 80' in done.stdout

@@ -1,15 +1,15 @@
-"""Turned and inverted films (pneumo/orientation.py): found, turned back, said so."""
+"""Turned and inverted films (pneumo/inputs/orientation.py): found, turned back, said so."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from pneumo.analysis import analyse_many
-from pneumo.decode import decode
-from pneumo.loading import BUNDLED_DIR, load_model
-from pneumo.orientation import UPRIGHT, WAYS, OrientationCheck, altered, note, restored, thumbnail, upright
-from pneumo.photo import Film
-from training.orientation import all_ways
+from pneumo.inputs.decode import decode
+from pneumo.model.loading import BUNDLED_DIR, load_model
+from pneumo.inputs.orientation import UPRIGHT, WAYS, OrientationCheck, altered, note, restored, thumbnail, upright
+from pneumo.inputs.photo import Film
+from training.checks.orientation import all_ways
 
 # One film of each kind from val/, none of them the app's examples.
 FILMS = ["val/NORMAL/NORMAL2-IM-0135-0001.jpeg", "val/PNEUMONIA/person101_bacteria_483.jpeg",
@@ -38,7 +38,7 @@ def test_restored_undoes_altered_in_every_way():
 
 
 def test_the_fit_turns_thumbnails_as_the_server_turns_films():
-    """training/orientation.py turns and inverts thumbnails, not films: the two must agree."""
+    """training/checks/orientation.py turns and inverts thumbnails, not films: the two must agree."""
     y, x = np.mgrid[0:300, 0:240]
     image = Image.fromarray(np.uint8(100 + 80 * np.sin(x / 17.0) * np.cos(y / 29.0) + y / 4))
     ways, _ = all_ways(thumbnail(image)[None])

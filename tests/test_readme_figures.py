@@ -1,17 +1,33 @@
-"""Every figure in the README's benchmarks comes from a script in benchmarks/ with its command:
-each table there follows the command that prints it, every command names a script that exists,
-and every script is cited."""
+"""The README is a front door (at most 400 lines) and the figures live in docs/: every benchmark
+table follows the `python benchmarks/...` command that prints it, every command names a script
+that exists, every script is cited, and every relative link of the README and the pages resolves,
+to a file and, with a #fragment, to one of its headings."""
 
 import re
 
 from tests.conftest import ROOT
 
-README = (ROOT / "README.md").read_text()
+README_PATH = ROOT / "README.md"
+DOCS = ROOT / "docs"
+README = README_PATH.read_text()
+PAGES = sorted(DOCS.glob("*.md"))
+BENCHMARKS = (DOCS / "benchmarks.md").read_text()
 COMMAND = re.compile(r"python benchmarks/([\w.]+\.py)")
+MAX_README_LINES = 400
 
 
-def section(title):
-    return README.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+def sections(text):
+    """The text under each heading (any level), the heading's own line left out; the text before
+    the first heading too."""
+    return re.split(r"^#{1,6} .*$", text, flags=re.M)
+
+
+def section(title, text=README):
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def is_table_row(line):
+    return line.lstrip().startswith("|")  # a table may be indented, inside a list item
 
 
 def tables_and_the_text_before(text):
@@ -19,27 +35,126 @@ def tables_and_the_text_before(text):
     blocks, prose = [], []
     lines = text.splitlines()
     for i, line in enumerate(lines):
-        if line.startswith("|") and (i == 0 or not lines[i - 1].startswith("|")):
-            blocks.append(("\n".join(prose), line))
+        if is_table_row(line) and (i == 0 or not is_table_row(lines[i - 1])):
+            blocks.append(("\n".join(prose), line.strip()))
             prose = []
-        elif not line.startswith("|"):
+        elif not is_table_row(line):
             prose.append(line)
     return blocks
 
 
+def assert_each_table_follows_a_command(text, where):
+    found = 0
+    for part in sections(text):
+        for prose, table in tables_and_the_text_before(part):
+            found += 1
+            # A table right after another one belongs to the same command.
+            assert not prose.strip() or COMMAND.search(prose), f"{where}: no `python benchmarks/...` command before {table}"
+    return found
+
+
 def test_each_benchmark_table_follows_its_command():
-    for prose, table in tables_and_the_text_before(section("Benchmarks")):
-        # A table right after another one belongs to the same command.
-        assert not prose.strip() or COMMAND.search(prose), f"no `python benchmarks/...` command before {table}"
+    assert assert_each_table_follows_a_command(BENCHMARKS, "docs/benchmarks.md") >= 10
 
 
 def test_the_scope_table_has_its_command():
+    # The README's short table of who it is for, with the commands its figures come from ...
     prose, table = tables_and_the_text_before(section("Who it is for"))[0]
     assert COMMAND.search(prose), table
+    # ... and the full tables where they now live: the page's, each after its command,
+    assert assert_each_table_follows_a_command((DOCS / "who-it-is-for.md").read_text(), "docs/who-it-is-for.md") >= 5
+    # and the scope check's table (`benchmarks/scope_eval.py`'s columns) on every page that shows it.
+    homes = []
+    for path in PAGES:
+        for part in sections(path.read_text()):
+            for prose, table in tables_and_the_text_before(part):
+                if table.startswith("| set | images | verdict | not a chest X-ray | outside the population |"):
+                    homes.append(path.name)
+                    assert COMMAND.search(prose), f"{path.name}: {table}"
+    assert "who-it-is-for.md" in homes, homes
 
 
 def test_every_cited_script_exists_and_every_script_is_cited():
-    cited = set(COMMAND.findall(README))
+    cited = set(COMMAND.findall(README)).union(*(COMMAND.findall(path.read_text()) for path in PAGES))
     scripts = {path.name for path in (ROOT / "benchmarks").glob("*.py")}
     assert cited <= scripts, cited - scripts
-    assert scripts <= cited, f"not in the README: {scripts - cited}"
+    assert scripts <= cited, f"not in the README or docs/: {scripts - cited}"
+
+
+def test_the_readme_is_a_front_door():
+    assert len(README.splitlines()) <= MAX_README_LINES, len(README.splitlines())
+    assert README.startswith("---\n")  # the Space's front matter stays at the very top
+
+
+def test_the_readme_links_every_page_and_every_page_links_back():
+    more = section("More")
+    for path in PAGES:
+        assert f"(docs/{path.name})" in more, f"docs/{path.name} is not in the README's More list"
+        assert "(../README.md)" in path.read_text(), f"docs/{path.name} does not link back to the README"
+
+
+def test_the_configuration_page_lists_every_variable():
+    from pneumo import settings
+
+    page = (DOCS / "configuration.md").read_text()
+    assert set(re.findall(r"PNEUMO_[A-Z_]+", page)) == set(settings.VARIABLES)
+
+
+# Links: [text](target "title"), ![alt](target), <img src="target">, outside code.
+LINK = re.compile(r"!?\[(?:[^\]\[]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+IMG = re.compile(r"<img\b[^>]*\bsrc=\"([^\"]+)\"")
+FENCE = re.compile(r"^\s*(```|~~~).*?^\s*\1\s*$", re.S | re.M)
+INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1", re.S)
+
+
+def without_code(text):
+    return INLINE_CODE.sub("", FENCE.sub("", text))
+
+
+def github_slug(heading):
+    """The anchor GitHub gives a heading: markup dropped, lower case, punctuation removed, spaces to hyphens."""
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link in a heading counts by its text
+    text = re.sub(r"<[^>]+>", "", text).strip().lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(path):
+    found, seen = set(), {}
+    for match in re.finditer(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", FENCE.sub("", path.read_text()), re.M):
+        slug = github_slug(match.group(1))
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        found.add(slug if count == 0 else f"{slug}-{count}")
+    return found
+
+
+def relative_links(path):
+    text = without_code(path.read_text())
+    for target in LINK.findall(text) + IMG.findall(text):
+        if not re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):  # http:, https:, mailto: ... are not ours
+            yield target
+
+
+def test_every_relative_link_resolves():
+    checked, broken = 0, []
+    for source in [README_PATH, *PAGES]:
+        for target in relative_links(source):
+            checked += 1
+            name, _, fragment = target.partition("#")
+            linked = (source.parent / name).resolve() if name else source
+            if not linked.exists():
+                broken.append(f"{source.relative_to(ROOT)}: {target} (no such file)")
+            elif fragment and linked.suffix == ".md" and fragment not in anchors(linked):
+                broken.append(f"{source.relative_to(ROOT)}: {target} (no such heading)")
+    assert checked >= 40, checked
+    assert not broken, "\n".join(broken)
+
+
+def test_the_link_checker_sees_what_github_sees():
+    assert github_slug("Localisation against radiologists' boxes") == "localisation-against-radiologists-boxes"
+    assert github_slug("Quick start (from a fresh clone, Python 3.11)") == "quick-start-from-a-fresh-clone-python-311"
+    assert github_slug("Serving: Keras and the default runtime side by side") == \
+        "serving-keras-and-the-default-runtime-side-by-side"
+    assert github_slug("AI assistants (MCP)") == "ai-assistants-mcp"
+    text = "See [a](x.md#y) and ![b](docs/s.png), `[not](a-link.md)`, <img src=\"p.png\" width=\"1\">."
+    assert LINK.findall(without_code(text)) == ["x.md#y", "docs/s.png"] and IMG.findall(text) == ["p.png"]

@@ -1,4 +1,4 @@
-"""The run folder's contract (pneumo/run_folder.py): the config schema and who spells file names."""
+"""The run folder's contract (pneumo/model/run_folder.py): the config schema and who spells file names."""
 
 import ast
 import json
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pneumo import run_folder
-from pneumo.loading import BUNDLED_DIR, load_model
-from pneumo.run_folder import ConfigError, read_config, validate_config, write_config
+from pneumo.model import run_folder
+from pneumo.model.loading import BUNDLED_DIR, load_model
+from pneumo.model.run_folder import ConfigError, read_config, validate_config, write_config
 from tests.conftest import ROOT
 
 GOOD = {"classes": ["NORMAL", "BACTERIAL", "VIRAL"], "image_size": 128, "threshold": 0.4, "temperature": 0.95,
@@ -67,12 +67,12 @@ FILE_NAMES = {value for name, value in vars(run_folder).items()
               if name.isupper() and isinstance(value, str) and "." in value and "/" not in value}
 
 
-# training/deploy.py names the repository's own files (its README.md is the Space's, not a model card).
-NOT_RUN_FOLDER_CODE = {"run_folder.py", "deploy.py"}
+# training/deploy/space.py names the repository's own files (its README.md is the Space's, not a model card).
+NOT_RUN_FOLDER_CODE = {"run_folder.py", "space.py"}
 
 
 @pytest.mark.parametrize("path", sorted(p.relative_to(ROOT) for folder in ("pneumo", "training")
-                                        for p in (ROOT / folder).glob("*.py") if p.name not in NOT_RUN_FOLDER_CODE))
+                                        for p in (ROOT / folder).rglob("*.py") if p.name not in NOT_RUN_FOLDER_CODE))
 def test_only_run_folder_spells_the_file_names(path):
     """String literals in code (docstrings aside) never name a run-folder file: they import it."""
     tree = ast.parse((ROOT / path).read_text())
@@ -81,7 +81,7 @@ def test_only_run_folder_spells_the_file_names(path):
                   and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
     spelled = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)
                and isinstance(node.value, str) and id(node) not in docstrings and node.value in FILE_NAMES}
-    assert not spelled, f"{path} spells {spelled}: use pneumo.run_folder's names"
+    assert not spelled, f"{path} spells {spelled}: use pneumo.model.run_folder's names"
 
 
 def test_the_file_names_are_the_documented_ones():
@@ -91,9 +91,9 @@ def test_the_file_names_are_the_documented_ones():
 
 
 def test_the_card_is_rebuilt_from_the_folders_own_files(tmp_path):
-    """training.card.rewrite_card, which every refit calls (scope checks, adult answer, opacity map,
+    """training.report.card.rewrite_card, which every refit calls (scope checks, adult answer, opacity map,
     threshold): the bundled card comes back word for word, the adult answer and its map included."""
-    from training.card import rewrite_card
+    from training.report.card import rewrite_card
 
     folder = tmp_path / "run"
     shutil.copytree(BUNDLED_DIR, folder)

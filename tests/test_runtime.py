@@ -1,5 +1,5 @@
-"""The runtimes (pneumo/runtime.py): ONNX int8, ONNX float and Keras, how one is
-chosen, and the ONNX models that `python -m training.quantize` and the
+"""The runtimes (pneumo/model/runtime.py): ONNX int8, ONNX float and Keras, how one is
+chosen, and the ONNX models that `python -m training.deploy.quantize` and the
 training report write."""
 
 import importlib.util
@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumo import runtime as runtimes
+from pneumo.model import runtime as runtimes
 from pneumo.analysis import analyse, analyse_many
-from pneumo.calibration import calibrate
-from pneumo.loading import BUNDLED_DIR, load_model, sha256_of
-from pneumo.preprocess import preprocess
-from pneumo.run_folder import FLOAT_ONNX, INT8_ONNX, KERAS_MODEL, ONNX_REPORT
+from pneumo.answers.calibration import calibrate
+from pneumo.model.loading import BUNDLED_DIR, load_model, sha256_of
+from pneumo.model.preprocess import preprocess
+from pneumo.model.run_folder import FLOAT_ONNX, INT8_ONNX, KERAS_MODEL, ONNX_REPORT
 from tests.conftest import ROOT, TINY_TRAIN_ARGS, require, synthetic_xray
 
 # Largest change of a probability that int8 may make on the tiny model.
@@ -36,7 +36,7 @@ def int8_run(tiny_run, synthetic_data, tmp_path_factory):
         require(importlib.util.find_spec(module) is not None, f"{module} is not installed")
     run = tmp_path_factory.mktemp("int8") / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoints"))
-    done = subprocess.run([sys.executable, "-m", "training.quantize", str(run), "--data", str(synthetic_data),
+    done = subprocess.run([sys.executable, "-m", "training.deploy.quantize", str(run), "--data", str(synthetic_data),
                            "--calibration-images", "16", "--force"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     return run
@@ -99,7 +99,7 @@ def test_onnx_float_equals_keras(int8_run, images):
 def test_onnx_float_equals_keras_on_the_bundled_model(shared_data):
     keras_model = load_model(BUNDLED_DIR, runtime="keras")
     onnx_float = load_model(BUNDLED_DIR, runtime="onnx-float")
-    from pneumo.decode import decode
+    from pneumo.inputs.decode import decode
 
     files = sorted((shared_data / "val" / "PNEUMONIA").glob("*.jpeg"))[:8]
     inputs = np.concatenate([preprocess(decode(path).image, 128) for path in files])
@@ -109,7 +109,7 @@ def test_onnx_float_equals_keras_on_the_bundled_model(shared_data):
 def test_int8_labels_agree_with_keras_on_val(shared_data):
     """The bundled int8 model gives Keras's label on at least 99% of val/."""
     require((BUNDLED_DIR / INT8_ONNX).is_file(), f"the bundled model has no {INT8_ONNX}")
-    from pneumo.decode import decode
+    from pneumo.inputs.decode import decode
 
     keras_model = load_model(BUNDLED_DIR, runtime="keras")
     int8 = load_model(BUNDLED_DIR, runtime="onnx-int8")

@@ -1,11 +1,11 @@
-"""pneumo.sandbox: workers that run out of memory or time are stopped and replaced; nothing else notices."""
+"""pneumo.inputs.sandbox: workers that run out of memory or time are stopped and replaced; nothing else notices."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pneumo.decode import InputError
-from pneumo.sandbox import DecoderPool
+from pneumo.inputs.decode import InputError
+from pneumo.inputs.sandbox import DecoderPool
 from tests.hostile_files import element_flood_dicom, limit_float_tiff
 
 

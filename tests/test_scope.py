@@ -7,20 +7,20 @@ import pytest
 from PIL import Image
 
 from pneumo.analysis import MODEL_KEYS, analyse
-from pneumo.loading import BUNDLED_DIR, load_model
-from pneumo.photo import film_of
-from pneumo.run_folder import POPULATION as POPULATION_FILE
-from pneumo.scope import NOT_CHEST_XRAY, OK, SCOPES
+from pneumo.model.loading import BUNDLED_DIR, load_model
+from pneumo.inputs.photo import film_of
+from pneumo.model.run_folder import POPULATION as POPULATION_FILE
+from pneumo.checks.scope import NOT_CHEST_XRAY, OK, SCOPES
 from tests.app_server import running_app
 from tests.conftest import ADULT_DATA, require, require_import
 from tests.test_cli import run_cli
-from training import population
-from training import scope as scope_fit
-from training.photos import photo_of_film
+from training.checks import population
+from training.checks import scope as scope_fit
+from training.checks.photos import photo_of_film
 
 RESULT_KEYS = {"scope", "population", "reason", "label", "pneumonia_probability", "probabilities", "threshold",
                "warnings", "research", "checks", "model", "location"}
-# Whose answer a film in scope gets, and the classes of that answer (pneumo/scope.py, pneumo/adult.py).
+# Whose answer a film in scope gets, and the classes of that answer (pneumo/checks/scope.py, pneumo/answers/adult.py).
 CLASSES_OF = {"child": {"NORMAL", "BACTERIAL", "VIRAL"}, "adult": {"NORMAL", "PNEUMONIA"}}
 skimage_data = require_import("skimage.data")
 
@@ -168,5 +168,5 @@ def test_check_saves_and_loads(tmp_path):
     check.save(tmp_path / POPULATION_FILE)
     loaded = type(check).load(tmp_path)
     probe = sets.adults.variants["original"].regions[:5]
-    np.testing.assert_allclose(loaded.outside_probability(probe), check.outside_probability(probe), rtol=1e-4)
+    np.testing.assert_allclose(loaded.adult_probability(probe), check.adult_probability(probe), rtol=1e-4)
     assert loaded.threshold == pytest.approx(0.7) and loaded.adult_sensitivity == pytest.approx(0.34)

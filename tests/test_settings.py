@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from pneumo import settings
-from pneumo.loading import BUNDLED_DIR, load_model
+from pneumo.model.loading import BUNDLED_DIR, load_model
 from tests.conftest import ROOT
 
 # One malformed value for every variable that can be malformed (the others are free text).

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, TINY_TRAIN_ARGS, require, synthetic_xray
-from training.augment import BalancedBatches
-from training.averaging import update_top
-from training.pretrained import hed_layers, load_layers, save_layers
+from training.children.augment import BalancedBatches
+from training.children.averaging import update_top
+from training.children.pretrained import hed_layers, load_layers, save_layers
 
 # Runs the training CLI, then reports which TensorFlow modules were really
 # loaded (an entry set to None only blocks the import).
@@ -42,7 +42,7 @@ def test_training_under_jax_never_imports_tensorflow(tmp_path, synthetic_data):
     assert config["averaged_epochs"] == [1, 2]
     # A model trained under JAX serves under TensorFlow (this process).
     from pneumo.analysis import analyse
-    from pneumo.loading import load_model
+    from pneumo.model.loading import load_model
 
     analysis = analyse(synthetic_xray("virus", 7, size=100), load_model(out))
     probabilities = analysis.probabilities or analysis.research["probabilities"]

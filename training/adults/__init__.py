@@ -1,0 +1,1 @@
+"""The adults' answer: its films, its trunk, its read-out and its opacity map, fitted and measured."""

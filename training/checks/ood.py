@@ -1,0 +1,32 @@
+"""Fit the model-feature half of the not-a-chest-X-ray check (pneumo/checks/ood.py).
+
+The features are the heatmap layer's maps averaged over space, of training
+X-rays and their variants (training/checks/scope.py scores them); the threshold is
+set so that at most 1% of the selection split (val/) and of the training
+images themselves are flagged. Saved as ood.npz in the run folder.
+"""
+
+import numpy as np
+
+from pneumo.checks.ood import FeatureCheck
+
+COMPONENTS = 64
+# At most this share of X-rays may be flagged.
+FLAGGED_XRAYS = 0.01
+
+
+def fit_check(train_features, selection_features, components=COMPONENTS) -> FeatureCheck:
+    """PCA of the training features, thresholded at the 99th percentile of
+    the selection split's and the training images' own distances, whichever
+    is higher (the training images have the longer tail)."""
+    x = FeatureCheck.transform(train_features)
+    mean = x.mean(axis=0)
+    _, singular, rows = np.linalg.svd(x - mean, full_matrices=False)
+    variances = singular ** 2 / max(len(x) - 1, 1)
+    k = min(components, len(variances) - 1)
+    check = FeatureCheck(mean, rows[:k], np.sqrt(variances[:k]) + 1e-6,
+                         residual_variance=float(variances[k:].sum() / (x.shape[1] - k)) + 1e-9, threshold=np.inf)
+    # "higher": a real distance, so that strictly fewer than 1% lie above it.
+    check.threshold = float(max(np.quantile(check.distance(f), 1 - FLAGGED_XRAYS, method="higher")
+                                for f in (selection_features, train_features)))
+    return check

@@ -1,0 +1,102 @@
+"""The population check's fit and its honest measurement (pneumo/checks/population.py).
+
+Children (inside) against adult films (outside), on the served model's
+region features (pneumo/model/predict.py), every fitted variant of every film on
+both sides (training/checks/variants.py). Every adult film comes from one hospital
+(NIH), so a check could learn "NIH versus Guangzhou" (scanner, file format,
+framing) instead of "adult versus young child". The guards:
+
+- the variants randomise what differs between sources but not between ages
+  (framing, resolution, compression, exposure, phone photos), on both sides;
+- a strongly regularised linear model (C below), on the network's features
+  of anatomy at 128 px rather than pixels or file details;
+- measured, not assumed: adult films re-rendered in ways no fit saw
+  ("unseen": equalised, collimated, cropped) must still be caught
+  (benchmarks/scope_eval.py prints it).
+
+The threshold comes from cross-validation over the selection split's
+children and the adults (five folds by patient): at most GATED_CHILDREN of
+the children, each scored by a check fitted without it, lose their verdict.
+"""
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold
+
+from pneumo.answers.calibration import calibrate
+from pneumo.answers.classes import pneumonia_probability
+from pneumo.checks.population import PopulationCheck
+from training.readout import fit_readout
+
+C = 0.01  # inverse L2 strength: strong, so that many weak anatomical cues outweigh a few source-specific ones
+FOLDS = 5
+GATED_CHILDREN = 0.01
+FITTED = ("original", "site", "photo")  # "unseen" variants are only measured
+
+
+def reaches_check(features, chest) -> np.ndarray:
+    """(N,) bool: not refused as "not a chest X-ray" before the population check."""
+    refused = features.refused_by_statistics.copy()
+    if chest is not None:
+        refused |= chest.distance(features.pooled) > chest.threshold
+    return ~refused
+
+
+def rows(sets, chest, selection_rows=None, adult_rows=None):
+    """(X, y) for a fit: the fitted variants of all train/ children and of the chosen
+    selection children and adults, less what the chest-X-ray check refuses first."""
+    xs, ys = [], []
+    for scored, chosen in ((sets.train, None), (sets.selection, selection_rows), (sets.adults, adult_rows)):
+        chosen = np.arange(len(scored)) if chosen is None else chosen
+        for name in FITTED:
+            features = scored.variants[name]
+            keep = chosen[reaches_check(features, chest)[chosen]]
+            xs.append(features.regions[keep])
+            ys.append(scored.outside[keep])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def fit(xy, seed=0) -> PopulationCheck:
+    """A balanced logistic regression on standardised log1p features; threshold left at 0.5."""
+    x, y = xy
+    return fit_readout(PopulationCheck, x, y, C, seed, threshold=0.5)
+
+
+def cross_validate(sets, chest, seed=0) -> dict:
+    """Out-of-fold P(outside) of every selection child and adult, per variant, the
+    threshold they give, and per variant the share left without a verdict by both checks."""
+    n = len(sets.selection)
+    outside = np.concatenate([sets.selection.outside, sets.adults.outside])
+    groups = np.concatenate([sets.selection.groups, sets.adults.groups])
+    names = list(sets.selection.variants)
+    scores = {name: np.empty(len(outside)) for name in names}
+    folds = StratifiedGroupKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
+    for fit_rows, held in folds.split(np.zeros(len(outside)), outside, groups):
+        check = fit(rows(sets, chest, fit_rows[fit_rows < n], fit_rows[fit_rows >= n] - n), seed)
+        for name in names:
+            both = np.concatenate([sets.selection.variants[name].regions, sets.adults.variants[name].regions])
+            scores[name][held] = check.adult_probability(both[held])
+    split = {name: (s[:n], s[n:]) for name, s in scores.items()}
+    children = split["original"][0][reaches_check(sets.selection.variants["original"], chest)]
+    threshold = float(np.quantile(children, 1 - GATED_CHILDREN, method="higher")) + 1e-9
+    # No verdict: refused as no chest X-ray, or gated as outside the population.
+    gated = {name: {who: float(np.mean(~reaches_check(scored.variants[name], chest) | (s >= threshold)))
+                    for who, s, scored in (("children", c, sets.selection), ("adults", a, sets.adults))}
+             for name, (c, a) in split.items()}
+    return {"threshold": threshold, "gated": gated, "scores": split}
+
+
+def adult_model_figures(loaded, adults) -> dict:
+    """What the pneumonia model answers on the adult films (pneumonia vs normal): why the check exists.
+    NaN figures when the films have no labels.csv with both findings."""
+    keep = adults.pneumonia >= 0
+    truth = adults.pneumonia[keep]
+    figures = {"adult_films": int(keep.sum()), "adult_pneumonia": int(truth.sum()),
+               "sensitivity": float("nan"), "specificity": float("nan"), "roc_auc": float("nan")}
+    if len(set(truth)) < 2:
+        return figures
+    sick = pneumonia_probability(calibrate(adults.variants["original"].raw[keep], loaded.config))
+    said = sick >= loaded.config["threshold"]
+    return {**figures, "sensitivity": float(said[truth == 1].mean()), "specificity": float((~said[truth == 0]).mean()),
+            "roc_auc": float(roc_auc_score(truth, sick))}
