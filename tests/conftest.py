@@ -82,11 +82,27 @@ def synthetic_data(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, synthetic_data):
-    """A run folder written by the real training CLI: 32 px, one epoch."""
+    """A run folder written by the real training CLI: 32 px, one epoch; plus a stand-in population
+    check that reads every film as a young child's (a toy run has no adult films to fit one on, and
+    without one no film gets a verdict: pneumo/checks/scope.py)."""
     out = tmp_path_factory.mktemp("runs") / "tiny"
     subprocess.run([sys.executable, "-m", "training.train", "--data", str(synthetic_data), "--out", str(out),
                     *TINY_TRAIN_ARGS], cwd=ROOT, check=True, capture_output=True)
+    route_every_film(out, "child")
     return out
+
+
+def route_every_film(run, population):
+    """Write a stand-in population.npz into `run` that routes every film to `population` ("child" or
+    "adult"): zero weights, and an intercept far on that side of the threshold."""
+    from pneumo.checks.population import PopulationCheck
+    from pneumo.model.loading import load_model
+    from pneumo.model.predict import GRID
+
+    features = GRID * GRID * load_model(run).runtime.channels
+    check = PopulationCheck(np.zeros(features), np.ones(features), np.zeros(features),
+                            intercept=30.0 if population == "adult" else -30.0, threshold=0.5)
+    check.save(run / PopulationCheck.FILE)
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumo.analysis import MODEL_KEYS, analyse
+from pneumo.analysis import MODEL_KEYS, analyse, analyse_many
 from pneumo.model.loading import BUNDLED_DIR, load_model
 from pneumo.inputs.photo import film_of
 from pneumo.model.run_folder import POPULATION as POPULATION_FILE
-from pneumo.checks.scope import NOT_CHEST_XRAY, OK, SCOPES
+from pneumo.checks.scope import NO_POPULATION_CHECK, NOT_CHEST_XRAY, OK, OUTSIDE_POPULATION, SCOPES
 from tests.app_server import running_app
 from tests.conftest import ADULT_DATA, require, require_import
 from tests.test_cli import run_cli
@@ -81,6 +81,25 @@ def test_scopes_of_real_images(bundled, files):
     assert "chest X-ray" in cat.reason
     photo = analyse(files["photo of a child's film"], bundled)
     assert any("photo of an X-ray" in w for w in photo.warnings)
+
+
+def test_without_a_population_check_no_chest_x_ray_gets_a_verdict(files, tmp_path):
+    """A run folder that lost population.npz cannot tell an adult's film from a child's: no verdict, and
+    why, for every chest X-ray (an adult's would otherwise get the children's answer)."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for path in BUNDLED_DIR.iterdir():
+        if path.name != POPULATION_FILE:
+            (folder / path.name).symlink_to(path)
+    loaded = load_model(folder)
+    assert loaded.population_check is None
+    adults = sorted(ADULT_DATA.glob("*.jpeg"))[:12]
+    results = analyse_many([*adults, files["child"]], loaded)
+    for path, result in zip([*adults, files["child"]], results):
+        assert (result.scope, result.population, result.label) == (OUTSIDE_POPULATION, None, None), path
+        assert result.reason == NO_POPULATION_CHECK and result.heatmap is None
+        assert_schema(result.as_dict())
+    assert analyse(files["photo of a cat"], loaded).scope == NOT_CHEST_XRAY  # the checks before it still speak
 
 
 def test_a_photo_keeps_the_label_of_its_film(bundled, files):

@@ -26,7 +26,7 @@ from pneumo.model.run_folder import POPULATION
 @dataclass
 class PopulationCheck(LinearReadout):
     """Reads the region features of the children's model's pass (pneumo/model/predict.py)."""
-    FILE = POPULATION  # in the run folder; absent: no population gate (pneumo info says so)
+    FILE = POPULATION  # in the run folder; absent: no chest X-ray gets a verdict (pneumo/checks/scope.py)
     threshold: float  # P(adult) at or above it: an adult's film
     # What the pneumonia model did on the adult films, measured when fitted: the reason the check exists.
     adult_sensitivity: float = float("nan")

@@ -17,6 +17,9 @@
                          it learnt from (adult_check.npz), is
                          outside_population too: `adult_scope`.
 
+A run folder without a population check cannot tell whose film it is, so
+every chest X-ray is outside_population there (NO_POPULATION_CHECK).
+
 The checks only gate and route: they never change the probabilities.
 """
 
@@ -50,8 +53,8 @@ def assess_scope(film, pooled, regions, loaded) -> Scope:
     if reason is not None:
         return Scope(NOT_CHEST_XRAY, not_chest_xray_reason(reason, film.is_photo), scores)
     population = loaded.population_check
-    if population is None or regions is None:
-        return Scope(OK, scores=scores, population=CHILD)
+    if population is None or regions is None:  # whose film it is cannot be told: no answer is safe to give
+        return Scope(OUTSIDE_POPULATION, NO_POPULATION_CHECK, scores)
     adult = float(population.adult_probability(regions[None])[0])
     scores.update(adult_probability=adult, adult_threshold=float(population.threshold))
     if adult < population.threshold:
@@ -61,23 +64,28 @@ def assess_scope(film, pooled, regions, loaded) -> Scope:
     return Scope(OUTSIDE_POPULATION, outside_population_reason(population), scores)
 
 
+NO_POPULATION_CHECK = ("This model cannot tell a young child's chest X-ray from an adult's (its run folder has no "
+                       "population check, population.npz), and its answer was validated on young children only "
+                       "(aged 1–5, one hospital), so it gives no verdict.")
+
+
 def not_chest_xray_reason(why, is_photo=False) -> str:
     what = "This photo does not seem to show a chest X-ray" if is_photo else "This does not look like a chest X-ray"
     return f"{what}: {why}. The model only reads frontal chest X-rays, so it gives no verdict."
 
 
 def outside_population_reason(population) -> str:
-    measured = ""
-    if population.adult_sensitivity == population.adult_sensitivity:  # not NaN: measured when fitted
-        measured = f" (on adult films it caught only {population.adult_sensitivity:.0%} of the pneumonias)"
+    """An adult's film where no adult answer serves. No figure of the children's model on adults here: the
+    one measured on radiologists' readings is in docs/who-it-is-for.md (adult.json `child_model_roc_auc`)."""
     return ("This looks like an adult chest X-ray. The model was trained on X-rays of young children "
-            f"(aged 1–5, one hospital) and misses most pneumonia in adults{measured}, so it gives no verdict.")
+            "(aged 1–5, one hospital), and no answer for adults serves with it, so it gives no verdict.")
 
 
-UNLIKE_ADULTS = ("This was read as an adult's chest X-ray, but it is unlike the adult films the adult answer learnt "
-                 "from (frontal chest X-rays of one hospital), so it gives no verdict.")
-NO_LUNGS = ("This was read as an adult's chest X-ray, but no lung fields were found on it, and the adult answer "
-            "reads the lungs, so it gives no verdict. A frontal film, upright and uncropped, may work.")
+# Said of images that the checks before took for adults' films but that may be no chest X-ray at all (a text page).
+UNLIKE_ADULTS = ("This is unlike the adult chest X-rays the adults' answer learnt from (frontal films of one "
+                 "hospital); it may not be a frontal chest X-ray at all, so the model gives no verdict.")
+NO_LUNGS = ("No lung fields were found on this image, and the adults' answer reads the lungs, so the model gives "
+            "no verdict. A frontal chest X-ray, upright and uncropped, may work.")
 
 
 def adult_scope(scope, features, lungs, check) -> Scope:

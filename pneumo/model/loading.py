@@ -46,7 +46,7 @@ class LoadedModel:
         from pneumo.checks.population import PopulationCheck
 
         return self._fitted(PopulationCheck.load, POPULATION,  # on region features (pneumo/model/predict.py)
-                            lambda c: c.coef.shape == (GRID * GRID * self.runtime.channels,), "no population check")
+                            lambda c: c.coef.shape == (GRID * GRID * self.runtime.channels,), "no population check: no chest X-ray gets a verdict")
 
     @functools.cached_property
     def adult_head(self):

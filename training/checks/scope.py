@@ -21,8 +21,9 @@ film. Then it fits
   opacity.py), from the films radiologists boxed, for an adult answer that
   ships with its own trunk.
 
-A run without adult films gets no population check (adults then get
-verdicts; `pneumo info` and the card say so).
+A run without adult films gets no population check, and then no chest
+X-ray gets a verdict from it: it cannot tell whose film it is
+(pneumo/checks/scope.py; the card says so).
 """
 
 import argparse
@@ -167,7 +168,7 @@ def fit_and_save(run_folder, data_dir, adult_dir=None, seed=0, log=print) -> dic
     sets = score_sets(loaded, splits, adult_dir, seed, log)
     chest = fit_chest_xray_check(sets, out, log)
     if sets.adults is None:
-        log("scope checks: no adult films (--adult-data), so no population check: adults will get verdicts")
+        log("scope checks: no adult films (--adult-data), so no population check: no film will get a verdict")
         return None
     report = fit_population_check(loaded, sets, chest, out, seed, log)
     fit_adult_answer(sets.adults, adult_dir, out, seed, log)

@@ -83,8 +83,8 @@ def who_it_is_for(scope, adult_report=None) -> str:
               "X-rays', fitted in `ood.npz`) get the scope `not_chest_xray` and no verdict; phone photos of a "
               "film are cropped to the film and read in greyscale.")
     if not scope:
-        return checks + (" This run has no population check (`population.npz`): adult films get verdicts "
-                         "although the model has not been validated on adults.")
+        return checks + (" This run has no population check (`population.npz`): it cannot tell an adult's film "
+                         "from a young child's, so no chest X-ray gets a verdict from it.")
     adult, cv = scope["adult_model"], scope["cross_validated"]
     tried = ""
     if adult["sensitivity"] == adult["sensitivity"]:  # measured (not NaN): the films had labels
