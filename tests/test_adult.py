@@ -240,6 +240,24 @@ def test_a_head_whose_trunk_is_missing_leaves_adults_outside(adult_serving_folde
     adult = analyse(films[ADULT_POPULATION], loaded)
     assert (adult.scope, adult.population, adult.label) == (OUTSIDE_POPULATION, None, None)
     assert adult.reason.startswith("This looks like an adult chest X-ray") and "no verdict" in adult.reason
+    # What the panel and `pneumo info` show is what serves: no adult answer, although adult.json shipped one.
+    assert json.loads((folder / ADULT_REPORT).read_text())["shipped"] is True
+    assert loaded.identity["adult"] is None
+    info = run_cli("info", model_path=folder)
+    assert info.returncode == 0 and json.loads(info.stdout)["adult"] is None, info.stderr
+
+
+def test_a_head_for_other_channels_is_not_advertised(adult_serving_folder, films, tmp_path):
+    """adult.npz fitted on another trunk (other channels): loading drops it, and says no adult answer serves."""
+    folder = tmp_path / "run"
+    shutil.copytree(adult_serving_folder, folder)
+    assert load_model(folder).identity["adult"] is not None  # as copied, it serves
+    head = random_head(load_model(folder).adult_trunk.channels + 1, np.random.default_rng(5))
+    head.lungs, head.trunk = 1.0, 1.0
+    head.save(folder / ADULT)
+    loaded = load_model(folder)
+    assert loaded.adult_head is None and loaded.identity["adult"] is None
+    assert analyse(films[ADULT_POPULATION], loaded).scope == OUTSIDE_POPULATION
 
 
 def test_an_adult_film_without_lungs_or_far_from_the_adult_films_gets_no_verdict():

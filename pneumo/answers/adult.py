@@ -102,18 +102,21 @@ class AdultHead(LinearReadout):
                    threshold=0.5, shipped=0.0)
 
 
-def shipped_figures(folder) -> dict | None:
-    """What the model panel says of the adult answer: its threshold and its cross-validated figures on
-    radiologist-read films (adult.json), or None when the folder ships none. Read from the report, not
-    from adult.npz, so that the panel costs no trunk load at start-up."""
+def shipped_figures(folder, head) -> dict | None:
+    """What the model panel and `pneumo info` say of the adult answer: the threshold of `head`, the
+    AdultHead that serves (pneumo.model.loading's `adult_head`: the cut to the last bit), and its
+    cross-validated figures on radiologist-read films (adult.json); None when no adult answer serves
+    (`head` None: none shipped, or it cannot load its trunk) or adult.json is unreadable."""
+    if head is None:
+        return None
     try:
         report = json.loads((Path(folder) / ADULT_REPORT).read_text())
-        if not (report.get("shipped") and (Path(folder) / ADULT).is_file()):
+        if not report.get("shipped"):
             return None
         measured = report["cross_validated"]
         figures = {key: float(measured[key]) for key in ("roc_auc", "sensitivity", "specificity", "ece")
                    if isinstance(measured.get(key), (int, float))}
-        return {"threshold": float(report["threshold"]), "films_read": sum(measured["films"].values()),
+        return {"threshold": float(head.threshold), "films_read": sum(measured["films"].values()),
                 "measured_on": report.get("measured_on", ""), "metrics": figures}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # no report, or one this code cannot read: the panel leaves adults out

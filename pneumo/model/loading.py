@@ -186,10 +186,15 @@ def _load_folder(folder, runtime, source, repo=None, revision=None, commit=None,
         "image_size": config["image_size"],
         "metrics": runtime_figures(folder, model.name, sha256, config["threshold"]) or config.get("validation", {}),
         "fallback_reason": fallback_reason,
-        "adult": shipped_figures(folder),
+        "adult": None,
     }
     log.info("model %s from %s (sha256 %s) on %s", identity["name"], source, sha256[:12], model.name)
-    return LoadedModel(model, config, identity)
+    loaded = LoadedModel(model, config, identity)
+    # The panel and `pneumo info` describe the adult answer only when it serves: its head loads, met the
+    # shipping rule and fits its trunk (a folder that lost adult_trunk.int8.onnx, or whose trunk has other
+    # channels, serves adults no verdict). The trunk's session is made here, once, instead of at the first adult film.
+    identity["adult"] = shipped_figures(folder, loaded.adult_head)
+    return loaded
 
 
 def runtime_figures(folder, runtime, keras_sha256, threshold) -> dict | None:
