@@ -9,7 +9,7 @@ returns `(result, heatmap_path)`; `result` is pneumo.analysis.Analysis as a
 dict (docs/result.md). When `result["scope"]` is not "ok" the model
 gives no verdict: `label` is None, `reason` says why, `heatmap_path` is None.
 
-MCP (`--mcp` or GRADIO_MCP_SERVER=True): the one tool is `analyse_chest_xray`
+MCP (`--mcp` or GRADIO_MCP_SERVER=1/true/yes/on): the one tool is `analyse_chest_xray`
 (ui/mcp_tool.py); /predict and /predict_dicom then leave the API page,
 since Gradio makes every documented endpoint a tool, but still answer clients.
 """
@@ -27,6 +27,10 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 from pneumo import settings  # noqa: E402
 
 settings.check_at_start_up()  # a malformed PNEUMO_* value stops the app here, by name, not as a quiet fallback
+from ui import app_settings  # noqa: E402
+
+# GRADIO_SERVER_PORT, GRADIO_MCP_SERVER, GRADIO_SHARE: checked the same way, before gradio reads them at import
+OPTIONS = app_settings.check_at_start_up(sys.argv[1:], os.environ)
 UPLOAD_FOLDER = settings.use_own_upload_folder()  # never another Gradio app's folder; before gradio is imported
 
 from pneumo.model.loading import get_model, load_in_background  # noqa: E402
@@ -39,6 +43,7 @@ from PIL import Image  # noqa: E402
 from ui import mcp_tool  # noqa: E402
 from pneumo.analysis import analyse  # noqa: E402
 from pneumo.inputs.decode import MAX_FILE_BYTES, InputError  # noqa: E402
+from pneumo.inputs.pixels import MCP as MCP_WORDS  # noqa: E402
 from pneumo.inputs.fetch import read_reference  # noqa: E402
 from pneumo.anatomy.location import describe  # noqa: E402
 from pneumo.overlay import picture  # noqa: E402
@@ -62,7 +67,7 @@ HEATMAP_ALT = "The X-ray with the model's heatmap over it: warm colours mark whe
 EXAMPLES = [Path(__file__).with_name("examples") / f"{name}.jpeg" for name in
             ("child-normal", "child-bacterial-pneumonia", "child-viral-pneumonia", "adult")]
 keep_copies_of(EXAMPLES)  # Gradio's copies of them are needed for the next click: never swept
-MCP = mcp_tool.requested(sys.argv[1:], os.environ)
+MCP = OPTIONS.mcp
 # Local runs may let the MCP tool fetch from localhost or the LAN; a Space never should.
 ALLOW_PRIVATE_URLS = settings.setting("PNEUMO_ALLOW_PRIVATE_URLS")
 
@@ -147,7 +152,7 @@ def analyse_chest_xray(image: str) -> str:
         data = read_reference(image, allow_private=ALLOW_PRIVATE_URLS)  # size-capped, time-limited
         decoded = DECODERS.decode_bytes(data)  # in a sandboxed worker process, as uploads are
     except InputError as error:
-        raise gr.Error(str(error), print_exception=False) from None
+        raise gr.Error(error.words_for(MCP_WORDS), print_exception=False) from None  # "send", not "upload"
     return mcp_tool.tool_result(analyse(decoded, MODEL))  # with the heatmap: a PNEUMONIA answer says where
 
 
@@ -278,8 +283,8 @@ if __name__ == "__main__":
                                      "GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (default 127.0.0.1:7860).")
     parser.add_argument("--share", action="store_true", help="also ask for a public gradio.live link")
     parser.add_argument("--mcp", action="store_true", help="also serve the analysis as an MCP tool at "
-                        "/gradio_api/mcp/ (same as GRADIO_MCP_SERVER=True)")
-    share = parser.parse_args().share or os.environ.get("GRADIO_SHARE", "").lower() in ("1", "true")
+                        "/gradio_api/mcp/ (same as GRADIO_MCP_SERVER=1, true, yes or on)")
+    share = parser.parse_args().share or OPTIONS.share
     SWEEPER.sweep_once()  # leftovers of an earlier run
     SWEEPER.start()
     demo.launch(share=share, max_file_size=MAX_FILE_BYTES, prevent_thread_lock=True, run_history=False,

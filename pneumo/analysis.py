@@ -35,8 +35,10 @@ from pneumo.model.predict import adult_outputs, model_outputs
 from pneumo.model.preprocess import preprocess
 from pneumo.checks.scope import ADULT, OK, adult_scope, assess_scope
 
-# The keys of the model's identity that every result repeats.
-MODEL_KEYS = ("name", "source", "repo", "revision", "commit", "sha256", "runtime", "threshold", "fallback_reason")
+# The keys of the model's identity that every result repeats. `threshold` is the children's model's cut,
+# `adult_threshold` the adults' answer's (None without one); a result's own `threshold` is the one that gave its label.
+MODEL_KEYS = ("name", "source", "repo", "revision", "commit", "sha256", "runtime", "threshold", "adult_threshold",
+              "fallback_reason")
 
 
 @dataclass
@@ -157,6 +159,8 @@ def _result(decoded, film, scope, answer, raw, loaded, model) -> Analysis:
     """One film's Analysis from its scope and its answer."""
     warnings = decoded.warnings + film.warnings
     if scope.code != OK:
+        # How it was read as a film (turned back, a photo's film taken) would contradict the refusal: the file's own only.
+        warnings = list(decoded.warnings)
         # A heatmap or a label here would look like evidence: only the raw numbers stay, by name.
         probabilities = calibrate(raw, loaded.config)
         research = {"pneumonia_probability": float(pneumonia_probability(probabilities)),

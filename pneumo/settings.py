@@ -15,6 +15,7 @@ limits once, when imported.
 README "Configuration" lists the same variables.
 """
 
+import difflib
 import math
 import os
 import sys
@@ -144,11 +145,18 @@ def check_at_start_up() -> None:
         print(f"configuration error: {error}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_SETTING) from None
     for name in unknown_names():
-        print(f"warning: {name} is set but is no setting of pneumo (README: Configuration)", file=sys.stderr)
+        print(unknown_name_warning(name), file=sys.stderr)
 
 
 def unknown_names() -> list[str]:
     return sorted(name for name in os.environ if name.startswith("PNEUMO_") and name not in VARIABLES)
+
+
+def unknown_name_warning(name: str) -> str:
+    """The warning for a PNEUMO_* name that is no setting, with the likely one when the name is close to one."""
+    close = difflib.get_close_matches(name.upper(), VARIABLES, n=1, cutoff=0.75)
+    meant = f"; did you mean {close[0]}?" if close else ""
+    return f"warning: {name} is set but is no setting of pneumo{meant} (docs/configuration.md lists them)"
 
 
 def use_own_upload_folder() -> Path:

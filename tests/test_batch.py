@@ -34,7 +34,8 @@ EXPECTED = {
     "a/b/ct-export": ("not_chest_xray", None),  # a DICOM without a suffix
     "broken.jpeg": "error",
 }
-SUMMARY = re.compile(r": 6 files(?:, \d+ from an earlier run)?: ok 4 \(NORMAL 2, PNEUMONIA 2\), not_chest_xray 1; errors 1; "
+SUMMARY = re.compile(r": 6 files(?:, \d+ from an earlier run)?: ok 4 \(child: NORMAL 1, PNEUMONIA 2; adult: NORMAL 1\), "
+                     r"not_chest_xray 1; errors 1; "
                      r"skipped 1 non-image files; this run (\d+) files in [\d.]+ s, [\d.]+ images/s$")
 
 
@@ -131,10 +132,12 @@ def test_a_folder_tree_gives_one_row_per_file_and_a_summary(tree, tmp_path, suff
     rows = read_rows(out)
     assert_tree_rows(rows, tree)
 
-    again = pneumo(tree, "--out", out)  # everything is done: nothing is screened twice
-    assert SUMMARY.search(again.stderr.strip()).group(1) == "0", again.stderr
-    assert again.returncode == 0
-    assert read_rows(out) == rows
+    again = pneumo(tree, "--out", out)  # only the file that failed is screened again
+    assert SUMMARY.search(again.stderr.strip()).group(1) == "1", again.stderr
+    assert again.returncode == 1  # it still fails
+    again_rows = read_rows(out)
+    assert_tree_rows(again_rows, tree)  # still one row per file
+    assert sorted(again_rows, key=lambda row: row["path"]) == sorted(rows, key=lambda row: row["path"])
 
 
 def test_a_manifest_and_named_files(tree, tmp_path):
@@ -268,6 +271,86 @@ def test_a_half_written_last_row_is_dropped_and_screened_again(tmp_path):
     output = open_output(out)
     assert output.done == {"done.jpeg"}
     assert out.read_text() == json.dumps(row) + "\n"
+
+
+def test_a_file_mended_after_a_run_is_screened_again(tmp_path):
+    folder = films(tmp_path / "films", 2)
+    broken = folder / "later-mended.jpeg"
+    broken.write_bytes((EXAMPLES / "child-normal.jpeg").read_bytes()[:3000])
+    out = tmp_path / "rows.csv"
+    code, rows, _ = run_in_process([folder], out, workers=1)
+    assert code == 1 and [row["path"] for row in rows if row["error"]] == [str(broken)]
+    shutil.copy(EXAMPLES / "child-normal.jpeg", broken)
+    code, rows, text = run_in_process([folder], out, workers=1)
+    assert code == 0, text
+    assert "3 files, 2 from an earlier run" in text and "errors 0" in text, text
+    assert sorted(row["path"] for row in rows) == sorted(str(path) for path in folder.iterdir())  # one row each
+    assert all(row["error"] is None for row in rows) and by_file(rows, folder)[broken.name]["label"] == "NORMAL"
+
+
+def test_a_rerun_with_another_model_is_refused(tmp_path):
+    """The file's rows came from one model; a rerun that serves another writes nothing and says which two."""
+    folder = films(tmp_path / "films", 3)
+    out = tmp_path / "rows.jsonl"
+    code, rows, _ = run_in_process([folder / name for name in sorted(os.listdir(folder))[:2]], out, workers=1)
+    assert code == 0 and len(rows) == 2
+    served = rows[0]["model"]
+    for row in rows:  # as if an earlier model had written them
+        row["model"] = {**row["model"], "name": "pneumo-older", "sha256": "0123456789ab" + "0" * 52}
+    out.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    before = out.read_bytes()
+    code, _, text = run_in_process([folder], out, workers=1)
+    assert code == 2, text
+    assert "pneumo-older (sha256 0123456789ab" in text and f"{served['name']} (sha256 {served['sha256'][:12]}" in text
+    assert "choose another --out" in text.lower(), text
+    assert out.read_bytes() == before  # nothing of the other model written
+
+
+def test_heatmaps_are_written_and_named_in_the_rows(tree, tmp_path):
+    import numpy as np
+    from PIL import Image, ImageChops
+
+    from pneumo.analysis import analyse
+    from pneumo.overlay import picture
+
+    out, heatmaps = tmp_path / "rows.csv", tmp_path / "heatmaps"
+    code, rows, _ = run_in_process([tree], out, workers=1, heatmaps=str(heatmaps))
+    assert code == 1
+    files = by_file(rows, tree)
+    for name, expected in EXPECTED.items():
+        row = files[name]
+        if expected == "error" or expected[0] != "ok":
+            assert row["heatmap_file"] is None, row  # no verdict, no heatmap
+            continue
+        assert Path(row["heatmap_file"]).parent == heatmaps and Path(row["heatmap_file"]).suffix == ".png"
+    assert len(set(row["heatmap_file"] for row in rows if row["heatmap_file"])) == 4 == len(os.listdir(heatmaps))
+    written = Image.open(files["a/adult.jpeg"]["heatmap_file"])
+    shown = picture(analyse(tree / "a/adult.jpeg"))  # what the app shows for the same file
+    assert written.size == shown.size
+    difference = np.asarray(ImageChops.difference(written.convert("RGB"), shown.convert("RGB")), np.float64)
+    assert difference.mean() < 1.0  # the same picture (a batch of other films may move a float's last bits)
+
+
+def test_an_output_written_before_heatmap_files_is_resumed(tmp_path):
+    """A CSV of an older pneumo (no heatmap_file column) keeps its columns; asking it for heatmaps is refused."""
+    from pneumo.batch.output import OLD_COLUMNS
+
+    folder = films(tmp_path / "films", 3)
+    first = sorted(folder.iterdir())[0]
+    code, rows, _ = run_in_process([first], tmp_path / "new.jsonl", workers=1)
+    old = tmp_path / "old.csv"
+    with open(old, "w", newline="") as file:
+        writer = csv.writer(file, lineterminator="\n")
+        writer.writerow(OLD_COLUMNS)
+        writer.writerow("" if rows[0][c] is None else json.dumps(rows[0][c]) if c in NESTED else rows[0][c]
+                        for c in OLD_COLUMNS)
+    code = batch.run([folder], old, workers=1, heatmaps=str(tmp_path / "heatmaps"), stream=(stream := io.StringIO()))
+    assert code == 2 and "heatmap_file" in stream.getvalue() and "choose another --out" in stream.getvalue()
+    code = batch.run([folder], old, workers=1, stream=(stream := io.StringIO()))
+    assert code == 0 and "3 files, 1 from an earlier run" in stream.getvalue(), stream.getvalue()
+    with open(old, newline="") as file:
+        table = list(csv.reader(file))
+    assert tuple(table[0]) == OLD_COLUMNS and len(table) == 4 and all(len(r) == len(OLD_COLUMNS) for r in table)
 
 
 # Ray: the same rows from Ray Data and an actor pool, on a local Ray and on two nodes.

@@ -1,9 +1,10 @@
-"""`python -m pneumo`, run as a subprocess against the tiny trained run."""
+"""`python -m pneumo`, run as a subprocess against the tiny trained run, and (from run_bundled on) the bundled model."""
 
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +101,93 @@ def test_help_lists_the_commands(tmp_path):
     result = run_cli("--help", model_path=tmp_path)
     assert result.returncode == 0
     assert "predict" in result.stdout and "info" in result.stdout
+
+
+# The bundled model from here on: it answers children and adults, as the command's users get it.
+
+def run_bundled(*args, cwd=ROOT, env=None):
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PNEUMO_")}
+    return subprocess.run([sys.executable, "-m", "pneumo", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=300,
+                          env={**base, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", **(env or {})})
+
+
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(scope="module")
+def folder_with_notes(tmp_path_factory):
+    """The examples and a file that is no image, as a folder from an export often has."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("export")
+    for film in sorted(EXAMPLES.glob("*.jpeg")):
+        shutil.copy(film, folder / film.name)
+    (folder / "notes.txt").write_text("not an image\n")
+    return folder
+
+
+def test_the_version_comes_from_pyproject():
+    import tomllib
+
+    import pneumo
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert pneumo.__version__ == version
+    done = run_bundled("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"pneumo {version}", done
+    info = run_bundled("info")
+    assert info.returncode == 0 and json.loads(info.stdout)["version"] == version, info.stderr
+
+
+def test_a_folder_skips_what_is_no_image_and_ends_with_the_summary(folder_with_notes):
+    done = run_bundled("predict", "--json", folder_with_notes)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sorted(Path(line["path"]).name for line in lines) == sorted(p.name for p in EXAMPLES.glob("*.jpeg"))
+    assert all("error" not in line for line in lines)
+    summary = done.stderr.strip().splitlines()[-1]
+    assert summary.startswith("4 files: ok 4 (child: NORMAL 1, PNEUMONIA 2; adult: NORMAL 1); errors 0; "
+                              "skipped 1 non-image files; this run 4 files in "), summary
+
+
+def test_the_table_says_whose_answer_each_verdict_is(folder_with_notes):
+    done = run_bundled("predict", folder_with_notes / "adult.jpeg", folder_with_notes / "child-normal.jpeg")
+    assert done.returncode == 0, done.stderr
+    header, adult, child = done.stdout.splitlines()[:3]
+    assert header.split()[:2] == ["label", "answer"]
+    assert adult.split()[:2] == ["NORMAL", "adult"] and adult.endswith("adult.jpeg")
+    assert child.split()[:2] == ["NORMAL", "child"] and child.endswith("child-normal.jpeg")
+    assert "(adult: NORMAL 1" in done.stderr or "adult: NORMAL 1" in done.stderr, done.stderr
+
+
+def test_heatmaps_are_written_as_the_app_shows_them(folder_with_notes, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from pneumo.analysis import analyse
+    from pneumo.inputs.sandbox import DecoderPool
+    from pneumo.overlay import picture
+
+    film = folder_with_notes / "child-viral-pneumonia.jpeg"
+    done = run_bundled("predict", "--json", "--heatmaps", tmp_path / "maps", film)
+    assert done.returncode == 0, done.stderr
+    line = json.loads(done.stdout)
+    written = Path(line["heatmap_file"])
+    assert written.parent == tmp_path / "maps" and written.suffix == ".png"
+    pool = DecoderPool(size=1)  # decoded as the command decodes
+    try:
+        shown = picture(analyse(pool.decode(film)))
+    finally:
+        pool.close()
+    with Image.open(written) as image:
+        assert image.size == shown.size
+        assert np.abs(np.asarray(image.convert("RGB"), float) - np.asarray(shown.convert("RGB"), float)).mean() < 1
+    assert line["location"] is not None  # the command's own analysis keeps where the evidence is
+
+
+def test_a_missing_model_folder_is_named_as_missing(tmp_path):
+    done = run_bundled("info", env={"PNEUMO_MODEL_PATH": str(tmp_path / "no-such-run")})
+    assert done.returncode == 2
+    assert f"{tmp_path / 'no-such-run'} (PNEUMO_MODEL_PATH) does not exist" in done.stderr, done.stderr
+    assert "missing config.json" not in done.stderr

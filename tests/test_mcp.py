@@ -19,7 +19,7 @@ mcp = require_import("mcp")
 skimage_data = require_import("skimage.data")
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
-from ui import mcp_tool  # noqa: E402
+from ui import app_settings, mcp_tool  # noqa: E402
 
 TOOL = "analyse_chest_xray"
 XRAY = "val/PNEUMONIA/person101_bacteria_483.jpeg"  # not one of the app's examples
@@ -85,7 +85,7 @@ def test_a_real_xray_gets_a_verdict(app, shared_data):
     assert result["label"] in ("NORMAL", "PNEUMONIA")
     assert set(result["probabilities"]) == {"NORMAL", "BACTERIAL", "VIRAL"}
     assert 0 <= result["pneumonia_probability"] <= 1
-    assert result["label"] in result["summary"] and result["disclaimer"] == mcp_tool.DISCLAIMER
+    assert result["label"] in result["summary"] and result["disclaimer"] == mcp_tool.disclaimer("child")
     assert "research" not in result
     assert (result["label"] == "PNEUMONIA") == (result["location"] is not None)
 
@@ -121,10 +121,12 @@ def test_the_ui_endpoints_still_answer_clients(app, shared_data):
 
 @pytest.mark.parametrize("argv, environ, expected", [
     (["--mcp"], {}, True), ([], {"GRADIO_MCP_SERVER": "True"}, True), ([], {"GRADIO_MCP_SERVER": "true"}, True),
-    ([], {}, False), ([], {"GRADIO_MCP_SERVER": "False"}, False), (["--share"], {"GRADIO_MCP_SERVER": "1"}, False),
+    ([], {}, False), ([], {"GRADIO_MCP_SERVER": "False"}, False), (["--share"], {"GRADIO_MCP_SERVER": "1"}, True),
+    ([], {"GRADIO_MCP_SERVER": "yes"}, True), ([], {"GRADIO_MCP_SERVER": "off"}, False),
 ])
 def test_mcp_is_asked_for_by_flag_or_gradios_variable(argv, environ, expected):
-    assert mcp_tool.requested(argv, environ) is expected
+    """Any usual spelling of a switch (tests/test_app_errors.py: a malformed one stops the app)."""
+    assert app_settings.requested(argv, environ) is expected
 
 
 def test_the_sse_transport_lists_the_same_tool(app):

@@ -89,6 +89,18 @@ def test_an_unknown_name_is_reported(monkeypatch):
     assert "PNEUMO_RUNTIM" in settings.unknown_names()
 
 
+def test_a_misspelt_name_gets_the_likely_setting():
+    done = subprocess.run([sys.executable, "-m", "pneumo", "--version"], cwd=ROOT, capture_output=True, text=True,
+                          env=clean_env(PNEUMO_MODEL_PTH="runs/x"), timeout=300)
+    assert done.returncode == 0  # --version needs no setting
+    done = subprocess.run([sys.executable, "-m", "pneumo", "info"], cwd=ROOT, capture_output=True, text=True,
+                          env=clean_env(PNEUMO_MODEL_PTH="runs/x", PNEUMO_ONNX_THREAD="2"), timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "PNEUMO_MODEL_PTH is set but is no setting of pneumo; did you mean PNEUMO_MODEL_PATH?" in done.stderr
+    assert "PNEUMO_ONNX_THREAD is set but is no setting of pneumo; did you mean PNEUMO_ONNX_THREADS?" in done.stderr
+    assert "did you mean" not in settings.unknown_name_warning("PNEUMO_SOMETHING_ELSE")
+
+
 def test_the_readme_lists_every_variable():
     readme = (ROOT / "README.md").read_text()
     configuration = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]

@@ -40,6 +40,14 @@ SWEEP_EVERY_S = setting("PNEUMO_SWEEP_EVERY_S")
 ONLY_UPLOADS = "Only files uploaded to this app can be analysed (no links, no server paths). Please upload the file."
 ONE_FILE = "Please send exactly one file per request."
 GONE = "Uploads are deleted after each analysis: please upload the image again."
+# A client that sends text (a URL, a path) where the file goes: Gradio's own validation would refuse it
+# without a word ("has not enabled verbose error reporting").
+NOT_A_FILE = ("The API takes the X-ray file itself, not text: send it with gradio_client.handle_file(\"xray.jpeg\"). "
+              "A URL is not fetched: download the file first (the MCP tool takes URLs).")
+# What the API page and Client.view_api() say of the input, instead of Gradio's "A local filepath or publicly
+# available URL", which this app refuses.
+INPUT_DESCRIPTION = ("The X-ray file (an image or a DICOM file), uploaded with gradio_client.handle_file(path). "
+                     "URLs and server paths are refused: download the file first.")
 
 
 def upload_folder() -> Path:
@@ -59,10 +67,42 @@ def check_uploaded(path) -> Path:
     return file
 
 
+class _FilesOnly:
+    """A component's data model (gr.Image's ImageData, gr.File's FileData) that refuses text with a message
+    of its own. Not a subclass: Gradio's API description (and the client's file handling) keeps the model's
+    own schema and name; only model_validate, where Gradio checks a request's value, is intercepted."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def model_validate(self, value, *args, **kwargs):
+        if isinstance(value, str):
+            raise gr.Error(NOT_A_FILE, print_exception=False)
+        return self.model.model_validate(value, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
 class _UploadsOnly:
     """Mixin for Gradio input components: refuse before Gradio copies or downloads."""
 
     shown_as = ""  # the Gradio component the browser shows: "image" or "file"
+
+    @property
+    def data_model(self):
+        model = self.__dict__.get("_data_model") or next(
+            vars(c)["data_model"] for c in type(self).__mro__[1:] if isinstance(vars(c).get("data_model"), type))
+        return _FilesOnly(model)
+
+    @data_model.setter
+    def data_model(self, model):  # gr.File sets its model in __init__
+        self._data_model = model
+
+    def api_info(self):
+        info = super().api_info()
+        info["additional_description"] = INPUT_DESCRIPTION
+        return info
 
     def get_block_name(self) -> str:
         return self.shown_as

@@ -3,12 +3,20 @@
     output = open_output("results.jsonl")   # or .csv, or .parquet
     output.done                             # paths that already have a row
     output.rows                             # those rows (for the summary)
+    output.drop(paths)                      # forget these paths' rows (error rows a rerun retries)
     output.append(rows)                     # durable when it returns
     output.close()
 
 Rows have the columns of COLUMNS: `path`, `error`, then the result of
-pneumo.analysis (docs/result.md); a file that could not be read has
-its `error` and nothing else.
+pneumo.analysis (docs/result.md), then `heatmap_file` (the overlay PNG of
+`pneumo predict --heatmaps DIR`, else null); a file that could not be read
+has its `error` and nothing else. Files written before `heatmap_file`
+existed (OLD_COLUMNS) stay readable and resumable: a CSV or Parquet output
+keeps the columns it has (`output.columns`), a JSONL row may have either.
+
+`drop` rewrites the file without those rows under a temporary name and
+renames it into place (for Parquet, each part that held one), so a kill
+during it leaves the old file or the new one, never half of one.
 
 Why a run can be killed at any moment: every append is one write followed by
 flush and fsync, so what is on disk is every earlier batch whole plus, at
@@ -29,9 +37,12 @@ import json
 import os
 from pathlib import Path
 
+from pneumo import install_hint
 from pneumo.analysis import RESULT_FIELDS
 
-COLUMNS = ("path", "error", *RESULT_FIELDS)
+HEATMAP = "heatmap_file"  # the verdict's overlay PNG (pneumo predict --heatmaps), else null
+OLD_COLUMNS = ("path", "error", *RESULT_FIELDS)  # outputs written before heatmap_file
+COLUMNS = (*OLD_COLUMNS, HEATMAP)
 NESTED = ("probabilities", "warnings", "research", "checks", "model", "location")  # JSON text in CSV; Parquet: _table
 NUMBERS = ("pneumonia_probability", "threshold")  # numbers in CSV cells, read back as floats
 PART_PREFIX, PART_SUFFIX, TEMPORARY = "part-", ".parquet", ".tmp"
@@ -42,7 +53,12 @@ class OutputError(Exception):
 
 
 def error_row(path: str, message: str) -> dict:
-    return {"path": path, "error": message, **dict.fromkeys(RESULT_FIELDS)}
+    return {"path": path, "error": message, **dict.fromkeys(RESULT_FIELDS), HEATMAP: None}
+
+
+def _complete(row: dict) -> dict:
+    """A row read from an older output, with the columns it lacks as null."""
+    return {column: row.get(column) for column in COLUMNS}
 
 
 def open_output(path):
@@ -75,7 +91,20 @@ def _cut_to(path: Path, size: int) -> None:
         os.fsync(file.fileno())
 
 
+def _replace_durably(path: Path, data: bytes) -> None:
+    """`path` holds `data`, all of it or none of it: a temporary file, fsynced, renamed into place."""
+    temporary = path.with_name(path.name + TEMPORARY)
+    with open(temporary, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+    _fsync_folder(path.parent)
+
+
 class _TextOutput:
+    columns = COLUMNS  # what this file's rows hold (an older CSV: OLD_COLUMNS)
+
     def __init__(self, path: Path):
         self.path = path
         self.rows = self._read() if path.exists() else self._start()
@@ -84,11 +113,22 @@ class _TextOutput:
     def append(self, rows: list[dict]) -> None:
         if rows:
             _durable_append(self.path, "".join(map(self._line, rows)))
-            self.rows += rows
+            self.rows += [_complete(row) for row in rows]
             self.done.update(row["path"] for row in rows)
+
+    def drop(self, paths) -> None:
+        paths = set(paths)
+        if not paths & self.done:
+            return
+        self.rows = [row for row in self.rows if row["path"] not in paths]
+        self.done -= paths
+        _replace_durably(self.path, (self._head() + "".join(map(self._line, self.rows))).encode("utf-8"))
 
     def close(self) -> None:
         pass
+
+    def _head(self) -> str:
+        return ""
 
     def _start(self) -> list:
         _durable_append(self.path, "")
@@ -112,11 +152,11 @@ class _TextOutput:
 
 
 class JsonLinesOutput(_TextOutput):
-    """One JSON object a line."""
+    """One JSON object a line (rows of older runs may lack heatmap_file)."""
 
     @staticmethod
     def _line(row: dict) -> str:
-        return json.dumps(row, ensure_ascii=False) + "\n"
+        return json.dumps({column: row.get(column) for column in COLUMNS}, ensure_ascii=False) + "\n"
 
     def _parse(self, text: str) -> list[dict]:
         rows = []
@@ -125,41 +165,45 @@ class JsonLinesOutput(_TextOutput):
                 row = json.loads(line)
             except ValueError:
                 raise _damaged(self.path, f"line {number} is not JSON") from None
-            if not isinstance(row, dict) or not isinstance(row.get("path"), str) or set(row) != set(COLUMNS):
+            if not isinstance(row, dict) or not isinstance(row.get("path"), str) or \
+                    set(row) not in (set(COLUMNS), set(OLD_COLUMNS)):
                 raise _damaged(self.path, f"line {number} is not a result row")
-            rows.append(row)
+            rows.append(_complete(row))
         return rows
 
 
 class CsvOutput(_TextOutput):
     """A header, then one row a line; nested fields are JSON text, null is an empty cell."""
 
-    @staticmethod
-    def _line(row: dict) -> str:
+    def _line(self, row: dict) -> str:
         buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerow(_csv_cell(row[c], c in NESTED) for c in COLUMNS)
+        csv.writer(buffer, lineterminator="\n").writerow(_csv_cell(row.get(c), c in NESTED) for c in self.columns)
         return buffer.getvalue()
 
+    def _head(self) -> str:
+        return ",".join(self.columns) + "\n"
+
     def _start(self) -> list:
-        _durable_append(self.path, ",".join(COLUMNS) + "\n")
+        _durable_append(self.path, self._head())
         return []
 
     def _parse(self, text: str) -> list[dict]:
         if not text:  # killed before the header reached the disk
-            _durable_append(self.path, ",".join(COLUMNS) + "\n")
+            _durable_append(self.path, self._head())
             return []
         try:
             records = list(csv.reader(io.StringIO(text, newline=""), strict=True))
         except csv.Error as error:
             raise _damaged(self.path, str(error)) from None
-        if tuple(records[0]) != COLUMNS:
+        if tuple(records[0]) not in (COLUMNS, OLD_COLUMNS):
             raise _damaged(self.path, "its header is not " + ",".join(COLUMNS))
+        self.columns = tuple(records[0])
         rows = []
         for number, record in enumerate(records[1:], 2):
-            if len(record) != len(COLUMNS):
-                raise _damaged(self.path, f"row {number} has {len(record)} cells, not {len(COLUMNS)}")
+            if len(record) != len(self.columns):
+                raise _damaged(self.path, f"row {number} has {len(record)} cells, not {len(self.columns)}")
             try:
-                rows.append({c: _csv_value(cell, c) for c, cell in zip(COLUMNS, record)})
+                rows.append(_complete({c: _csv_value(cell, c) for c, cell in zip(self.columns, record)}))
             except ValueError:
                 raise _damaged(self.path, f"row {number} has a cell that is not JSON") from None
         return rows
@@ -186,31 +230,55 @@ class ParquetOutput:
         try:
             import pyarrow  # noqa: F401
         except ModuleNotFoundError:
-            raise OutputError("--out *.parquet needs pyarrow: pip install 'pneumonia-detector[parquet]'") from None
+            raise OutputError("--out *.parquet needs pyarrow: " + install_hint("parquet")) from None
         self.path = path
         if path.exists() and not path.is_dir():
             raise _damaged(path, "a .parquet output is a folder of part files, this is a file")
         path.mkdir(exist_ok=True)
+        self.columns = COLUMNS  # an older output's parts: OLD_COLUMNS (every part the same)
         self.rows = self._read()
         self.done = {row["path"] for row in self.rows}
-        self.parts = len(self._parts())
+        # The next part's number: after the highest, since drop() may leave gaps.
+        self.parts = max((int(p.name[len(PART_PREFIX):-len(PART_SUFFIX)]) for p in self._parts()), default=-1) + 1
 
     def append(self, rows: list[dict]) -> None:
-        import pyarrow.parquet as pq
-
         if not rows:
             return
-        final = self.path / f"{PART_PREFIX}{self.parts:06d}{PART_SUFFIX}"
+        self._write(self.path / f"{PART_PREFIX}{self.parts:06d}{PART_SUFFIX}", rows)
+        self.parts += 1
+        self.rows += [_complete(row) for row in rows]
+        self.done.update(row["path"] for row in rows)
+
+    def drop(self, paths) -> None:
+        """Each part that holds one of `paths` is rewritten without it (renamed over itself), or removed."""
+        import pyarrow.parquet as pq
+
+        paths = set(paths)
+        if not paths & self.done:
+            return
+        for part in self._parts():
+            rows = [_from_parquet(row) for row in pq.read_table(part).to_pylist()]
+            kept = [row for row in rows if row["path"] not in paths]
+            if len(kept) == len(rows):
+                continue
+            if kept:
+                self._write(part, kept)
+            else:
+                part.unlink()
+                _fsync_folder(self.path)
+        self.rows = [row for row in self.rows if row["path"] not in paths]
+        self.done -= paths
+
+    def _write(self, final: Path, rows: list[dict]) -> None:
+        import pyarrow.parquet as pq
+
         temporary = final.with_name(final.name + TEMPORARY)
         with open(temporary, "wb") as file:
-            pq.write_table(_table(rows), file)
+            pq.write_table(_table(rows, self.columns), file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, final)
         _fsync_folder(self.path)
-        self.parts += 1
-        self.rows += rows
-        self.done.update(row["path"] for row in rows)
 
     def close(self) -> None:
         pass
@@ -227,39 +295,42 @@ class ParquetOutput:
         if strangers:
             raise _damaged(self.path, f"it holds {strangers[0]}")
         rows = []
-        for part in self._parts():
+        for number, part in enumerate(self._parts()):
             try:
                 table = pq.read_table(part)
             except Exception as error:  # pyarrow raises several kinds for a damaged file
                 raise _damaged(self.path, f"{part.name}: {error}") from None
-            if tuple(table.column_names) != COLUMNS:
+            if tuple(table.column_names) not in (COLUMNS, OLD_COLUMNS) or \
+                    (number and tuple(table.column_names) != self.columns):
                 raise _damaged(self.path, f"{part.name} has other columns")
+            self.columns = tuple(table.column_names)
             rows += [_from_parquet(row) for row in table.to_pylist()]
         return rows
 
 
-def _parquet_schema():
+def _parquet_schema(columns=COLUMNS):
     import pyarrow as pa
 
     text = pa.string()
     types = {**dict.fromkeys(NUMBERS, pa.float64()), "warnings": pa.list_(text)}
-    return pa.schema([(c, types.get(c, text)) for c in COLUMNS])
+    return pa.schema([(c, types.get(c, text)) for c in columns])
 
 
-def _table(rows: list[dict]):
+def _table(rows: list[dict], columns=COLUMNS):
     """Nested objects as JSON text: their keys vary (a check that did not run has
     none), and one fixed schema keeps every part readable as one dataset."""
     import pyarrow as pa
 
     def cell(row, column):
-        value = row[column]
+        value = row.get(column)
         return json.dumps(value) if column in NESTED and column != "warnings" and value is not None else value
 
-    return pa.Table.from_pylist([{c: cell(row, c) for c in COLUMNS} for row in rows], schema=_parquet_schema())
+    return pa.Table.from_pylist([{c: cell(row, c) for c in columns} for row in rows], schema=_parquet_schema(columns))
 
 
 def _from_parquet(row: dict) -> dict:
-    return {c: json.loads(v) if c in NESTED and c != "warnings" and v is not None else v for c, v in row.items()}
+    return _complete({c: json.loads(v) if c in NESTED and c != "warnings" and v is not None else v
+                      for c, v in row.items()})
 
 
 def _fsync_folder(folder: Path) -> None:

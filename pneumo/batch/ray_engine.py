@@ -14,7 +14,7 @@ sha256, then cached) and PNEUMO_MODEL_PATH must exist at that path on every
 node. The files to screen, likewise, must be at their paths on every node
 (a shared or network filesystem).
 
-Ray is optional: `pip install 'pneumonia-detector[ray]'`.
+Ray is optional: `pip install '.[ray]'` in the checkout.
 """
 
 import json
@@ -25,14 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
+from pneumo import install_hint
 from pneumo.batch.rows import BATCH, Screener
 
-RAY_MISSING = "--engine ray needs Ray: pip install 'pneumonia-detector[ray]' (or pip install '.[ray]' in the checkout)"
+RAY_MISSING = "--engine ray needs Ray: " + install_hint("ray")
 CHECKOUT = Path(__file__).resolve().parents[2]
 
 
-def screen_with_ray(paths, write, workers, address=None) -> None:
-    """Screen `paths` on `workers` actors; `write` gets each batch of rows as it arrives."""
+def screen_with_ray(paths, write, workers, address=None, heatmaps=None) -> None:
+    """Screen `paths` on `workers` actors; `write` gets each batch of rows as it arrives. `heatmaps`: the folder
+    the actors write the verdicts' overlays to (at that path on every node, as the films are)."""
     if not paths:
         return
     ray = _import_ray()
@@ -52,6 +54,7 @@ def screen_with_ray(paths, write, workers, address=None) -> None:
         blocks = max(1, min(-(-len(paths) // BATCH), 4 * workers))
         dataset = ray.data.from_items([{"path": path} for path in paths], override_num_blocks=blocks)
         rows = dataset.map_batches(RayScreener, batch_size=BATCH, batch_format="numpy", num_cpus=1,
+                                   fn_constructor_kwargs={"heatmaps": heatmaps},
                                    compute=ray.data.ActorPoolStrategy(size=min(workers, blocks)))
         for batch in rows.iter_batches(batch_size=None, batch_format="numpy"):
             write([json.loads(row) for row in batch["row"]])
@@ -63,8 +66,8 @@ def screen_with_ray(paths, write, workers, address=None) -> None:
 class RayScreener:
     """One Ray actor: pneumo.batch.rows.Screener (a model and a decoder), kept for all its batches."""
 
-    def __init__(self):
-        self.screener = Screener()
+    def __init__(self, heatmaps=None):
+        self.screener = Screener(heatmaps=heatmaps)
 
     def __call__(self, batch: dict) -> dict:
         rows = self.screener([str(path) for path in batch["path"]])

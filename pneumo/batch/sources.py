@@ -34,10 +34,12 @@ class Sources:
     skipped: int
 
 
-def list_sources(sources) -> Sources:
+def list_sources(sources, missing_ok=False) -> Sources:
+    """`missing_ok`: a path that does not exist is listed as a file (its row then says so) instead of
+    refused (the plain `pneumo predict`, whose other files still run)."""
     files, seen, skipped = [], set(), 0
     for source in map(str, sources):
-        found, not_images = _expand(source)
+        found, not_images = _expand(source, missing_ok)
         skipped += not_images
         for path in found:
             if path not in seen:  # a file named twice is screened once
@@ -46,11 +48,13 @@ def list_sources(sources) -> Sources:
     return Sources(files, skipped)
 
 
-def _expand(source: str) -> tuple[list[str], int]:
+def _expand(source: str, missing_ok=False) -> tuple[list[str], int]:
     path = Path(source)
     if path.is_dir():
         return _walk(path)
     if not path.exists():
+        if missing_ok:
+            return [os.path.normpath(source)], 0
         raise SourceError(f"{source}: no such file or folder")
     if path.suffix.lower() in MANIFEST_SUFFIXES:
         return _manifest(path), 0

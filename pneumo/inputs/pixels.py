@@ -31,7 +31,37 @@ SUPPORTED = "JPEG, PNG, BMP, TIFF, WebP, GIF or DICOM"
 
 
 class InputError(ValueError):
-    """The upload cannot be used; the message says why, for the uploader."""
+    """The upload cannot be used; the message says why, for the uploader (the app's words).
+    `words_for(entry)`: the same message in the words of another entry point (OWN_WORDS)."""
+
+    def words_for(self, entry: str) -> str:
+        return words_for(str(self), entry)
+
+
+# Who reads a refusal: the app's uploader, the command line's user, an AI assistant through the MCP tool.
+APP, COMMAND, MCP = "app", "command", "mcp"
+# The refusals of pneumo/inputs speak to the app's uploader. The same facts in the other entry points' words:
+# the app's phrase -> (the command's, the MCP tool's). tests/test_entry_words.py checks that no message of
+# pneumo/inputs leaves an upload or a server in the command's words.
+OWN_WORDS = {
+    "please upload it again": ("please copy or export it again", "please send it again"),
+    "Please upload": ("Please use", "Please send"),
+    "this server allows": ("the decoder's limits allow (PNEUMO_DECODE_*)", "this server allows"),
+    "this server can": ("pneumo can", "this server can"),
+    "this server cannot": ("pneumo cannot", "this server cannot"),
+    "The server is busy decoding other uploads": ("The decoders are busy with other files",
+                                                  "The server is busy decoding other files"),
+}
+
+
+def words_for(message: str, entry: str) -> str:
+    """A refusal (in the app's words) in the words of `entry` (APP, COMMAND or MCP)."""
+    if entry == APP:
+        return message
+    column = {COMMAND: 0, MCP: 1}[entry]
+    for phrase, words in OWN_WORDS.items():
+        message = message.replace(phrase, words[column])
+    return message
 
 
 def check_size(width: int, height: int) -> None:

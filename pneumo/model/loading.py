@@ -164,6 +164,10 @@ def get_model() -> LoadedModel:
 
 def _load_folder(folder, runtime, source, repo=None, revision=None, commit=None, fallback_reason=None):
     """A run folder (or a model file inside one) -> LoadedModel."""
+    if not folder.exists():  # a typo in PNEUMO_MODEL_PATH: say so, not which files it lacks
+        where = " (PNEUMO_MODEL_PATH)" if source == "path" and Path(setting("PNEUMO_MODEL_PATH") or "") == folder else ""
+        raise FileNotFoundError(f"{folder}{where} does not exist: it must name a training run folder "
+                                f"(with {' and '.join(REQUIRED)}) or a model file inside one")
     folder = folder.parent if folder.is_file() else folder
     missing = [name for name in REQUIRED if not (folder / name).is_file()]
     if missing:
@@ -194,6 +198,7 @@ def _load_folder(folder, runtime, source, repo=None, revision=None, commit=None,
     # shipping rule and fits its trunk (a folder that lost adult_trunk.int8.onnx, or whose trunk has other
     # channels, serves adults no verdict). The trunk's session is made here, once, instead of at the first adult film.
     identity["adult"] = shipped_figures(folder, loaded.adult_head)
+    identity["adult_threshold"] = identity["adult"]["threshold"] if identity["adult"] else None  # results repeat it
     return loaded
 
 

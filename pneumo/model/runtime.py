@@ -22,6 +22,7 @@ and `head_kernel` (C, 3), the dense head's kernel that pneumo/model/heatmap.py n
 import logging
 from pathlib import Path
 
+from pneumo import install_hint
 from pneumo.model.runtime_names import AUTO, KERAS, ONNX_FLOAT, ONNX_INT8, UnusableRuntime
 from pneumo.settings import setting
 
@@ -89,7 +90,7 @@ def _load(name, folder, config, keras_sha256):
             from pneumo.model.keras_runtime import KerasRuntime  # the only way TensorFlow gets imported
         except ModuleNotFoundError as error:  # `pip install .` serves on ONNX Runtime alone
             raise UnusableRuntime(f"the keras runtime needs TensorFlow and Keras ({error.name} is not installed): "
-                                  f"pip install 'pneumonia-detector[keras]'") from None
+                                  + install_hint("keras")) from None
 
         return KerasRuntime(folder, config)
     from pneumo.model.onnx_runtime import load_onnx
