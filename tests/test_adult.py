@@ -27,7 +27,9 @@ from pneumo.anatomy.location import assumed_fields
 from pneumo.checks.scope import CHILD, NO_LUNGS, OK, OUTSIDE_POPULATION, UNLIKE_ADULTS, Scope, adult_scope
 from tests.conftest import ADULT_DATA, ROOT, require, require_import, synthetic_xray
 from tests.test_cli import run_cli
+from pneumo.answers.readout import sigmoid
 from training.adults import answer as adult_fit
+from training.readout import fit_readout
 
 
 
@@ -126,6 +128,27 @@ def test_the_threshold_keeps_the_sensitivity_target_and_sits_between_probabiliti
     assert (p[y == 1] >= head.threshold).mean() >= adult_fit.SENSITIVITY_TARGET
     assert not np.any(np.isclose(p, head.threshold, atol=1e-9))  # never on an observed probability
     assert head.slope > 0  # higher scores, more likely pneumonia
+
+
+def test_a_film_at_the_cut_gets_the_label_the_fit_meant(tmp_path):
+    """The fit chooses the threshold on the probabilities that the saved head serves (training/readout.py returns
+    each read-out as saved): once saved and loaded, the head computes the very probabilities the cut was chosen
+    between, and stores the cut itself to the last bit, so the films either side of it keep their labels."""
+    rng = np.random.default_rng(6)
+    y = np.r_[np.ones(70, int), np.zeros(70, int)]
+    features = np.expm1(np.abs(rng.normal(1.0 + 0.3 * y[:, None] * np.r_[1, 1, 0, 0, 0, 0], 0.5, (140, 6))))
+    head = fit_readout(AdultHead, features, y, 1.0, slope=1.0, offset=0.0, threshold=0.5, shipped=1.0)
+    head = adult_fit.calibrate_and_threshold(head, head.score(features), y)
+    meant = sigmoid(head.slope * head.score(features) + head.offset)  # what the threshold was chosen on
+    head.save(tmp_path / ADULT)
+    served = AdultHead.load(tmp_path)
+    assert served.threshold == head.threshold
+    assert np.array_equal(served.probability(features), meant)
+    positives = np.sort(meant[y == 1])
+    at_cut = positives[positives >= head.threshold].min()  # the last positive kept by the sensitivity target
+    below = positives[positives < head.threshold].max()
+    assert below < served.threshold <= at_cut
+    assert np.array_equal(served.probability(features) >= served.threshold, meant >= head.threshold)
 
 
 def test_a_score_that_only_knows_the_projection_ranks_by_chance_within_one():

@@ -176,8 +176,52 @@ def test_population_fit_is_deterministic_and_separates():
         np.testing.assert_array_equal(first["scores"][name][0], again["scores"][name][0])
     one, two = (population.fit(population.rows(fake_sets(7), None), seed=3) for _ in range(2))
     np.testing.assert_array_equal(one.coef, two.coef)
-    assert first["gated"]["original"]["children"] <= population.GATED_CHILDREN
+    assert first["gated"]["original"]["children"] <= 0.05  # judged out of fold: near, not at, GATED_CHILDREN
     assert first["gated"]["original"]["adults"] > 0.9
+
+
+def test_the_figures_judge_each_film_at_a_threshold_its_fold_did_not_choose():
+    """The shipped threshold is chosen on the children's out-of-fold scores, so at it their share routed as
+    adults is GATED_CHILDREN by construction; the reported figures use each fold's own threshold instead."""
+    measured = population.cross_validate(fake_sets(7), None, seed=3)
+    children, adults = measured["scores"]["original"]
+    fold_children, fold_adults = measured["folds"]
+    for fold in range(population.FOLDS):
+        expected = population.cut_above(children[fold_children != fold], population.GATED_CHILDREN)
+        assert np.all(measured["thresholds"][0][fold_children == fold] == expected)
+        assert np.all(measured["thresholds"][1][fold_adults == fold] == expected)
+    assert len(set(measured["fold_thresholds"])) > 1
+    gated = measured["gated"]["original"]
+    assert gated["children"] == np.mean(children >= measured["thresholds"][0])
+    assert gated["adults"] == np.mean(adults >= measured["thresholds"][1])
+    assert measured["threshold"] == population.cut_above(children, population.GATED_CHILDREN)  # what ships
+
+
+def test_the_population_threshold_is_the_fitted_cut_once_saved(tmp_path):
+    """The threshold lies midway between the highest child's P(adult) that keeps its verdict and the next one,
+    and it is stored to the last bit: a film at the cut keeps the side the fit meant (float32 once moved
+    0.78856476's cut to 0.78856474, below the film it was meant to sit above)."""
+    measured = population.cross_validate(fake_sets(7), None, seed=3)
+    children = np.sort(measured["scores"]["original"][0])
+    threshold = measured["threshold"]
+    kept, above = children[children < threshold].max(), children[children >= threshold]
+    assert threshold == (kept + (above.min() if len(above) else 1.0)) / 2 and threshold - kept > 1e-6
+    assert np.mean(children >= threshold) <= population.GATED_CHILDREN
+    check = population.fit(population.rows(fake_sets(7), None), seed=3)
+    check.threshold = threshold
+    check.save(tmp_path / POPULATION_FILE)
+    loaded = type(check).load(tmp_path)
+    assert loaded.threshold == threshold  # float64, as fitted
+    probe = fake_sets(7).adults.variants["original"].regions
+    # The fit's read-out computes what the saved one serves, to the last bit (training/readout.py: as_saved).
+    assert np.array_equal(loaded.adult_probability(probe), check.adult_probability(probe))
+    # Where a cut falls between two films a float32 step apart, each keeps its side once saved.
+    cut = np.float32(0.78856476)
+    below, above = float(np.nextafter(cut, np.float32(0))), float(cut)
+    check.threshold = (below + above) / 2
+    check.save(tmp_path / POPULATION_FILE)
+    stored = type(check).load(tmp_path).threshold
+    assert below < stored <= above
 
 
 def test_check_saves_and_loads(tmp_path):
@@ -189,3 +233,14 @@ def test_check_saves_and_loads(tmp_path):
     probe = sets.adults.variants["original"].regions[:5]
     np.testing.assert_allclose(loaded.adult_probability(probe), check.adult_probability(probe), rtol=1e-4)
     assert loaded.threshold == pytest.approx(0.7) and loaded.adult_sensitivity == pytest.approx(0.34)
+
+
+def test_the_bundled_thresholds_are_the_fitted_ones():
+    """population.npz and adult.npz serve the thresholds their reports say were fitted, to the last bit."""
+    from pneumo.answers.adult import AdultHead
+    from pneumo.checks.population import PopulationCheck
+
+    report = json.loads((BUNDLED_DIR / "population.json").read_text())
+    assert PopulationCheck.load(BUNDLED_DIR).threshold == report["threshold"]
+    report = json.loads((BUNDLED_DIR / "adult.json").read_text())
+    assert AdultHead.load(BUNDLED_DIR).threshold == report["threshold"]

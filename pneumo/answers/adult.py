@@ -99,7 +99,7 @@ class AdultHead(LinearReadout):
         (no standardisation), pooled over the whole film, not yet calibrated, not shipped."""
         coef = np.asarray(coef, np.float64)
         return cls(np.zeros(len(coef)), np.ones(len(coef)), coef, float(intercept), slope=1.0, offset=0.0,
-                   threshold=0.5, shipped=0.0)
+                   threshold=0.5, shipped=0.0).as_saved()  # scored as served: its threshold is chosen on these
 
 
 def shipped_figures(folder, head) -> dict | None:

@@ -42,6 +42,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 from pneumo.answers.adult import AdultHead
+from pneumo.answers.readout import sigmoid
 from pneumo.model.run_folder import ADULT, ADULT_CHECK, ADULT_REPORT
 from pneumo.model.onnx_runtime import load_adult_trunk
 
@@ -116,8 +117,8 @@ def calibrate_and_threshold(head, scores, y):
     calibrated probabilities on either side of the highest cut that keeps
     SENSITIVITY_TARGET (midway, so that rounding in another runtime cannot flip a label)."""
     platt = LogisticRegression(C=1e6, max_iter=1000).fit(scores[:, None], y)
-    head.slope, head.offset = float(platt.coef_[0, 0]), float(platt.intercept_[0])
-    p = np.sort(1.0 / (1.0 + np.exp(-(head.slope * scores + head.offset)))[y == 1])
+    head.slope, head.offset = float(platt.coef_[0, 0]), float(platt.intercept_[0])  # saved as float64, as they are
+    p = np.sort(sigmoid(head.slope * scores + head.offset)[y == 1])  # as AdultHead.probability computes them
     keep = int(np.ceil(SENSITIVITY_TARGET * len(p)))  # positives at or above the cut
     cut = p[len(p) - keep]
     below = p[p < cut]

@@ -17,6 +17,9 @@ framing) instead of "adult versus young child". The guards:
 The threshold comes from cross-validation over the selection split's
 children and the adults (five folds by patient): at most GATED_CHILDREN of
 the children, each scored by a check fitted without it, lose their verdict.
+Its figures (population.json `cross_validated`) judge each film at a
+threshold chosen without its own fold, so they are measured on films that
+neither the check nor the threshold saw.
 """
 
 import numpy as np
@@ -64,35 +67,59 @@ def fit(xy, seed=0) -> PopulationCheck:
 
 
 def cross_validate(sets, chest, seed=0) -> dict:
-    """Out-of-fold P(outside) of every selection child and adult, per variant, the
-    threshold they give, and per variant the share left without a verdict by both checks."""
+    """Out-of-fold P(outside) of every selection child and adult, per variant, the threshold they give
+    (the one that ships), and per variant the share left without a verdict by both checks, each film
+    judged at a threshold chosen without its own fold (`thresholds`): at the shipped threshold the
+    children's share would be GATED_CHILDREN by construction, since those very scores chose it."""
     n = len(sets.selection)
     outside = np.concatenate([sets.selection.outside, sets.adults.outside])
     groups = np.concatenate([sets.selection.groups, sets.adults.groups])
     names = list(sets.selection.variants)
     scores = {name: np.empty(len(outside)) for name in names}
     folds = StratifiedGroupKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
+    held_out, fold = [], np.empty(len(outside), int)
     for fit_rows, held in folds.split(np.zeros(len(outside)), outside, groups):
+        fold[held] = len(held_out)
         check = fit(rows(sets, chest, fit_rows[fit_rows < n], fit_rows[fit_rows >= n] - n), seed)
         for name in names:
             both = np.concatenate([sets.selection.variants[name].regions, sets.adults.variants[name].regions])
             scores[name][held] = check.adult_probability(both[held])
+        held_out.append(held)
     split = {name: (s[:n], s[n:]) for name, s in scores.items()}
-    children = split["original"][0][reaches_check(sets.selection.variants["original"], chest)]
-    threshold = float(np.quantile(children, 1 - GATED_CHILDREN, method="higher")) + 1e-9
+    reaching = reaches_check(sets.selection.variants["original"], chest)
+    threshold = cut_above(split["original"][0][reaching], GATED_CHILDREN)
+    film_threshold = np.empty(len(outside))
+    for held in held_out:  # from the children of the other folds only
+        others = np.setdiff1d(np.flatnonzero(reaching), held)
+        film_threshold[held] = cut_above(split["original"][0][others], GATED_CHILDREN)
+    thresholds = (film_threshold[:n], film_threshold[n:])
     # No verdict: refused as no chest X-ray, or gated as outside the population.
-    gated = {name: {who: float(np.mean(~reaches_check(scored.variants[name], chest) | (s >= threshold)))
-                    for who, s, scored in (("children", c, sets.selection), ("adults", a, sets.adults))}
+    gated = {name: {who: float(np.mean(~reaches_check(scored.variants[name], chest) | (s >= t)))
+                    for who, s, t, scored in (("children", c, thresholds[0], sets.selection),
+                                              ("adults", a, thresholds[1], sets.adults))}
              for name, (c, a) in split.items()}
-    return {"threshold": threshold, "gated": gated, "scores": split}
+    fold_thresholds = sorted({float(t) for t in film_threshold})
+    return {"threshold": threshold, "gated": gated, "scores": split, "thresholds": thresholds,
+            "fold_thresholds": fold_thresholds, "folds": (fold[:n], fold[n:])}
+
+
+def cut_above(children, share) -> float:
+    """A threshold that gates at most `share` of `children` (their P(adult)): midway between the highest
+    probability that keeps its verdict and the next one above it, so that no film sits near the cut and
+    rounding cannot move one across it (the fold checks that scored them are as saved: training/readout.py)."""
+    kept = float(np.quantile(children, 1 - share, method="higher"))
+    above = children[children > kept]
+    return (kept + float(above.min())) / 2 if len(above) else (kept + 1.0) / 2
 
 
 def adult_model_figures(loaded, adults) -> dict:
-    """What the pneumonia model answers on the adult films (pneumonia vs normal): why the check exists.
+    """What the pneumonia model answers on the adult films (pneumonia vs normal by labels.csv's `finding`: NIH
+    labels mined from report text, not radiologists' readings; adult.json's `child_model_roc_auc` is on those).
     NaN figures when the films have no labels.csv with both findings."""
     keep = adults.pneumonia >= 0
     truth = adults.pneumonia[keep]
-    figures = {"adult_films": int(keep.sum()), "adult_pneumonia": int(truth.sum()),
+    figures = {"labels": "NIH finding, mined from report text", "adult_films": int(keep.sum()),
+               "adult_pneumonia": int(truth.sum()),
                "sensitivity": float("nan"), "specificity": float("nan"), "roc_auc": float("nan")}
     if len(set(truth)) < 2:
         return figures

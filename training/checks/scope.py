@@ -222,7 +222,9 @@ def fit_population_check(loaded, sets, chest, out, seed, log) -> dict:
     figures = population.adult_model_figures(loaded, sets.adults)
     check.adult_sensitivity, check.adult_auc = figures["sensitivity"], figures["roc_auc"]
     check.save(out / POPULATION)
-    report = {"threshold": check.threshold, "adult_model": figures, "cross_validated": measured["gated"]}
+    report = {"threshold": check.threshold, "adult_model": figures, "cross_validated": measured["gated"],
+              "cross_validated_at": "each film at a threshold chosen without its fold: "
+                                    + ", ".join(f"{t:.4f}" for t in measured["fold_thresholds"])}
     (out / POPULATION_REPORT).write_text(json.dumps(report, indent=2))
     log(f"population check: threshold {check.threshold:.3f}; cross-validated {json.dumps(measured['gated'])}")
     return report

@@ -87,10 +87,19 @@ def who_it_is_for(scope, adult_report=None) -> str:
                          "from a young child's, so no chest X-ray gets a verdict from it.")
     adult, cv = scope["adult_model"], scope["cross_validated"]
     tried = ""
-    if adult["sensitivity"] == adult["sensitivity"]:  # measured (not NaN): the films had labels
-        tried = (f" Tried on {adult['adult_films']} adult films ({adult['adult_pneumonia']} with pneumonia), the "
-                 f"model at its threshold had sensitivity {adult['sensitivity']:.2f}, specificity "
-                 f"{adult['specificity']:.2f} and ROC AUC {adult['roc_auc']:.2f}: it misses most pneumonia in adults.")
+    read = (adult_report or {}).get("cross_validated", {})
+    if isinstance(read.get("child_model_roc_auc"), (int, float)):  # on radiologists' readings: the figure to give
+        tried = (f" On {read['films']['lung_opacity']} adult films that radiologists read as lung opacity and "
+                 f"{read['films']['normal']} read as normal (NIH Clinical Center), this model's P(pneumonia) ranks "
+                 f"them at ROC AUC {read['child_model_roc_auc']:.3f}; it was never validated on adults.")
+    elif adult["sensitivity"] == adult["sensitivity"]:  # measured (not NaN): NIH labels mined from report text
+        tried = (f" Tried on {adult['adult_films']} adult films ({adult['adult_pneumonia']} with pneumonia by NIH "
+                 f"labels mined from report text, not read by radiologists), the model at its threshold had "
+                 f"sensitivity {adult['sensitivity']:.2f}, specificity {adult['specificity']:.2f} and ROC AUC "
+                 f"{adult['roc_auc']:.2f}.")
+    at = (f"each film at a threshold chosen without its own fold (the served one: P(outside) >= {scope['threshold']:.3f})"
+          if "cross_validated_at" in scope else  # older reports: at the threshold these very scores chose
+          f"at P(outside) >= {scope['threshold']:.3f}, the threshold these scores chose")
     routed = ("sends adult films to the adult answer below (`population` \"adult\") instead of this model"
               if adult_report and adult_report.get("shipped") else
               "gives adult films the scope `outside_population` and no verdict")
@@ -99,7 +108,7 @@ def who_it_is_for(scope, adult_report=None) -> str:
 Children aged 1-5 of one hospital only.{tried} So a population check (`population.npz`: a logistic regression on the
 model's region features, children against adult films, fitted with the same re-framings and phone photos
 on both sides) {routed}. Cross-validated by patient
-(no image scored by a check fitted on it), at P(outside) >= {scope['threshold']:.3f}:
+(no image scored by a check fitted on it), {at}:
 
 | films | children routed as adults | adults routed as adults |
 | --- | --- | --- |
