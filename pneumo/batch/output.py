@@ -10,9 +10,11 @@
 Rows have the columns of COLUMNS: `path`, `error`, then the result of
 pneumo.analysis (docs/result.md), then `heatmap_file` (the overlay PNG of
 `pneumo predict --heatmaps DIR`, else null); a file that could not be read
-has its `error` and nothing else. Files written before `heatmap_file`
-existed (OLD_COLUMNS) stay readable and resumable: a CSV or Parquet output
-keeps the columns it has (`output.columns`), a JSONL row may have either.
+has its `error` and nothing else. Files written by an earlier pneumo, whose
+columns are fewer (FIRST_COLUMNS, the first archives', and any of the later
+ones), stay readable and resumable: a CSV or Parquet output keeps the
+columns it has (`output.columns`), a JSONL row may have any such set; the
+columns a row lacks read as null.
 
 `drop` rewrites the file without those rows under a temporary name and
 renames it into place (for Parquet, each part that held one), so a kill
@@ -41,10 +43,22 @@ from pneumo import install_hint
 from pneumo.analysis import RESULT_FIELDS
 
 HEATMAP = "heatmap_file"  # the verdict's overlay PNG (pneumo predict --heatmaps), else null
-OLD_COLUMNS = ("path", "error", *RESULT_FIELDS)  # outputs written before heatmap_file
-COLUMNS = (*OLD_COLUMNS, HEATMAP)
-NESTED = ("probabilities", "warnings", "research", "checks", "model", "location")  # JSON text in CSV; Parquet: _table
+COLUMNS = ("path", "error", *RESULT_FIELDS, HEATMAP)
+# The columns of the first archive runs' files: every output has them, in this order; the columns added since
+# (heatmap_file, a result's later fields) may be missing from an older one.
+FIRST_COLUMNS = ("path", "error", "scope", "population", "reason", "label", "pneumonia_probability", "probabilities",
+                 "threshold", "warnings", "research", "checks", "model", "location")
+
+
+def known_columns(columns) -> bool:
+    """Columns this code can read and append to: FIRST_COLUMNS and some of the later ones, in COLUMNS' order."""
+    columns = tuple(columns)
+    return set(FIRST_COLUMNS) <= set(columns) and columns == tuple(c for c in COLUMNS if c in columns)
 NUMBERS = ("pneumonia_probability", "threshold")  # numbers in CSV cells, read back as floats
+TEXTS = ("path", "error", "scope", "population", "reason", "label", HEATMAP)  # strings (or null) as they are
+# Every other column (probabilities, warnings, research, checks, model, location, and a result's later fields)
+# holds objects or lists: JSON text in CSV; Parquet: _table.
+NESTED = tuple(c for c in COLUMNS if c not in NUMBERS + TEXTS)
 PART_PREFIX, PART_SUFFIX, TEMPORARY = "part-", ".parquet", ".tmp"
 
 
@@ -103,7 +117,7 @@ def _replace_durably(path: Path, data: bytes) -> None:
 
 
 class _TextOutput:
-    columns = COLUMNS  # what this file's rows hold (an older CSV: OLD_COLUMNS)
+    columns = COLUMNS  # what this file's rows hold (an older CSV: fewer, known_columns)
 
     def __init__(self, path: Path):
         self.path = path
@@ -166,7 +180,7 @@ class JsonLinesOutput(_TextOutput):
             except ValueError:
                 raise _damaged(self.path, f"line {number} is not JSON") from None
             if not isinstance(row, dict) or not isinstance(row.get("path"), str) or \
-                    set(row) not in (set(COLUMNS), set(OLD_COLUMNS)):
+                    not known_columns(c for c in COLUMNS if c in row) or not set(row) <= set(COLUMNS):
                 raise _damaged(self.path, f"line {number} is not a result row")
             rows.append(_complete(row))
         return rows
@@ -195,7 +209,7 @@ class CsvOutput(_TextOutput):
             records = list(csv.reader(io.StringIO(text, newline=""), strict=True))
         except csv.Error as error:
             raise _damaged(self.path, str(error)) from None
-        if tuple(records[0]) not in (COLUMNS, OLD_COLUMNS):
+        if not known_columns(records[0]):
             raise _damaged(self.path, "its header is not " + ",".join(COLUMNS))
         self.columns = tuple(records[0])
         rows = []
@@ -235,11 +249,12 @@ class ParquetOutput:
         if path.exists() and not path.is_dir():
             raise _damaged(path, "a .parquet output is a folder of part files, this is a file")
         path.mkdir(exist_ok=True)
-        self.columns = COLUMNS  # an older output's parts: OLD_COLUMNS (every part the same)
+        self.columns = COLUMNS  # an older output's parts: fewer (known_columns), every part the same
         self.rows = self._read()
         self.done = {row["path"] for row in self.rows}
         # The next part's number: after the highest, since drop() may leave gaps.
-        self.parts = max((int(p.name[len(PART_PREFIX):-len(PART_SUFFIX)]) for p in self._parts()), default=-1) + 1
+        numbers = [p.name[len(PART_PREFIX):-len(PART_SUFFIX)] for p in self._parts()]
+        self.parts = max((int(n) for n in numbers if n.isdigit()), default=-1) + 1
 
     def append(self, rows: list[dict]) -> None:
         if not rows:
@@ -300,7 +315,7 @@ class ParquetOutput:
                 table = pq.read_table(part)
             except Exception as error:  # pyarrow raises several kinds for a damaged file
                 raise _damaged(self.path, f"{part.name}: {error}") from None
-            if tuple(table.column_names) not in (COLUMNS, OLD_COLUMNS) or \
+            if not known_columns(table.column_names) or \
                     (number and tuple(table.column_names) != self.columns):
                 raise _damaged(self.path, f"{part.name} has other columns")
             self.columns = tuple(table.column_names)
