@@ -116,3 +116,16 @@ def test_a_text_page_is_not_called_a_chest_x_ray_nor_turned(bundled):
 def test_a_film_with_a_verdict_keeps_its_notes(bundled):
     turned = analyse(Image.open(EXAMPLES / "child-normal.jpeg").rotate(180, expand=True), bundled)
     assert turned.scope == OK and any("upside down" in w for w in turned.warnings)
+
+
+# --- extras, as a checkout installs them ---------------------------------------------------------------
+
+def test_the_extras_are_named_as_the_checkout_installs_them():
+    """The package is on no index: every message that names an extra names the checkout's `.[extra]` too."""
+    from pneumo import install_hint
+
+    assert "pip install '.[parquet]'" in install_hint("parquet")
+    for path in (ROOT / "pneumo").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and "pneumonia-detector[" in node.value:
+                assert path.name == "__init__.py", f"{path}: {node.value!r} names the extra by the package's name"
