@@ -6,7 +6,7 @@ Each row times the whole command, start-up and model load included, on the
 same N files (default: the first 304 of ../shared/data/chest_xray/val, the
 real X-rays; synthetic ones when they are absent), writing to a fresh file:
 
-  one process           `pneumo predict --json FILES > /dev/null` (decoding in process, no --out)
+  one process           `pneumo predict --json FILES > /dev/null` (one sandboxed decoder, no --out)
   local, 1 / 2 workers  `pneumo predict DIR --out F.jsonl --workers 1|2`
   ray, local one-node   `pneumo predict DIR --out F.jsonl --engine ray` (the command starts Ray)
   ray, two nodes        the same with --ray-address on a ray.cluster_utils.Cluster of two

@@ -130,14 +130,15 @@ def test_the_cli_keeps_every_good_files_line_next_to_a_strip(tiny_run, xrays, tm
 
 
 def test_a_file_that_breaks_the_analysis_costs_only_its_own_line(tiny_run, xrays, monkeypatch, capsys):  # noqa: F811
-    """Whatever fails inside the batch's analysis, the other files of the chunk still get their lines."""
-    import pneumo.inputs.decode
+    """Whatever fails inside the batch's analysis, the other files of the chunk still get their lines.
+    (The command decodes in the sandbox, as archive runs do: its pool hands over the odd file.)"""
+    import pneumo.inputs.sandbox
     from pneumo.model.loading import load_model
 
-    real_decode = pneumo.inputs.decode.decode
+    real_decode = pneumo.inputs.sandbox.DecoderPool.decode
     broken = "broken.png"
-    monkeypatch.setattr(pneumo.inputs.decode, "decode",
-                        lambda path: Decoded(image=None) if str(path) == broken else real_decode(path))
+    monkeypatch.setattr(pneumo.inputs.sandbox.DecoderPool, "decode",
+                        lambda self, path: Decoded(image=None) if str(path) == broken else real_decode(self, path))
     paths = [str(xrays[0]), broken, str(xrays[1])]
     assert cli.predict(load_model(path=tiny_run), paths, as_json=True) == cli.EXIT_FAILED_FILE
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -67,6 +67,12 @@ def test_info_names_the_installed_bundled_model(pneumo_command, tmp_path):
     assert Path(identity["path"]).is_relative_to(pneumo_command[1])  # the installed copy
     bundled = (ROOT / "pneumo" / "bundled_model" / "model.keras").read_bytes()
     assert identity["sha256"] == hashlib.sha256(bundled).hexdigest()
+    # The version, from the installed package's metadata (no pyproject.toml beside an installed copy).
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert identity["version"] == version
+    assert run(pneumo_command, "--version", cwd=tmp_path).stdout.strip() == f"pneumo {version}"
 
 
 def test_predict_json_through_the_command(pneumo_command, tmp_path):
