@@ -291,11 +291,13 @@ def test_a_file_mended_after_a_run_is_screened_again(tmp_path):
 def test_a_rerun_with_another_model_is_refused(tmp_path):
     """The file's rows came from one model; a rerun that serves another writes nothing and says which two."""
     folder = films(tmp_path / "films", 3)
+    (folder / "broken.jpeg").write_bytes((EXAMPLES / "adult.jpeg").read_bytes()[:3000])  # its error row stays too
     out = tmp_path / "rows.jsonl"
-    code, rows, _ = run_in_process([folder / name for name in sorted(os.listdir(folder))[:2]], out, workers=1)
-    assert code == 0 and len(rows) == 2
+    first = sorted(folder.glob("0*"))[:2] + [folder / "broken.jpeg"]  # the third film is left for the rerun
+    code, rows, _ = run_in_process(first, out, workers=1)
+    assert code == 1 and len(rows) == 3 and rows[2]["error"]
     served = rows[0]["model"]
-    for row in rows:  # as if an earlier model had written them
+    for row in rows[:2]:  # as if an earlier model had written them
         row["model"] = {**row["model"], "name": "pneumo-older", "sha256": "0123456789ab" + "0" * 52}
     out.write_text("".join(json.dumps(row) + "\n" for row in rows))
     before = out.read_bytes()

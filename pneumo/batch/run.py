@@ -59,17 +59,21 @@ def run(sources, out, engine="local", workers=None, ray_address=None, stream=Non
         print(f"error: {error}", file=stream)
         return EXIT_SETUP
     failed = {row["path"] for row in output.rows if row["error"]}
-    output.drop([path for path in listed.files if path in failed])  # a file that failed is tried again
-    before = len(output.rows)
-    todo = [path for path in listed.files if path not in output.done]
+    retried = [path for path in listed.files if path in failed]  # a file that failed is tried again
+    todo = [path for path in listed.files if path not in output.done or path in failed]
     progress = _progress_bar(len(todo), stream)
     same_model = _SameModel(output.rows, out)
     stop = _Stop()
+    new_rows = []
 
     def write(rows):
         same_model.check(rows)  # before a row of another model reaches the file
         with stop.writing():
+            if retried:  # their error rows go once this run's model is known to be the file's
+                output.drop(retried)
+                retried.clear()
             output.append(rows)
+        new_rows.extend(rows)
         progress.update(len(rows))
 
     try:
@@ -82,7 +86,7 @@ def run(sources, out, engine="local", workers=None, ray_address=None, stream=Non
                 screen_locally(todo, write, workers or usable_cpus(), heatmaps)
     except KeyboardInterrupt:
         progress.close()
-        print(f"{stop.why}: {len(output.rows) - before} rows written to {out}; "
+        print(f"{stop.why}: {len(new_rows)} rows written to {out}; "
               "run the same command again to continue", file=stream)
         return EXIT_FAILED_FILE
     except OtherModel as error:
@@ -96,7 +100,6 @@ def run(sources, out, engine="local", workers=None, ray_address=None, stream=Non
     finally:
         output.close()
     progress.close()
-    new_rows = output.rows[before:]
     print(summary(output.rows, new_rows, listed.skipped, time.monotonic() - started, out), file=stream)
     return EXIT_FAILED_FILE if any(row["error"] for row in new_rows) else EXIT_OK
 
