@@ -28,12 +28,13 @@ from PIL import Image
 from pneumo.answers.calibration import calibrate
 from pneumo.answers.classes import CLASSES, pneumonia_probability
 from pneumo.inputs.decode import Decoded, decode
-from pneumo.anatomy.location import locate
+from pneumo.anatomy.location import locate, lungs_or_assumed, outlines_in_upload
+from pneumo.anatomy.mirror import unmirrored
 from pneumo.inputs.orientation import upright
 from pneumo.inputs.photo import film_of
 from pneumo.model.predict import adult_outputs, model_outputs
 from pneumo.model.preprocess import preprocess
-from pneumo.checks.scope import ADULT, OK, adult_scope, assess_scope
+from pneumo.checks.scope import ADULT, NOT_CHEST_XRAY, OK, adult_scope, assess_scope
 
 # The keys of the model's identity that every result repeats. `threshold` is the children's model's cut,
 # `adult_threshold` the adults' answer's (None without one); a result's own `threshold` is the one that gave its label.
@@ -55,9 +56,13 @@ class Analysis:
     checks: dict  # the scope checks' scores and thresholds
     model: dict  # which model answered
     location: dict | None = None  # PNEUMONIA verdicts only: zones, peak, box (pneumo/anatomy/location.py)
+    # The outlines of the right lung, the left lung and the heart, each a closed polygon [[x, y], ...] in the
+    # uploaded image's frame (null: not found); None for an image that is no chest X-ray (pneumo/anatomy/)
+    lungs: dict | None = None
     heatmap: np.ndarray | None = field(default=None, repr=False)  # (h, w) in [0, 1]; only in scope
     image: Image.Image | None = field(default=None, repr=False)  # what the model saw (the film of a photo)
-    lungs: object = field(default=None, repr=False)  # the lung fields behind `location`, for the overlay
+    fields: object = field(default=None, repr=False)  # the lung fields behind `location` (LungFields), for the overlay
+    outlines: dict | None = field(default=None, repr=False)  # `lungs` on `image` (0-1 of the film), for the overlay
 
     def as_dict(self) -> dict:
         """The JSON result of every entry point (docs/result.md)."""
@@ -66,7 +71,7 @@ class Analysis:
 
 # The result's fields, in order (docs/result.md); archive runs write one column each.
 RESULT_FIELDS = ("scope", "population", "reason", "label", "pneumonia_probability", "probabilities", "threshold",
-                 "warnings", "research", "checks", "model", "location")
+                 "warnings", "research", "checks", "model", "location", "lungs")
 
 
 def analyse(source, loaded=None, with_heatmap=True) -> Analysis:
@@ -112,20 +117,36 @@ def _analyse_decoded(decoded: list[Decoded], loaded, with_heatmap, everywhere=Fa
         from pneumo.model.loading import get_model
 
         loaded = get_model()
-    films = [upright(film_of(d.image), loaded.orientation_check) for d in decoded]
+    films, anatomies, lungs = films_as_read(loaded, [d.image for d in decoded])
     inputs = np.concatenate([preprocess(film.image, loaded.config["image_size"]) for film in films])
     outputs = model_outputs(loaded, inputs, with_heatmap)
-    scopes = [assess_scope(film, outputs.pooled[i], outputs.regions[i], loaded) for i, film in enumerate(films)]
-    scopes, answers = _answers(loaded, films, scopes, outputs, with_heatmap)
+    scopes = [assess_scope(film, outputs.pooled[i], outputs.regions[i], loaded, anatomy)
+              for i, (film, anatomy) in enumerate(zip(films, anatomies))]
+    scopes, answers = _answers(loaded, films, lungs, scopes, outputs, with_heatmap)
     model = {key: loaded.identity.get(key) for key in MODEL_KEYS}
-    results = [_result(d, film, scope, answer, outputs.raw[i], loaded, model)
-               for i, (d, film, scope, answer) in enumerate(zip(decoded, films, scopes, answers))]
+    results = [_result(d, film, anatomy, fields, scope, answer, outputs.raw[i], loaded, model)
+               for i, (d, film, anatomy, fields, scope, answer)
+               in enumerate(zip(decoded, films, anatomies, lungs, scopes, answers))]
     found = []
     if everywhere:  # the heatmap of the answer the film gets; without one, the children's model's
-        for i, (d, film, answer) in enumerate(zip(decoded, films, answers)):
+        for i, (d, film, fields, answer) in enumerate(zip(decoded, films, lungs, answers)):
             heatmap = answer.heatmap if answer is not None else outputs.heatmaps[i]
-            found.append((heatmap, locate(heatmap, film, d.image.size, fields=answer.lungs if answer else None)))
+            found.append((heatmap, locate(heatmap, film, d.image.size, fields=fields)))
     return results, found
+
+
+def films_as_read(loaded, images) -> tuple[list, list, list]:
+    """Decoded images -> what the model reads of each: (its film, pneumo.inputs.photo.Film: a photo's film,
+    turned back upright, mirrored back when the heart says so; its lungs and heart, pneumo/anatomy/segmenter.py
+    Anatomy, None without a segmenter; its lung fields, LungFields, where lungs usually lie if none are found).
+    Serving and the fits of the checks on it (training/checks/scope.py) read films through this one step."""
+    films = [upright(film_of(image), loaded.orientation_check) for image in images]
+    anatomies = [None] * len(films)
+    if loaded.segmenter is not None:
+        pairs = [unmirrored(film, anatomy)
+                 for film, anatomy in zip(films, loaded.segmenter.segment([film.image for film in films]))]
+        films, anatomies = [film for film, _ in pairs], [anatomy for _, anatomy in pairs]
+    return films, anatomies, [lungs_or_assumed(film.image, anatomy) for film, anatomy in zip(films, anatomies)]
 
 
 @dataclass
@@ -134,10 +155,9 @@ class _Answer:
     probabilities: dict  # calibrated, by class name
     threshold: float
     heatmap: np.ndarray | None
-    lungs: object = None  # the film's lung fields, when the answer found them already
 
 
-def _answers(loaded, films, scopes, outputs, with_heatmap) -> tuple[list, list]:
+def _answers(loaded, films, lungs, scopes, outputs, with_heatmap) -> tuple[list, list]:
     """Each film's final scope and its answer from the population the scope routes it to (None
     outside scope). Adults' answers come in one batch: a head with its own trunk makes a second
     pass, and its own checks may still send a film outside (pneumo/checks/scope.py, `adult_scope`)."""
@@ -146,17 +166,20 @@ def _answers(loaded, films, scopes, outputs, with_heatmap) -> tuple[list, list]:
                for i, s in enumerate(scopes)]
     adults = [i for i, s in enumerate(scopes) if s.code == OK and s.population == ADULT]
     if adults:
-        found = adult_outputs(loaded, [films[i].image for i in adults], outputs.maps[adults], with_heatmap)
+        found = adult_outputs(loaded, [films[i].image for i in adults], outputs.maps[adults], with_heatmap,
+                              [lungs[i] for i in adults])
         for row, i in enumerate(adults):
-            lungs = found.lungs[row] if found.lungs else None
-            scopes[i] = adult_scope(scopes[i], found.features[row], lungs, loaded.adult_check)
+            scopes[i] = adult_scope(scopes[i], found.features[row], found.lungs[row] if found.lungs else None,
+                                    loaded.adult_check)
             if scopes[i].code == OK:
                 answers[i] = _adult_answer(loaded.adult_head, found, row)
     return scopes, answers
 
 
-def _result(decoded, film, scope, answer, raw, loaded, model) -> Analysis:
-    """One film's Analysis from its scope and its answer."""
+def _result(decoded, film, anatomy, fields, scope, answer, raw, loaded, model) -> Analysis:
+    """One film's Analysis from its anatomy, its lung fields, its scope and its answer."""
+    outlines = anatomy.outlines() if anatomy is not None and scope.code != NOT_CHEST_XRAY else None
+    lungs = outlines_in_upload(outlines, film, decoded.image.size)
     warnings = decoded.warnings + film.warnings
     if scope.code != OK:
         # How it was read as a film (turned back, a photo's film taken) would contradict the refusal: the file's own only.
@@ -166,15 +189,15 @@ def _result(decoded, film, scope, answer, raw, loaded, model) -> Analysis:
         research = {"pneumonia_probability": float(pneumonia_probability(probabilities)),
                     "probabilities": {name: float(p) for name, p in zip(CLASSES, probabilities)}}
         return Analysis(scope.code, None, scope.reason, None, None, None, None, warnings, research, scope.scores,
-                        model, image=film.image)
+                        model, lungs=lungs, image=film.image, outlines=outlines)
     sick, threshold = answer.pneumonia_probability, answer.threshold
     label = "PNEUMONIA" if sick >= threshold else "NORMAL"
     # Where the evidence is, only for a PNEUMONIA verdict: on a NORMAL film it would point at nothing.
-    where = (locate(answer.heatmap, film, decoded.image.size, fields=answer.lungs)
+    where = (locate(answer.heatmap, film, decoded.image.size, fields=fields)
              if label == "PNEUMONIA" and answer.heatmap is not None else None)
     return Analysis(OK, scope.population, None, label, sick, answer.probabilities, threshold, warnings, None,
-                    scope.scores, model, where.as_dict() if where else None, heatmap=answer.heatmap,
-                    image=film.image, lungs=where.fields if where else None)
+                    scope.scores, model, where.as_dict() if where else None, lungs, heatmap=answer.heatmap,
+                    image=film.image, fields=fields, outlines=outlines)
 
 
 def _child_answer(loaded, outputs, i) -> _Answer:
@@ -189,5 +212,4 @@ def _adult_answer(head, found, row) -> _Answer:
     """The adult answer: P(pneumonia) alone (no bacterial/viral split), its threshold, its heatmap."""
     sick = float(head.probability(found.features[row][None])[0])
     heatmap = found.heatmaps[row] if found.heatmaps is not None else None
-    lungs = found.lungs[row] if found.lungs else None
-    return _Answer(sick, {"NORMAL": 1.0 - sick, "PNEUMONIA": sick}, head.threshold, heatmap, lungs)
+    return _Answer(sick, {"NORMAL": 1.0 - sick, "PNEUMONIA": sick}, head.threshold, heatmap)

@@ -16,7 +16,8 @@ def picture(analysis) -> Image.Image | None:
     """pneumo.analysis.Analysis -> its overlay, as the app shows it; None when it has no heatmap."""
     if analysis.heatmap is None:
         return None
-    return overlay(analysis.image, analysis.heatmap, analysis.lungs, caption(analysis.location))
+    inside = analysis.fields.mask if analysis.fields is not None else None
+    return overlay(analysis.image, analysis.heatmap, analysis.outlines, caption(analysis.location), inside=inside)
 
 
 def caption(location: dict | None) -> str | None:
@@ -29,40 +30,56 @@ def caption(location: dict | None) -> str | None:
     return f"Strongest evidence: {', '.join(zones)} zone{'s' if len(zones) > 1 else ''}"
 
 
-OUTLINE = (120, 255, 255)  # the lung fields' outline: cyan, apart from the heat colours
+OUTLINE = {"right": (120, 255, 255), "left": (120, 255, 255), "heart": (255, 150, 230)}  # apart from the heat colours
 MIN_SIDE = 384  # the overlay is drawn at least this large, so that its caption can be read
+SMOOTHING = 3  # outlines are drawn this many times larger, then scaled down: smooth edges
+LUNG_MARGIN = 4  # px of the lung fields' square (128): the heat kept around the lungs (the heatmap is coarse)
 
 
-def overlay(image: Image.Image, heatmap: np.ndarray, lungs=None, caption=None, max_side=512,
-            strength=0.45) -> Image.Image:
+def overlay(image: Image.Image, heatmap: np.ndarray, outlines=None, caption=None, max_side=512,
+            strength=0.45, inside=None) -> Image.Image:
     """The X-ray in grey with the heatmap blended over it, at most `max_side` px (at least
-    MIN_SIDE, so that the caption stays readable). `lungs` (pneumo.anatomy.lungs.LungFields): outlined;
-    `caption`: written in a band under the image."""
+    MIN_SIDE, so that the caption stays readable). `outlines`: {"right", "left", "heart": [[x, y], ...]
+    in 0-1 of `image`, or None}, drawn over it; `inside`: a mask of the lungs (any size, on `image`),
+    outside which the heat is not shown; `caption`: written in a band under the image."""
     grey = image.convert("L")
     grey.thumbnail((max_side, max_side))
     if max(grey.size) < MIN_SIDE:
         scale = MIN_SIDE / max(grey.size)
         grey = grey.resize((round(grey.width * scale), round(grey.height * scale)), Image.Resampling.BILINEAR)
-    heat = Image.fromarray(np.uint8(np.clip(heatmap, 0, 1) * 255)).resize(grey.size, Image.Resampling.BICUBIC)
+    heat = np.clip(np.asarray(heatmap, np.float32), 0, 1)
+    heat = Image.fromarray(np.uint8(heat * 255)).resize(grey.size, Image.Resampling.BICUBIC)
     heat = np.asarray(heat)
+    if inside is not None:
+        heat = heat * _near(inside, grey.size)
     colours = _COLOUR_TABLE[heat]  # a table lookup per pixel: cheaper than interpolating each one
     alpha = (strength / 255.0) * heat[..., None].astype(np.float32)  # cold areas stay plain X-ray
     base = np.asarray(grey, dtype=np.float32)[..., None]
-    blended = np.uint8(base * (1 - alpha) + colours * alpha)
-    if lungs is not None:
-        blended[_outline(lungs.mask, grey.size)] = OUTLINE
-    picture = Image.fromarray(blended)
+    picture = Image.fromarray(np.uint8(base * (1 - alpha) + colours * alpha))
+    if outlines:
+        picture = _with_outlines(picture, outlines)
     return _with_caption(picture, caption) if caption else picture
 
 
-def _outline(mask: np.ndarray, size) -> np.ndarray:
-    """The border pixels (2 px wide) of a mask, at `size` (width, height)."""
-    big = np.asarray(Image.fromarray(np.uint8(mask) * 255).resize(size, Image.Resampling.NEAREST)) > 0
-    inner = big.copy()
-    for axis in (0, 1):
-        for shift in (-2, -1, 1, 2):
-            inner &= np.roll(big, shift, axis=axis)
-    return big & ~inner
+def _near(mask: np.ndarray, size) -> np.ndarray:
+    """A bool mask, widened by LUNG_MARGIN of its own pixels, at `size` (width, height): 0 or 1."""
+    from scipy import ndimage
+
+    wide = ndimage.binary_dilation(np.asarray(mask, bool), iterations=LUNG_MARGIN)
+    return np.asarray(Image.fromarray(np.uint8(wide)).resize(size, Image.Resampling.NEAREST), np.uint8)
+
+
+def _with_outlines(picture: Image.Image, outlines: dict) -> Image.Image:
+    """The outlines drawn smooth: on a layer SMOOTHING times larger, scaled down over the picture."""
+    width, height = picture.width * SMOOTHING, picture.height * SMOOTHING
+    layer = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    for name, points in outlines.items():
+        if points:
+            draw.line([(x * width, y * height) for x, y in points], fill=(*OUTLINE[name], 255),
+                      width=2 * SMOOTHING, joint="curve")
+    layer = layer.resize(picture.size, Image.Resampling.LANCZOS)
+    return Image.alpha_composite(picture.convert("RGBA"), layer).convert("RGB")
 
 
 def _with_caption(picture: Image.Image, caption: str) -> Image.Image:

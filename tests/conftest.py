@@ -46,15 +46,22 @@ def shared_data():
 
 
 def synthetic_xray(kind, seed, size=48):
-    """A made-up grey image whose texture depends on the class, so that a
-    tiny model can learn something in one epoch."""
+    """A made-up grey chest (a body, two dark lungs, the heart between them, the spine) whose texture
+    depends on the class, so that a tiny model can learn something in one epoch, and that the anatomy
+    check (pneumo/checks/anatomy.py) takes for a chest X-ray as it takes a real one."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:size, 0:size] / size
-    pixels = 80 + 60 * np.sin(3 * x) + rng.normal(0, 8, (size, size))
+    body = ((x - 0.5) / 0.46) ** 2 + ((y - 0.55) / 0.6) ** 2 < 1
+    pixels = np.where(body, 175.0, 30.0)
+    for middle in (0.3, 0.7):
+        pixels[((x - middle) / 0.15) ** 2 + ((y - 0.45) / 0.3) ** 2 < 1] = 70.0
+    pixels[((x - 0.56) / 0.14) ** 2 + ((y - 0.66) / 0.12) ** 2 < 1] = 190.0
+    pixels[(np.abs(x - 0.5) < 0.04) & body] = 200.0
+    pixels += 20 * np.sin(3 * x) + rng.normal(0, 8, (size, size))
     if kind == "bacteria":
-        pixels += 90 * np.exp(-((x - 0.3) ** 2 + (y - 0.6) ** 2) / 0.02)
+        pixels += 70 * np.exp(-((x - 0.27) ** 2 + (y - 0.55) ** 2) / 0.005)
     if kind == "virus":
-        pixels += 40 * np.sin(25 * y)
+        pixels += 25 * np.sin(25 * y)
     return Image.fromarray(np.uint8(np.clip(pixels, 0, 255))).convert("RGB")
 
 
@@ -120,3 +127,18 @@ def tiny_app(tiny_run, monkeypatch):
         loading.get_model.cache_clear()
     monkeypatch.setattr(app, "MODEL", load_model(tiny_run))
     return app
+
+
+# Files whose tests start app servers or browsers, train, build a wheel or read whole data splits.
+# `pytest -m "not slow"` leaves them out: the quick loop for contributors (README: Quick start).
+SLOW_FILES = {"test_adult.py", "test_app_e2e.py", "test_app_errors.py", "test_batch.py", "test_browser.py",
+              "test_deploy.py", "test_hostile.py", "test_hub.py", "test_install.py", "test_joint.py",
+              "test_labels.py", "test_load.py", "test_mcp.py", "test_ood.py", "test_opacity.py", "test_runtime.py",
+              "test_scope.py", "test_stopping.py", "test_train_anywhere.py", "test_training.py",
+              "test_upload_folder.py", "test_heatmap.py", "test_library.py", "test_cli.py", "test_entry_words.py"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)

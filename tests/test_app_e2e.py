@@ -19,7 +19,7 @@ from pneumo import analysis as pneumo_analysis  # noqa: E402
 from pneumo.model.loading import BUNDLED_DIR, load_model  # noqa: E402
 from pneumo.model.run_folder import ADULT_REPORT  # noqa: E402
 
-RESULT_KEYS = {"scope", "population", "reason", "label", "pneumonia_probability", "probabilities", "threshold",
+RESULT_KEYS = {"scope", "population", "reason", "label", "pneumonia_probability", "probabilities", "threshold", "lungs",
                "warnings", "research", "checks", "model", "location"}
 MODEL_KEYS = set(pneumo_analysis.MODEL_KEYS)
 

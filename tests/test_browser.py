@@ -13,6 +13,7 @@ axe-playwright-python ships. Skips without them, fails under CI=true.
 
 import base64
 import importlib.util
+import io
 import os
 import re
 import shutil
@@ -243,10 +244,38 @@ def test_a_child_pneumonia_with_breakdown_and_heatmap(page, model, tmp_path):
     image, panel = rendered_box(page, "#heatmap img"), rendered_box(page, "#heatmap")
     assert max(image["width"], image["height"]) >= 400, image
     assert image["width"] * image["height"] >= 0.6 * panel["width"] * panel["height"], (image, panel)
+    # The lungs and the heart are outlined on the heatmap the page shows (cyan and pink, no heat colour).
+    shown_heatmap = heatmap_pixels(page)
+    cyan = (shown_heatmap[..., 0] < 170) & (shown_heatmap[..., 1] > 215) & (shown_heatmap[..., 2] > 215)
+    pink = (shown_heatmap[..., 0] > 215) & (shown_heatmap[..., 1] < 190) & (shown_heatmap[..., 2] > 190)
+    assert cyan.sum() > 200 and pink.sum() > 100, (cyan.sum(), pink.sum())
 
     # The upload was deleted after the analysis: analysing it again asks for it again.
     page.get_by_role("button", name="Analyse").click()
     assert "upload the image again" in error_toast(page)
+
+
+def heatmap_pixels(page) -> np.ndarray:
+    """The heatmap image as the page shows it: its bytes fetched by the page itself, as RGB pixels."""
+    data = page.evaluate("""async (img) => {
+        const bytes = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
+        let text = ""; for (const b of bytes) text += String.fromCharCode(b);
+        return btoa(text);
+    }""", page.locator("#heatmap img").element_handle())
+    with Image.open(io.BytesIO(base64.b64decode(data))) as picture:
+        return np.asarray(picture.convert("RGB"))
+
+
+def test_no_lungs_found_is_no_verdict_and_says_so(page, model, tmp_path):
+    """A scanned page: no lungs, no heart; the page says No verdict and why, in words about the lungs."""
+    skimage_data = require_import("skimage.data")
+    path = tmp_path / "scan.png"
+    Image.fromarray(skimage_data.page()).save(path)
+    drop_file(page, path)
+    analyse_now(page)
+    expected = expected_for(model, path)
+    assert expected["scope"] != OK and "lung" in expected["reason"].lower(), expected["reason"]
+    assert_shows(page, expected)
 
 
 def test_an_adult_film(page, model):

@@ -12,7 +12,7 @@ from tests.conftest import ROOT, synthetic_xray
 
 from pneumo.analysis import MODEL_KEYS
 
-RESULT_KEYS = {"path", "scope", "population", "reason", "label", "pneumonia_probability", "probabilities",
+RESULT_KEYS = {"path", "scope", "population", "reason", "label", "pneumonia_probability", "probabilities", "lungs",
                "threshold", "warnings", "research", "checks", "model", "location"}
 
 

@@ -18,7 +18,7 @@ from training.checks import population
 from training.checks import scope as scope_fit
 from training.checks.photos import photo_of_film
 
-RESULT_KEYS = {"scope", "population", "reason", "label", "pneumonia_probability", "probabilities", "threshold",
+RESULT_KEYS = {"scope", "population", "reason", "label", "pneumonia_probability", "probabilities", "threshold", "lungs",
                "warnings", "research", "checks", "model", "location"}
 # Whose answer a film in scope gets, and the classes of that answer (pneumo/checks/scope.py, pneumo/answers/adult.py).
 CLASSES_OF = {"child": {"NORMAL", "BACTERIAL", "VIRAL"}, "adult": {"NORMAL", "PNEUMONIA"}}

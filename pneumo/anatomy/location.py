@@ -25,7 +25,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from pneumo.anatomy.lungs import FIELD_SIDE, ZONES, LungFields, lung_fields
+from pneumo.anatomy.lungs import FIELD_SIDE, ZONES, LungFields, fields_of, lung_fields
+from pneumo.anatomy.segmenter import bundled_segmenter
 
 HOT_LEVEL = 0.5  # the hottest region: connected to the peak, at least this share of its level
 ZONE_SHARE = 0.25  # a zone is named when it holds at least this share of the hottest region's evidence
@@ -60,7 +61,7 @@ def locate(heatmap: np.ndarray, film, size: tuple, restrict=True, fields=None) -
     peak_row, peak_col = np.unravel_index(int(np.argmax(heat)), heat.shape)
     hot = _region_around(heat, (peak_row, peak_col))
     rows, cols = np.nonzero(hot)
-    to_image = _to_image(film, size)
+    to_image = to_upload(film, size)
     corners = [to_image(col / FIELD_SIDE, row / FIELD_SIDE)  # a turn may swap them: take their extremes
                for col in (cols.min(), cols.max() + 1) for row in (rows.min(), rows.max() + 1)]
     (x0, y0), (x1, y1) = np.min(corners, axis=0).tolist(), np.max(corners, axis=0).tolist()
@@ -83,9 +84,16 @@ def describe(location: dict | None) -> str | None:
     return f"The evidence is strongest in the {', '.join(zones[:-1])} and {zones[-1]} zones."
 
 
-def lungs_or_assumed(image: Image.Image) -> LungFields:
-    """The film's own lung fields, or where lungs usually lie when none are found."""
-    return lung_fields(image) or assumed_fields()
+def lungs_or_assumed(image: Image.Image, anatomy=None) -> LungFields:
+    """The film's own lung fields, or where lungs usually lie when none are found. `anatomy`: the
+    film's lungs and heart as the segmenter drew them (pneumo/anatomy/segmenter.py); without it the
+    bundled segmenter draws them here, and without that, brightness profiles find them (lungs.py)."""
+    if anatomy is None:
+        segmenter = bundled_segmenter()
+        if segmenter is None:
+            return lung_fields(image) or assumed_fields()
+        anatomy = segmenter.segment([image])[0]
+    return fields_of(anatomy) or assumed_fields()
 
 
 def assumed_fields() -> LungFields:
@@ -131,21 +139,34 @@ def _zones(evidence: np.ndarray, zone_map: np.ndarray) -> list:
     return [ZONES[i] for i in ranked if mass[i] >= ZONE_SHARE * total]
 
 
-def _to_image(film, size):
+def outlines_in_upload(outlines: dict | None, film, size) -> dict | None:
+    """Outlines on the film (structure -> [[x, y], ...] in 0-1 of film.image, or None) -> the same in the
+    uploaded image of `size` (to_upload)."""
+    if outlines is None:
+        return None
+    to_image = to_upload(film, size)
+    return {name: None if points is None else [list(to_image(x, y)) for x, y in points]
+            for name, points in outlines.items()}
+
+
+def to_upload(film, size):
     """Fractions of the film -> fractions (rounded to 4 places) of the uploaded image of `size`:
-    into the film as it came when the orientation step turned it back, then through the photo
-    step's crop when there was one."""
+    into the film as it came when it was mirrored or turned back, then through the photo
+    step's crop when there was one. Every coordinate of a result goes through this (docs/result.md)."""
     width, height = size
     left, top, right, bottom = film.box if film.box is not None else (0, 0, width, height)
 
     def convert(x, y):
-        x, y = as_it_came(x, y, film.turned)
+        x, y = as_it_came(x, y, film.turned, film.mirrored)
         return (round(float((left + x * (right - left)) / width), 4),
                 round(float((top + y * (bottom - top)) / height), 4))
     return convert
 
 
-def as_it_came(x, y, turned):
+def as_it_came(x, y, turned, mirrored=False):
     """A point (fractions, y down) of the film turned back -> the same point on the film as it came,
-    `turned` degrees counter-clockwise (PIL's rotate(turned, expand=True) of the upright film)."""
+    `turned` degrees counter-clockwise (PIL's rotate(turned, expand=True) of the upright film), then
+    `mirrored` (left to right) when the heart said so (pneumo/anatomy/mirror.py: mirrored back last)."""
+    if mirrored:
+        x = 1 - x
     return {0: (x, y), 90: (y, 1 - x), 180: (1 - x, 1 - y), 270: (1 - y, x)}[turned % 360]

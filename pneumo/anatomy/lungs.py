@@ -114,6 +114,34 @@ class LungFields:
         return out
 
 
+def fields_of(anatomy) -> LungFields | None:
+    """The lungs a segmenter drew (pneumo/anatomy/segmenter.py Anatomy) -> LungFields on the FIELD_SIDE
+    square, or None without both lungs. The drawn lungs are the visible, aerated lung (`aerated`); as in
+    step 5 each field also reaches down behind the diaphragm's dome and in behind the heart, where
+    radiologists box opacities too."""
+    if anatomy is None or anatomy.right is None or anatomy.left is None:
+        return None
+    right, left = (_on_field_square(mask) for mask in (anatomy.right, anatomy.left))
+    if not right.any() or not left.any():
+        return None
+    n = FIELD_SIDE
+    middle = (np.flatnonzero(right.any(axis=0))[-1] + np.flatnonzero(left.any(axis=0))[0]) // 2
+    reached = (_field(_reaching(_box_of(lung), side, middle, n), side, (n, n)) | lung
+               for lung, side in ((right, -1), (left, 1)))
+    return LungFields(*reached, aerated=right | left)
+
+
+def _on_field_square(mask: np.ndarray) -> np.ndarray:
+    return np.asarray(Image.fromarray(np.uint8(mask) * 255).resize((FIELD_SIDE, FIELD_SIDE),
+                                                                    Image.Resampling.BILINEAR)) >= 128
+
+
+def _box_of(mask: np.ndarray) -> tuple:
+    """(top, bottom, inner-or-outer low column, high column) of a mask, as the profiles' boxes are."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+
+
 def lung_fields(image: Image.Image) -> LungFields | None:
     """A film (any mode) -> its two lung fields, or None when it does not show a pair of lungs."""
     grey = _standardised(image)

@@ -58,11 +58,14 @@ def _neighbour_correlation(grey):
     return float(np.mean(values))
 
 
+COLOUR = "it is a colour image, and X-rays are grey"
+
+
 def statistics_reason(image: Image.Image) -> str | None:
     """Why the statistics say this is no X-ray, or None."""
     s = statistics(image)
     if s["colourfulness"] > MAX_COLOURFULNESS:
-        return "it is a colour image, and X-rays are grey"
+        return COLOUR
     if s["grey_std"] < MIN_GREY_STD:
         return "it is blank or almost uniform"
     if s["neighbour_correlation"] < MIN_NEIGHBOUR_CORRELATION:

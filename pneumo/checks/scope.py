@@ -2,7 +2,9 @@
 
     not_chest_xray       not a chest X-ray at all (pneumo/checks/ood.py: image
                          statistics, then the distance of the model's
-                         features from the training X-rays')
+                         features from the training X-rays'; pneumo/checks/anatomy.py:
+                         two lungs and a heart where they belong overrule the
+                         features, no lung nor heart at all refuses)
     outside_population   a chest X-ray, but of no population an answer was
                          validated on
     ok                   the model may give its verdict, for the `population`
@@ -25,7 +27,8 @@ The checks only gate and route: they never change the probabilities.
 
 from dataclasses import dataclass, field, replace
 
-from pneumo.checks.ood import feature_distance_reason, statistics_reason
+from pneumo.checks.anatomy import anatomy_reason, chest_like
+from pneumo.checks.ood import COLOUR, feature_distance_reason, statistics_reason
 
 OK, NOT_CHEST_XRAY, OUTSIDE_POPULATION = "ok", "not_chest_xray", "outside_population"
 SCOPES = (OK, NOT_CHEST_XRAY, OUTSIDE_POPULATION)
@@ -41,15 +44,21 @@ class Scope:
     population: str | None = None  # CHILD or ADULT when the code is OK: whose answer the film gets
 
 
-def assess_scope(film, pooled, regions, loaded) -> Scope:
+def assess_scope(film, pooled, regions, loaded, anatomy=None) -> Scope:
     """`film`: pneumo.inputs.photo.Film (the X-ray, or the film found in a photo);
-    `pooled`, `regions`: the model's features of it (pneumo/model/predict.py; None: that check is skipped)."""
+    `pooled`, `regions`: the model's features of it (pneumo/model/predict.py; None: that check is skipped);
+    `anatomy`: its lungs and heart (pneumo/anatomy/segmenter.py; None: no segmenter)."""
     scores = {}
     reason = statistics_reason(film.image)
     if reason is None:
         reason, distance = feature_distance_reason(pooled, loaded.ood_check)
         if distance is not None:
             scores.update(chest_xray_distance=distance, chest_xray_threshold=float(loaded.ood_check.threshold))
+    if anatomy is not None and reason != COLOUR:
+        scores.update(chest_anatomy=chest_like(anatomy))
+        # Two lungs and a heart where they belong: a chest X-ray, even one of low contrast or unlike the
+        # training hospitals' films. X-rays are grey, though: a colour image stays refused.
+        reason = None if scores["chest_anatomy"] else reason or anatomy_reason(anatomy)
     if reason is not None:
         return Scope(NOT_CHEST_XRAY, not_chest_xray_reason(reason, film.is_photo), scores)
     population = loaded.population_check

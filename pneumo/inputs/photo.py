@@ -45,6 +45,7 @@ class Film:
     warnings: list = field(default_factory=list)
     box: tuple | None = None  # (left, top, right, bottom) of the film in the photo
     turned: int = 0  # degrees (counter-clockwise) the film came turned; `image` is turned back (pneumo/inputs/orientation.py)
+    mirrored: bool = False  # the film came mirrored (after any turn); `image` is mirrored back (pneumo/anatomy/mirror.py)
 
 
 def film_of(image: Image.Image) -> Film:

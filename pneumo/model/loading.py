@@ -16,14 +16,13 @@ from pathlib import Path
 
 from pneumo.answers.adult import shipped_figures
 from pneumo.model.predict import GRID
-from pneumo.model.run_folder import (ADULT, ADULT_CHECK, ADULT_OPACITY, KERAS_MODEL, ONNX_REPORT, OOD, ORIENTATION, POPULATION,
+from pneumo.model.run_folder import (ADULT, ADULT_CHECK, ADULT_OPACITY, ANATOMY, BUNDLED_DIR, KERAS_MODEL, ONNX_REPORT, OOD, ORIENTATION, POPULATION,
                          REQUIRED, read_config)
 from pneumo.model.runtime import ONNX_FLOAT, ONNX_INT8, load_runtime
 from pneumo.settings import setting
 
 log = logging.getLogger("pneumo")
 
-BUNDLED_DIR = Path(__file__).parents[1] / "bundled_model"
 
 
 @dataclass
@@ -98,6 +97,15 @@ class LoadedModel:
         if not head.trunk:
             return self.runtime.channels
         return self.adult_trunk.channels if self.adult_trunk is not None else -1
+
+    @functools.cached_property
+    def segmenter(self):
+        """The lungs and heart (pneumo/anatomy/segmenter.py): the run folder's anatomy.onnx, else the bundled one's;
+        None only where neither can load (the lung fields then come from brightness profiles)."""
+        from pneumo.anatomy.segmenter import Segmenter, bundled_segmenter
+
+        own = self._fitted(Segmenter.load, ANATOMY, lambda s: True, "the bundled model's lungs and heart are used")
+        return own or bundled_segmenter()
 
     @functools.cached_property
     def orientation_check(self):

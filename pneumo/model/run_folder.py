@@ -19,6 +19,9 @@ from pathlib import Path
 
 FORMAT_VERSION = 1
 
+# The run folder this package ships: the default model, and the lungs and heart of every other.
+BUNDLED_DIR = Path(__file__).parents[1] / "bundled_model"
+
 # ------------------------------------------------------------------ files
 
 KERAS_MODEL = "model.keras"  # the trained model, float16 storage
@@ -42,6 +45,9 @@ ADULT_TRUNK = "adult_trunk.int8.onnx"
 ADULT_OPACITY = "adult_opacity.npz"
 ADULT_CHECK = "adult_check.npz"  # the adult answer's features far from adult films': no verdict (pneumo/checks/scope.py)
 ORIENTATION = "orientation.npz"  # the turned-or-inverted-film check (pneumo/inputs/orientation.py)
+# The lungs and heart (pneumo/anatomy/segmenter.py): a run folder without them uses the bundled model's.
+ANATOMY = "anatomy.onnx"
+ANATOMY_REPORT = "anatomy.json"  # its input size, its held-out films and their Dice (training/anatomy/segmenter.py)
 CARD = "README.md"  # the model card
 ROC_PLOT, TRAINING_PLOT, RELIABILITY_PLOT = "roc.png", "training.png", "reliability.png"
 CHECKPOINTS = "checkpoints"  # per-epoch training state: never pushed, never served
@@ -50,7 +56,7 @@ CHECKPOINTS = "checkpoints"  # per-epoch training state: never pushed, never ser
 # config.json first).
 REQUIRED = (CONFIG, KERAS_MODEL)
 OPTIONAL = (METRICS, CARD, OOD, POPULATION, POPULATION_REPORT, ADULT, ADULT_REPORT, ADULT_TRUNK, ADULT_CHECK,
-            ADULT_OPACITY, ORIENTATION, INT8_ONNX, FLOAT_ONNX, ONNX_REPORT)
+            ADULT_OPACITY, ORIENTATION, ANATOMY, ANATOMY_REPORT, INT8_ONNX, FLOAT_ONNX, ONNX_REPORT)
 # Left out of a push: training state and the temporary full-precision copy.
 NOT_PUSHED = [f"{CHECKPOINTS}/", "*.float32.keras"]
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from pneumo.model.run_folder import ADULT_REPORT, CARD, METRICS, ONNX_REPORT, POPULATION_REPORT, read_config
+from pneumo.model.run_folder import (ADULT_REPORT, ANATOMY_REPORT, CARD, METRICS, ONNX_REPORT, POPULATION_REPORT,
+                                     read_config)
 
 DATASET = "Kermany, Zhang and Goldbaum (2018), chest X-ray images, Mendeley Data, doi:10.17632/rscbjbr9sj.2"
 CARD_METRICS = ("accuracy", "roc_auc", "sensitivity", "specificity")
@@ -50,6 +51,8 @@ Preprocessing (the `pneumo` package does it for you): {{ preprocessing }}
 
 Reproduce: `{{ command }}`
 
+{{ anatomy }}
+
 ## Intended use and limits
 
 - Research, teaching and demos of medical image classification.
@@ -66,6 +69,7 @@ Reproduce: `{{ command }}`
 {{ dataset }}, licensed CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/).
 Kermany et al., "Identifying Medical Diagnoses and Treatable Diseases by
 Image-Based Deep Learning", Cell 172(5), 2018.
+{{ anatomy_credits }}
 """
 
 
@@ -215,6 +219,27 @@ VARIANT_NAMES = {"original": "the files as they are", "site": "re-framed, re-siz
                  "collimated, cropped): a proxy for other hospitals"}
 
 
+def anatomy_section(report) -> str:
+    """The lungs and heart (anatomy.onnx, training/anatomy/segmenter.py), when the run folder has its report."""
+    if not report:
+        return ""
+    dice = report["dice"]
+    return (f"**Lungs and heart.** `anatomy.onnx` outlines the right lung, the left lung and the heart: a U-Net of "
+            f"{report['parameters']:,} parameters at {report['input_size']} px, trained on "
+            f"{report['training_films']} JSRT films with the SCR outlines; on the {len(report['held_out'])} films it "
+            f"held out, Dice right lung {dice['right']:.3f}, left lung {dice['left']:.3f}, heart {dice['heart']:.3f}. "
+            "The outlines are the visible lung (not behind the heart nor below the diaphragm's dome), in the "
+            "uploaded image; the checks of a chest X-ray and of a mirrored film stand on them.")
+
+
+def anatomy_credits(report) -> str:
+    if not report:
+        return ""
+    return ("\nThe lungs and heart learnt from the JSRT database (Shiraishi et al., AJR 2000;174:71-74; free for "
+            "research and education) with the SCR masks (van Ginneken, Stegmann and Loog, Medical Image Analysis "
+            "2006;10(1):19-40).")
+
+
 def rewrite_card(run):
     """The model card, from the run folder's own files: after a refit of its scope checks, its adult
     answer, its opacity map or its threshold (a folder without metrics.json keeps its card)."""
@@ -225,10 +250,10 @@ def rewrite_card(run):
 
     if (run / METRICS).is_file():
         build_card(read_config(run), read(METRICS), read(POPULATION_REPORT), read(ONNX_REPORT),
-                   read(ADULT_REPORT)).save(run / CARD)
+                   read(ADULT_REPORT), read(ANATOMY_REPORT)).save(run / CARD)
 
 
-def build_card(config, metrics, scope=None, onnx=None, adult=None):
+def build_card(config, metrics, scope=None, onnx=None, adult=None, anatomy=None):
     evaluated = {name: m for name, m in metrics["splits"].items()}
     eval_results = [
         EvalResult(
@@ -267,4 +292,6 @@ def build_card(config, metrics, scope=None, onnx=None, adult=None):
         dataset=DATASET,
         who_it_is_for=who_it_is_for(scope, adult),
         runtimes=runtimes_section(onnx),
+        anatomy=anatomy_section(anatomy),
+        anatomy_credits=anatomy_credits(anatomy),
     )

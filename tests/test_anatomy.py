@@ -1,0 +1,148 @@
+"""The film's anatomy in the result: `lungs` through every entry point, in the uploaded image's frame;
+the checks that stand on it (mirrored films, not a chest X-ray, white lungs), on the bundled model."""
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter, ImageOps
+
+from tests.conftest import ADULT_DATA, ROOT, require, require_import
+from tests.test_cli import run_cli
+
+from pneumo.analysis import analyse
+from pneumo.anatomy.mirror import MIRRORED
+from pneumo.checks.scope import NOT_CHEST_XRAY, OK
+
+BUNDLED = ROOT / "pneumo" / "bundled_model"
+JSRT = ROOT.parent / "shared" / "data" / "lung_masks" / "images"
+STRUCTURES = ("right", "left", "heart")
+
+
+def assert_lungs(lungs, found=STRUCTURES):
+    """A result's `lungs`: each structure a closed polygon of 0-1 points, or null; the patient's right
+    lung on the image's left of the left lung, the heart between their outer edges."""
+    assert set(lungs) == set(STRUCTURES)
+    for name in found:
+        points = lungs[name]
+        assert points is not None and len(points) >= 4, name
+        assert points[0] == points[-1], f"{name}: not closed"
+        assert all(0 <= x <= 1 and 0 <= y <= 1 for x, y in points)
+    if lungs["right"] and lungs["left"]:
+        assert centre(lungs["right"])[0] < centre(lungs["left"])[0]
+    if lungs["heart"] and lungs["right"] and lungs["left"]:
+        assert min(x for x, _ in lungs["right"]) < centre(lungs["heart"])[0] < max(x for x, _ in lungs["left"])
+
+
+def centre(points):
+    return np.mean(np.asarray(points, float), axis=0)
+
+
+def val_films(shared_data, count, kind="PNEUMONIA"):
+    return sorted((shared_data / "val" / kind).glob("*.jpeg"))[:count]
+
+
+def png(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_a_childs_film_has_both_lungs_and_the_heart(shared_data):
+    for path in val_films(shared_data, 2) + val_films(shared_data, 2, "NORMAL"):
+        result = analyse(path.read_bytes()).as_dict()
+        assert result["scope"] == OK
+        assert_lungs(result["lungs"])
+
+
+def test_an_image_that_is_no_xray_has_no_lungs():
+    skimage_data = require_import("skimage.data")
+    result = analyse(png(Image.fromarray(skimage_data.chelsea()))).as_dict()
+    assert result["scope"] == NOT_CHEST_XRAY and result["lungs"] is None
+
+
+def test_a_blurred_grey_face_is_refused():
+    """A grey photo of a face, small and soft as a thumbnail: no chest X-ray, no verdict."""
+    skimage_data = require_import("skimage.data")
+    face = Image.fromarray(skimage_data.astronaut()).crop((140, 20, 340, 220)).convert("L")
+    face = face.resize((96, 96), Image.Resampling.BILINEAR).filter(ImageFilter.GaussianBlur(2)).resize((256, 256))
+    result = analyse(png(face)).as_dict()
+    assert result["scope"] == NOT_CHEST_XRAY and result["label"] is None, result["reason"]
+
+
+def test_white_lungs_keep_their_outline_and_get_an_answer():
+    """Adult films that radiologists read as Lung Opacity, those with the most of the film boxed:
+    both lungs are still outlined, and the adults' answer reads them."""
+    require(ADULT_DATA.is_dir(), f"adult films not found at {ADULT_DATA}")
+    rows = [r for r in csv.DictReader(open(ADULT_DATA / "labels.csv")) if r["rsna_class"] == "Lung Opacity"]
+    boxed = lambda r: sum(float(w) * float(h) for box in r["rsna_boxes"].split(";")  # noqa: E731
+                          for _, _, w, h in [box.split(",")])
+    for row in sorted(rows, key=boxed, reverse=True)[:4]:
+        result = analyse((ADULT_DATA / row["file"]).read_bytes()).as_dict()
+        assert result["scope"] == OK and result["population"] == "adult", (row["file"], result["reason"])
+        assert_lungs(result["lungs"], found=("right", "left"))
+
+
+def test_mirrored_films_are_warned_and_keep_their_sides(shared_data):
+    """Mirrored val/ films: warned, and their PNEUMONIA zones name the original's lungs; the originals never."""
+    films = val_films(shared_data, 8)
+    for path in films:
+        film = Image.open(path).convert("L")
+        here, there = analyse(film).as_dict(), analyse(ImageOps.mirror(film)).as_dict()
+        assert MIRRORED not in here["warnings"], path.name
+        assert MIRRORED in there["warnings"], path.name
+        assert there["label"] == here["label"] == "PNEUMONIA"
+        sides = [{zone.split()[0] for zone in r["location"]["zones"]} for r in (here, there)]
+        assert sides[0] == sides[1], path.name
+
+
+def test_outlines_follow_a_turned_film_back_to_the_upload(shared_data):
+    """One frame: a film uploaded on its side gets the outlines of the upright film, turned with it."""
+    film = Image.open(val_films(shared_data, 1)[0]).convert("L")
+    upright = analyse(film).as_dict()["lungs"]
+    turned = analyse(film.rotate(90, expand=True)).as_dict()
+    assert any("turned" in warning for warning in turned["warnings"])
+    for name in STRUCTURES:  # PIL turns counter-clockwise: (x, y) of the upright film lands at (y, 1 - x)
+        x, y = centre(upright[name])
+        assert centre(turned["lungs"][name]) == pytest.approx((y, 1 - x), abs=0.01), name
+
+
+def test_outlines_of_a_photo_lie_on_its_film(shared_data):
+    """One frame: the film in a photo is read alone; its outlines are given in the photo."""
+    film = Image.open(val_films(shared_data, 1)[0]).convert("RGB")
+    photo = Image.new("RGB", (2 * film.width, film.height + 40), (170, 120, 60))  # a brown table
+    photo.paste(film, (film.width, 20))
+    result = analyse(png(photo)).as_dict()
+    assert result["scope"] == OK and any("photo" in warning for warning in result["warnings"])
+    for name in STRUCTURES:
+        xs = [x for x, _ in result["lungs"][name]]
+        assert min(xs) >= 0.49, f"{name} lies outside the film, on the right half of the photo"
+
+
+def test_jsrt_films_are_chest_xrays():
+    """Adults of another country and machine: two lungs and a heart where they belong are a chest X-ray."""
+    require(JSRT.is_dir(), f"JSRT films not found at {JSRT}")
+    for path in sorted(JSRT.glob("*.png"))[::12]:
+        result = analyse(path.read_bytes()).as_dict()
+        assert result["scope"] != NOT_CHEST_XRAY, (path.name, result["reason"])
+        assert_lungs(result["lungs"])
+
+
+def test_the_cli_and_an_archive_row_carry_the_lungs(shared_data, tmp_path):
+    films = val_films(shared_data, 1) + val_films(shared_data, 1, "NORMAL")
+    printed = run_cli("predict", "--json", *films, model_path=BUNDLED)
+    assert printed.returncode == 0, printed.stderr
+    for line in map(json.loads, printed.stdout.splitlines()):
+        assert_lungs(line["lungs"])
+    folder = tmp_path / "films"
+    folder.mkdir()
+    for path in films:
+        (folder / path.name).write_bytes(path.read_bytes())
+    archive = run_cli("predict", folder, "--out", tmp_path / "rows.csv", model_path=BUNDLED)
+    assert archive.returncode == 0, archive.stderr
+    rows = list(csv.DictReader(open(tmp_path / "rows.csv")))
+    assert len(rows) == 2
+    for row in rows:
+        assert_lungs(json.loads(row["lungs"]))
