@@ -8,13 +8,17 @@ import json
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
+from scipy import ndimage
 
 from tests.app_server import running_app
 from tests.conftest import ROOT, require, require_import
+from tests.test_anatomy import assert_lungs
 from tests.test_cli import run_cli
 
 from pneumo.analysis import analyse, evidence
-from pneumo.anatomy.location import ZONES, describe, locate
+from pneumo.anatomy.location import ZONES, describe, locate, lungs_or_assumed
+from pneumo.anatomy.mirror import MIRRORED
+from pneumo.anatomy.segmenter import bundled_segmenter
 from pneumo.overlay import caption, overlay
 from pneumo.anatomy.lungs import FIELD_SIDE, lung_fields
 from pneumo.inputs.photo import Film, film_of
@@ -143,12 +147,17 @@ def test_zones_of_a_mirrored_film_swap_sides(child):
     assert there.peak["y"] == pytest.approx(here.peak["y"], abs=0.01)
 
 
-def test_mirrored_film_through_analyse_swaps_sides(child):
+def test_a_mirrored_film_is_warned_and_names_the_same_lungs(child):
+    """The heart on the image's left: the film came mirrored. It is read mirrored back, with a warning,
+    so its zones name the same lungs as the original's, and its peak lies mirrored in the upload."""
     film = Image.open(child).convert("L")
     here, there = evidence(film), evidence(ImageOps.mirror(film))
-    sides = [{zone.split()[0] for zone in a.location.zones} for a in (here, there)]
-    swap = {"right": "left", "left": "right"}
-    assert sides[0] and sides[1] == {swap[side] for side in sides[0]}
+    assert MIRRORED not in here.analysis.warnings and MIRRORED in there.analysis.warnings
+    assert here.location.zones and there.location.zones == here.location.zones
+    assert there.location.peak["x"] == pytest.approx(1 - here.location.peak["x"], abs=0.02)
+    # The outlines in the upload: the patient's right lung lies on the image's right of the mirrored film.
+    right = lambda a: np.mean([x for x, _ in a.analysis.lungs["right"]])  # noqa: E731
+    assert right(here) < 0.5 < right(there)
 
 
 @pytest.mark.parametrize("turn", [90, 180, 270])
@@ -168,12 +177,15 @@ def test_a_film_turned_back_reports_where_on_the_film_as_uploaded(child, turn):
 
 
 def test_evidence_outside_the_lungs_is_not_a_zone(child):
-    """Heat only on the mediastinum: no zone is named (the markers, heart and text are not lungs)."""
+    """Heat only where the film is farthest from its lung fields (the mediastinum, the neck, the
+    abdomen: markers, heart and text are not lungs): no zone is named."""
     film = Image.open(child).convert("L")
-    fields = lung_fields(film)
+    fields = lungs_or_assumed(film)
+    assert not fields.assumed
+    row, col = np.unravel_index(np.argmax(ndimage.distance_transform_edt(~fields.mask)), fields.mask.shape)
     heat = np.zeros((FIELD_SIDE, FIELD_SIDE), np.float32)
-    heat[2:10, 60:68] = 1.0  # the top of the mediastinum, above both lungs
-    assert not (fields.mask[2:10, 60:68]).any()
+    heat[max(row - 4, 0):row + 4, max(col - 4, 0):col + 4] = 1.0
+    assert not ndimage.binary_dilation(fields.mask, iterations=8)[heat > 0].any()
     assert locate(heat, Film(film), film.size).zones == []
     assert locate(heat, Film(film), film.size, restrict=False).zones  # over the whole frame it was named
 
@@ -195,10 +207,11 @@ def test_words_and_overlay(child):
     assert describe({"zones": ["right lower", "right middle"]}) == \
         "The evidence is strongest in the right lower and right middle zones."
     assert describe(None) is None and caption(None) is None
-    picture = overlay(film, hot_spot(2, 5), where.fields, caption(where.as_dict()))
+    outlines = bundled_segmenter().segment([film])[0].outlines()
+    picture = overlay(film, hot_spot(2, 5), outlines, caption(where.as_dict()))
     plain = overlay(film, hot_spot(2, 5))
     assert picture.height > plain.height and picture.width == plain.width >= 384  # a band for the caption
-    assert (np.asarray(picture)[:plain.height] != np.asarray(plain)).any()  # the lung outline is drawn
+    assert (np.asarray(picture)[:plain.height] != np.asarray(plain)).any()  # the outlines are drawn
 
 
 # Through analyse, the CLI and the app, on the bundled model
@@ -259,6 +272,7 @@ def test_app_returns_the_location(shared_data, tmp_path_factory):
         for path in films:
             result, heatmap = client.predict(gradio_client.handle_file(path), api_name="/predict")
             assert result["label"] == "PNEUMONIA", path  # measured: both
+            assert_lungs(result["lungs"])
             assert_location(result["location"])
             with Image.open(heatmap) as picture:
                 assert min(picture.size) >= 384
