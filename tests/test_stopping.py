@@ -21,7 +21,7 @@ from tests.conftest import ROOT, require_import, synthetic_xray
 psutil = require_import("psutil")
 
 EXAMPLES = ROOT / "examples"
-FILMS = 48  # several seconds of work on two workers, so the run is stopped in the middle
+FILMS = 96  # six batches on two workers: seconds of work after the first rows, so the run is stopped in the middle
 GONE_WITHIN_S = 5
 
 
@@ -54,6 +54,17 @@ def session_of(leader: int) -> list:
     return found
 
 
+def described(processes) -> list[str]:
+    """Each process's command line (its pid if it ended meanwhile)."""
+    names = []
+    for process in processes:
+        try:
+            names.append(" ".join(process.cmdline()) or str(process.pid))
+        except psutil.Error:
+            names.append(str(process.pid))
+    return names
+
+
 def rows_in(out: Path) -> int:
     return out.read_bytes().count(b"\n") if out.exists() else 0
 
@@ -68,7 +79,7 @@ def start_and_wait_for_rows(films, out, stderr):
     while rows_in(out) < 1 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)  # polling for the first rows, not a timing assertion
     assert process.poll() is None, "the run ended before it could be stopped"
-    names = " ".join(" ".join(p.cmdline()) for p in session_of(process.pid) if p.is_running())
+    names = " ".join(described(session_of(process.pid)))
     assert "pneumo.inputs.sandbox_worker" in names and "multiprocessing" in names, names
     return process
 
@@ -80,7 +91,7 @@ def wait_until_alone(process, leader) -> list:
         if process.poll() is not None and not session_of(leader):
             return []
         time.sleep(0.1)
-    return [" ".join(p.cmdline()) or str(p.pid) for p in session_of(leader)]
+    return described(session_of(leader))
 
 
 def kill_session(leader) -> None:
