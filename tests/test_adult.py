@@ -9,10 +9,11 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
+from sklearn.metrics import roc_auc_score
 
 from pneumo.answers.adult import AdultHead, adult_features, lung_weights
-from pneumo.analysis import analyse
+from pneumo.analysis import analyse, analyse_many
 from pneumo.inputs.decode import decode
 from pneumo.model.loading import BUNDLED_DIR, load_model
 from pneumo.anatomy.lungs import LungFields, lung_fields
@@ -25,7 +26,7 @@ from pneumo.checks.scope import ADULT as ADULT_POPULATION
 from pneumo.checks.ood import FeatureCheck
 from pneumo.anatomy.location import assumed_fields
 from pneumo.checks.scope import CHILD, NO_LUNGS, OK, OUTSIDE_POPULATION, UNLIKE_ADULTS, Scope, adult_scope
-from tests.conftest import ADULT_DATA, ROOT, require, require_import, synthetic_xray
+from tests.conftest import ADULT_DATA, ROOT, require, require_import, route_every_film
 from tests.test_cli import run_cli
 from pneumo.answers.readout import sigmoid
 from training.adults import answer as adult_fit
@@ -320,16 +321,29 @@ def test_non_x_rays_that_reach_the_adult_answer_get_no_verdict():
 
 
 def test_the_bundled_model_answers_adults_as_its_report_says(films):
-    """The bundled adult answer met the shipping rule (adult.json): adults get it, without a
-    bacterial/viral split, from the trunk's maps."""
+    """What serves is what adult.json describes: the head it judged (its threshold to the last bit, the
+    trunk's maps over the lungs), figures that meet today's RULE, and, served end to end on 80 films that
+    radiologists read, a ranking of opacities like a fitted head's (measured: ROC AUC 0.914 on the 71 of
+    them routed as adults', in sample; a head that read other features than it was fitted on ranks near 0.5)."""
     bundled = load_model(BUNDLED_DIR)
     report = json.loads((BUNDLED_DIR / ADULT_REPORT).read_text())
-    assert report["shipped"] is True and all(report["rule_met"].values())
-    assert all(report["cross_validated"][key] >= bar for key, bar in adult_fit.RULE.items())
-    assert bundled.adult_head is not None and bundled.adult_head.trunk == 1
-    assert report["feature_check"]["turned_away"]["original"] <= 0.02  # few adult films lose the answer to it
+    head = bundled.adult_head
+    assert head is not None and head.trunk == 1 and head.lungs == 1 and head.threshold == report["threshold"]
+    assert report["shipped"] is True and all(adult_fit.rule_verdicts(report["cross_validated"]).values())
     adult = analyse(films[ADULT_POPULATION], bundled)
-    assert_adult_answer(adult.as_dict(), bundled.adult_head.threshold)
+    assert_adult_answer(adult.as_dict(), head.threshold)
+    with open(ADULT_DATA / "labels.csv") as f:
+        rows = list(csv.DictReader(f))
+    read = {reading: [row["file"] for row in rows if row["rsna_class"] == reading][:40]
+            for reading in (adult_fit.OPACITY, adult_fit.NORMAL)}
+    results = analyse_many([decode(ADULT_DATA / name) for names in read.values() for name in names], bundled)
+    opacity = np.r_[np.ones(40, bool), np.zeros(40, bool)]
+    routed = np.array([result.population == ADULT_POPULATION for result in results])
+    assert routed.sum() >= 60, routed.sum()  # measured: 71 (the router reads a few adults as children)
+    for result in np.array(results)[routed]:
+        assert_adult_answer(result.as_dict(), head.threshold)
+    p = np.array([result.pneumonia_probability for result in results])
+    assert roc_auc_score(opacity[routed], p[routed]) >= 0.85
 
 
 def test_clients_and_the_cli_get_the_adult_answer(adult_serving_folder, films, tmp_path):
@@ -356,15 +370,24 @@ def test_clients_and_the_cli_get_the_adult_answer(adult_serving_folder, films, t
 
 
 def write_synthetic_adults(folder, films=40):
-    """Adult films with radiologist readings: half opacities (a bright patch), half normal."""
+    """Real adult films (lungs of their own, which the adult answer pools over and checks for) with
+    radiologist readings made up for the test: every other film gets a bright opacity painted into its
+    right lung ("Lung Opacity"), the others stay as they are ("Normal"), so that even a tiny trunk tells
+    them apart."""
+    require(ADULT_DATA.is_dir(), f"adult X-rays not found at {ADULT_DATA}")
     folder.mkdir(parents=True)
     with open(folder / "labels.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, ["file", "patient", "finding", "rsna_class"])
         writer.writeheader()
-        for i in range(films):
+        for i, source in enumerate(sorted(ADULT_DATA.glob("*.jpeg"))[:films]):
             sick = i % 2 == 0
             name = f"nih_{i:08d}_000.jpeg"
-            synthetic_xray("bacteria" if sick else "normal", 1000 + i, size=96).save(folder / name)
+            with Image.open(source) as image:
+                film = image.convert("L")
+            if sick:
+                w, h = film.size
+                ImageDraw.Draw(film).ellipse((0.2 * w, 0.4 * h, 0.4 * w, 0.6 * h), fill=255)
+            film.save(folder / name)
             writer.writerow({"file": name, "patient": str(i // 4), "finding": "",
                              "rsna_class": adult_fit.OPACITY if sick else adult_fit.NORMAL})
     return folder
@@ -372,7 +395,8 @@ def write_synthetic_adults(folder, films=40):
 
 def test_a_tiny_run_of_both_populations_serves_adults(tiny_run, synthetic_data, tmp_path):
     """The real training CLI's run folder (children) plus the adult trunk and the adult answer's fit
-    (adults): the folder gets adult_trunk.int8.onnx, adult.npz and adult.json, and it serves."""
+    (adults): the folder gets adult_trunk.int8.onnx, adult.npz and adult.json; the answer meets the
+    shipping rule on films it can tell apart, and an adult's film routed to it gets it."""
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     adults = write_synthetic_adults(tmp_path / "adults")
@@ -386,11 +410,19 @@ def test_a_tiny_run_of_both_populations_serves_adults(tiny_run, synthetic_data, 
                            "--only-adult"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((run / ADULT_REPORT).read_text())
-    assert set(report["rule_met"]) == set(adult_fit.RULE) and report["shipped"] == all(report["rule_met"].values())
     assert report["cross_validated"]["films"] == {"lung_opacity": 20, "normal": 20, "other_read": 0}
+    measured = report["cross_validated"]
+    assert all(measured[key] >= bar for key, bar in adult_fit.RULE.items()), measured  # a painted opacity: easy
+    assert report["shipped"] is True
     head = AdultHead.load(run)
-    assert head.trunk == 1 and head.coef.shape == (2 * 128,)  # block2_pool's 128 channels, mean and maximum
+    assert head.shipped == 1 and head.trunk == 1 and head.coef.shape == (2 * 128,)  # block2_pool: 128 channels
+    assert head.threshold == report["threshold"]
     assert "block2_pool" in report["features"]
     assert (run / ADULT_CHECK).is_file() and set(report["feature_check"]["turned_away"]) == {"original", "site", "photo"}
-    analysis = analyse(Image.open(adults / "nih_00000000_000.jpeg"), load_model(run))
-    assert analysis.scope == OK  # a run without a population check answers as it always did
+    route_every_film(run, ADULT_POPULATION)  # a toy run has no population check of its own: read all as adults'
+    loaded = load_model(run)
+    assert loaded.identity["adult"]["threshold"] == head.threshold
+    for name, label in (("nih_00000000_000.jpeg", "PNEUMONIA"), ("nih_00000001_000.jpeg", "NORMAL")):
+        analysis = analyse(Image.open(adults / name), loaded)
+        assert_adult_answer(analysis.as_dict(), head.threshold)
+        assert analysis.label == label, (name, analysis.pneumonia_probability, head.threshold)
