@@ -3,6 +3,7 @@ table follows the `python benchmarks/...` command that prints it, every command 
 that exists, every script is cited, and every relative link of the README and the pages resolves,
 to a file and, with a #fragment, to one of its headings."""
 
+import json
 import re
 
 from tests.conftest import ROOT
@@ -72,6 +73,49 @@ def test_the_scope_table_has_its_command():
                     homes.append(path.name)
                     assert COMMAND.search(prose), f"{path.name}: {table}"
     assert "who-it-is-for.md" in homes, homes
+
+
+def test_the_adult_answers_figures_are_those_of_adult_json():
+    """The adult answer's figures, wherever the README and the docs show them, are the bundled adult.json's as
+    rounded there, and they cite the command that writes adult.json (benchmarks/adult_eval.py prints its own
+    draw, slightly different: 0.925 / 0.870)."""
+    adult = json.loads((ROOT / "pneumo" / "bundled_model" / "adult.json").read_text())["cross_validated"]
+    films, by = adult["films"], adult["by_projection"]
+    shown = {key: f"{adult[key]:.3f}" for key in ("roc_auc", "sensitivity", "specificity", "roc_auc_all_read", "ece",
+                                                 "child_model_roc_auc", "projection_alone_roc_auc")}
+    writes = "python -m training.checks.scope RUN --adult-data DIR --only-adult"
+    # The README's short table, and the command its prose cites
+    prose, _ = tables_and_the_text_before(section("Who it is for"))[0]
+    assert writes in " ".join(prose.split())
+    row = next(line for line in README.splitlines() if line.startswith("| the adult answer"))
+    assert all(f"{name} {shown[key]}" in row for name, key in (("ROC AUC", "roc_auc"), ("sensitivity", "sensitivity"),
+                                                                ("specificity", "specificity"))), row
+    assert f"| {sum(films.values())} radiologist-read NIH films |" in row
+    # The full table on Who it is for, after the same command
+    page = (DOCS / "who-it-is-for.md").read_text()
+    rows = [f"| ROC AUC, `Lung Opacity` ({films['lung_opacity']}) against `Normal` ({films['normal']}) | "
+            f"{shown['roc_auc']} |",
+            f"| sensitivity at the served threshold | {shown['sensitivity']} |",
+            f"| specificity on `Normal` at that threshold | {shown['specificity']} |",
+            f"| ROC AUC against every film read without opacity ({films['normal'] + films['other_read']}) | "
+            f"{shown['roc_auc_all_read']} |",
+            f"| ECE (opacity against normal) | {shown['ece']} |",
+            f"| ROC AUC within AP films only ({by['AP']['films']['lung_opacity']} opacities, "
+            f"{by['AP']['films']['normal']} normal) | {by['AP']['roc_auc']:.3f} |",
+            f"| ROC AUC within PA films only ({by['PA']['films']['lung_opacity']} opacities, "
+            f"{by['PA']['films']['normal']} normal) | {by['PA']['roc_auc']:.3f} |",
+            f"| the projection alone (AP above PA): ROC AUC | {shown['projection_alone_roc_auc']} |",
+            f"| the children's model's own P(pneumonia), unchanged: ROC AUC | {shown['child_model_roc_auc']} |"]
+    lines = [line.strip() for line in page.splitlines()]
+    for expected in rows:
+        assert any(line.startswith(expected) for line in lines), expected
+    table = next(i for i, line in enumerate(lines) if line.startswith(rows[0]))
+    before = " ".join(" ".join(lines[max(0, table - 25):table]).split())
+    assert writes in before, "the adult table does not cite the command that writes adult.json"
+    # The same figures in running text: the children's model on adults, and the known limits
+    assert f"ROC AUC **{shown['child_model_roc_auc']}**, the adult answer's {shown['roc_auc']}" in " ".join(page.split())
+    limits = " ".join((DOCS / "known-limits.md").read_text().split())
+    assert f"ROC AUC {shown['roc_auc']} against the bar of 0.90" in limits
 
 
 def test_every_cited_script_exists_and_every_script_is_cited():
