@@ -97,7 +97,7 @@ def main():
     loaded, splits, sets, measured = score_and_cross_validate(args)
     adult_scores = measured["scores"]["original"][1]
     reaches = population.reaches_check(sets.adults.variants["original"], loaded.ood_check)
-    routed = float(np.mean(reaches & (adult_scores >= measured["threshold"])))
+    routed = float(np.mean(reaches & (adult_scores >= measured["thresholds"][1])))  # each at its fold's own cut
     labels = adult.read_labels(args.adult_data)
     joint = Path(args.model) / ADULT_HELD_OUT
     if joint.is_file():  # a joint run: its own read-out, on the patients it never trained on
