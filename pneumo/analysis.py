@@ -143,9 +143,10 @@ def films_as_read(loaded, images) -> tuple[list, list, list]:
     films = [upright(film_of(image), loaded.orientation_check) for image in images]
     anatomies = [None] * len(films)
     if loaded.segmenter is not None:
-        pairs = [unmirrored(film, anatomy)
-                 for film, anatomy in zip(films, loaded.segmenter.segment([film.image for film in films]))]
-        films, anatomies = [film for film, _ in pairs], [anatomy for _, anatomy in pairs]
+        anatomies = loaded.segmenter.segment([film.image for film in films])
+        restored = {i: film for i, film in enumerate(map(unmirrored, films, anatomies)) if film is not None}
+        for i, anatomy in zip(restored, loaded.segmenter.segment([film.image for film in restored.values()])):
+            films[i], anatomies[i] = restored[i], anatomy
     return films, anatomies, [lungs_or_assumed(film.image, anatomy) for film, anatomy in zip(films, anatomies)]
 
 
