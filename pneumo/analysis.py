@@ -167,10 +167,11 @@ def _answers(loaded, films, lungs, scopes, outputs, with_heatmap) -> tuple[list,
                for i, s in enumerate(scopes)]
     adults = [i for i, s in enumerate(scopes) if s.code == OK and s.population == ADULT]
     if adults:
-        found = adult_outputs(loaded, [films[i].image for i in adults], outputs.maps[adults], with_heatmap,
-                              [lungs[i] for i in adults])
+        # The adult answer pools over the lung fields it was fitted on (pneumo/answers/adult.py); whether the
+        # film shows lungs at all is the drawn anatomy's call.
+        found = adult_outputs(loaded, [films[i].image for i in adults], outputs.maps[adults], with_heatmap)
         for row, i in enumerate(adults):
-            scopes[i] = adult_scope(scopes[i], found.features[row], found.lungs[row] if found.lungs else None,
+            scopes[i] = adult_scope(scopes[i], found.features[row], lungs[i] if found.lungs else None,
                                     loaded.adult_check)
             if scopes[i].code == OK:
                 answers[i] = _adult_answer(loaded.adult_head, found, row)

@@ -26,7 +26,6 @@ from PIL import Image
 from scipy import ndimage
 
 from pneumo.anatomy.lungs import FIELD_SIDE, ZONES, LungFields, fields_of, lung_fields
-from pneumo.anatomy.segmenter import bundled_segmenter
 
 HOT_LEVEL = 0.5  # the hottest region: connected to the peak, at least this share of its level
 ZONE_SHARE = 0.25  # a zone is named when it holds at least this share of the hottest region's evidence
@@ -86,13 +85,11 @@ def describe(location: dict | None) -> str | None:
 
 def lungs_or_assumed(image: Image.Image, anatomy=None) -> LungFields:
     """The film's own lung fields, or where lungs usually lie when none are found. `anatomy`: the
-    film's lungs and heart as the segmenter drew them (pneumo/anatomy/segmenter.py); without it the
-    bundled segmenter draws them here, and without that, brightness profiles find them (lungs.py)."""
+    film's lungs and heart as the segmenter drew them (pneumo/anatomy/segmenter.py): the fields
+    are theirs. Without it, brightness profiles find them (pneumo/anatomy/lungs.py `lung_fields`):
+    what the adult answer and its opacity map pool over, as they were fitted (pneumo/answers/adult.py)."""
     if anatomy is None:
-        segmenter = bundled_segmenter()
-        if segmenter is None:
-            return lung_fields(image) or assumed_fields()
-        anatomy = segmenter.segment([image])[0]
+        return lung_fields(image) or assumed_fields()
     return fields_of(anatomy) or assumed_fields()
 
 

@@ -116,12 +116,23 @@ class LungFields:
 
 def fields_of(anatomy) -> LungFields | None:
     """The lungs a segmenter drew (pneumo/anatomy/segmenter.py Anatomy) -> LungFields on the FIELD_SIDE
-    square, or None without both lungs. The drawn lungs are the visible, aerated lung (`aerated`); as in
+    square, or None without a lung. The drawn lungs are the visible, aerated lung (`aerated`); as in
     step 5 each field also reaches down behind the diaphragm's dome and in behind the heart, where
-    radiologists box opacities too."""
-    if anatomy is None or anatomy.right is None or anatomy.left is None:
+    radiologists box opacities too. A lung whitened by pneumonia may go undrawn: as in step 4, it is
+    then the other lung mirrored across the middle of the chest (the heart's, or the film's)."""
+    if anatomy is None or (anatomy.right is None and anatomy.left is None):
         return None
-    right, left = (_on_field_square(mask) for mask in (anatomy.right, anatomy.left))
+    right, left = (None if mask is None else _on_field_square(mask) for mask in (anatomy.right, anatomy.left))
+    if right is None or left is None:
+        drawn = right if right is not None else left
+        heart = _on_field_square(anatomy.heart) if anatomy.heart is not None else None
+        middle = np.nonzero(heart)[1].mean() if heart is not None and heart.any() else (FIELD_SIDE - 1) / 2
+        mirrored = np.zeros_like(drawn)
+        rows, cols = np.nonzero(drawn)
+        cols = np.round(2 * middle - cols).astype(int)
+        keep = (cols >= 0) & (cols < FIELD_SIDE)
+        mirrored[rows[keep], cols[keep]] = True
+        right, left = (drawn, mirrored) if right is not None else (mirrored, drawn)
     if not right.any() or not left.any():
         return None
     n = FIELD_SIDE

@@ -54,18 +54,15 @@ def model_outputs(loaded, inputs, with_heatmap=False) -> ModelOutputs:
     return ModelOutputs(np.asarray(raw), pooled, heat, regions(maps), maps)
 
 
-def adult_outputs(loaded, images, maps, with_heatmap=False, lungs=None) -> AdultOutputs:
+def adult_outputs(loaded, images, maps, with_heatmap=False) -> AdultOutputs:
     """The adult answer's features of films the population check sent to it (PIL images, as the
     children's model saw them, and `maps`, that model's maps of them). A head with its own trunk
-    (adult_trunk.int8.onnx) reads that network's maps instead: a second pass, adults only.
-    `lungs`: each film's lung fields when known already (else found here)."""
+    (adult_trunk.int8.onnx) reads that network's maps instead: a second pass, adults only. It pools
+    over the lung fields it was fitted on: the brightness profiles' (pneumo/answers/adult.py says why)."""
     head = loaded.adult_head
     if head.trunk:
         maps = trunk_maps(loaded.adult_trunk, images)
-    if not head.lungs:
-        lungs = None
-    elif lungs is None:
-        lungs = [lungs_or_assumed(image) for image in images]
+    lungs = [lungs_or_assumed(image) for image in images] if head.lungs else None
     weights = lung_grid(lungs, maps) if lungs else None
     heat = None
     if with_heatmap:

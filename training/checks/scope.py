@@ -38,6 +38,7 @@ from pneumo.answers.classes import NORMAL
 from pneumo.model.loading import load_model
 from pneumo.checks.ood import statistics_reason
 from pneumo.analysis import films_as_read
+from pneumo.anatomy.location import lungs_or_assumed
 from pneumo.answers.adult import adult_features
 from pneumo.model.predict import lung_grid, model_outputs, trunk_maps
 from pneumo.model.preprocess import preprocess
@@ -90,8 +91,8 @@ def score(loaded, images, batch_size=32, adult_trunk=False) -> Features:
     parts = {name: [] for name in ("pooled", "regions", "raw", "adult", "adult_lungs", "adult_trunk")}
     refused = []
     for start in range(0, len(images), batch_size):
-        read, _, lungs = films_as_read(loaded, images[start:start + batch_size])  # as serving reads them
-        films = [film.image for film in read]
+        films = [film.image for film in films_as_read(loaded, images[start:start + batch_size])[0]]  # as served
+        lungs = [lungs_or_assumed(f) for f in films]  # the adult answer's lung fields (pneumo/model/predict.py)
         outputs = model_outputs(loaded, np.concatenate([preprocess(f, loaded.config["image_size"]) for f in films]))
         parts["pooled"].append(outputs.pooled)
         parts["regions"].append(outputs.regions)
