@@ -19,13 +19,14 @@ from pneumo.model.loading import BUNDLED_DIR, load_model
 from pneumo.anatomy.lungs import LungFields, lung_fields
 from pneumo.inputs.orientation import upright
 from pneumo.inputs.photo import film_of
-from pneumo.model.predict import adult_heatmaps
+from pneumo.model.predict import adult_heatmaps, adult_outputs
 from pneumo.model.preprocess import preprocess
 from pneumo.model.run_folder import ADULT, ADULT_CHECK, ADULT_OPACITY, ADULT_REPORT, ADULT_TRUNK
 from pneumo.checks.scope import ADULT as ADULT_POPULATION
 from pneumo.checks.ood import FeatureCheck
 from pneumo.anatomy.location import assumed_fields
-from pneumo.checks.scope import CHILD, NO_LUNGS, OK, OUTSIDE_POPULATION, UNLIKE_ADULTS, Scope, adult_scope
+from pneumo.checks.scope import (CHILD, NO_LUNGS, NOT_CHEST_XRAY, OK, OUTSIDE_POPULATION, UNLIKE_ADULTS, Scope,
+                                 adult_scope)
 from tests.conftest import ADULT_DATA, ROOT, require, require_import, route_every_film
 from tests.test_cli import run_cli
 from pneumo.answers.readout import sigmoid
@@ -305,8 +306,9 @@ def test_an_adult_film_without_lungs_or_far_from_the_adult_films_gets_no_verdict
 
 
 def test_non_x_rays_that_reach_the_adult_answer_get_no_verdict():
-    """A scanned page and a photo pass the children's model's checks and are read as adults'; the
-    adult answer's own check turns them away instead of calling them PNEUMONIA."""
+    """A scanned page and a photo once passed the children's model's checks and were read as adults', and the
+    adult answer called both PNEUMONIA. They get no verdict (the anatomy check now refuses them first), and
+    the adult answer's own checks would turn them away on their own, were they routed to it."""
     skimage_data = require_import("skimage.data")
     sklearn_datasets = require_import("sklearn.datasets")
     page = Image.fromarray(skimage_data.page())
@@ -316,8 +318,13 @@ def test_non_x_rays_that_reach_the_adult_answer_get_no_verdict():
     assert bundled.adult_check is not None
     for image in (page, china):
         result = analyse(image, bundled)
-        assert (result.scope, result.label) == (OUTSIDE_POPULATION, None)
-        assert result.reason in (UNLIKE_ADULTS, NO_LUNGS)
+        assert result.scope in (NOT_CHEST_XRAY, OUTSIDE_POPULATION) and result.label is None, result.scope
+        film = film_of(image).image
+        _, maps = bundled.runtime(preprocess(film, bundled.config["image_size"]))
+        found = adult_outputs(bundled, [film], maps)
+        routed = Scope(OK, scores={}, population=ADULT_POPULATION)
+        turned = adult_scope(routed, found.features[0], found.lungs[0], bundled.adult_check)
+        assert (turned.code, turned.reason in (UNLIKE_ADULTS, NO_LUNGS)) == (OUTSIDE_POPULATION, True)
 
 
 def test_the_bundled_model_answers_adults_as_its_report_says(films):
