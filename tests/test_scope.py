@@ -224,6 +224,25 @@ def test_the_population_threshold_is_the_fitted_cut_once_saved(tmp_path):
     assert below < stored <= above
 
 
+def test_the_chest_x_ray_check_is_fitted_as_it_serves(tmp_path):
+    """ood.npz (and adult_check.npz): the distances the threshold is chosen on are the ones the saved check
+    computes, and no film sits on the cut, so none changes sides once saved."""
+    from pneumo.checks.ood import FeatureCheck
+    from training.checks import ood as ood_fit
+
+    rng = np.random.default_rng(8)
+    train, selection = (np.expm1(np.abs(rng.normal(1.0, 0.3, (n, 32)))) for n in (400, 200))
+    check = ood_fit.fit_check(train, selection, components=8)
+    check.save(tmp_path / "ood.npz")
+    loaded = FeatureCheck.load(tmp_path, "ood.npz")
+    assert loaded.threshold == check.threshold
+    for features in (train, selection):
+        distances = check.distance(features)
+        assert np.array_equal(loaded.distance(features), distances)
+        assert np.mean(distances > check.threshold) <= ood_fit.FLAGGED_XRAYS
+        assert np.abs(distances - check.threshold).min() > 1e-6
+
+
 def test_check_saves_and_loads(tmp_path):
     sets = fake_sets(1)
     check = population.fit(population.rows(sets, None))

@@ -25,8 +25,15 @@ def fit_check(train_features, selection_features, components=COMPONENTS) -> Feat
     variances = singular ** 2 / max(len(x) - 1, 1)
     k = min(components, len(variances) - 1)
     check = FeatureCheck(mean, rows[:k], np.sqrt(variances[:k]) + 1e-6,
-                         residual_variance=float(variances[k:].sum() / (x.shape[1] - k)) + 1e-9, threshold=np.inf)
-    # "higher": a real distance, so that strictly fewer than 1% lie above it.
-    check.threshold = float(max(np.quantile(check.distance(f), 1 - FLAGGED_XRAYS, method="higher")
-                                for f in (selection_features, train_features)))
+                         residual_variance=float(variances[k:].sum() / (x.shape[1] - k)) + 1e-9,
+                         threshold=np.inf).as_saved()  # distances as serving computes them (float32 components)
+    check.threshold = max(cut_above(check.distance(f), FLAGGED_XRAYS) for f in (selection_features, train_features))
     return check
+
+
+def cut_above(distances, share) -> float:
+    """A threshold that flags at most `share` of `distances`: midway between the highest distance left
+    unflagged and the next one above it, so that no film sits on the cut and rounding cannot flip one."""
+    kept = float(np.quantile(distances, 1 - share, method="higher"))
+    above = distances[distances > kept]
+    return (kept + float(above.min())) / 2 if len(above) else kept + 1.0
