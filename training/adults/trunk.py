@@ -78,6 +78,7 @@ def build_trunk(weights, layer, image_size):
 
     from training.children.model import pretrained_weights
 
+    keras.utils.set_random_seed(0)  # `none` draws its weights: the same draw every run
     base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(image_size, image_size, 3))
     for name, values in pretrained_weights("vgg16", weights, image_size).items():
         if name in {l.name for l in base.layers}:
