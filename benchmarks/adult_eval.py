@@ -100,9 +100,9 @@ def main():
     routed = float(np.mean(reaches & (adult_scores >= measured["thresholds"][1])))  # each at its fold's own cut
     labels = adult.read_labels(args.adult_data)
     joint = Path(args.model) / ADULT_HELD_OUT
-    if joint.is_file():  # a joint run: its own read-out, on the patients it never trained on
-        _, judged = adult.held_out_judgement(sets.adults, labels, json.loads(joint.read_text()), args.seed)
-        how = f"the {judged['patients']} read patients the joint run held out"
+    if joint.is_file():  # a joint run: its own read-out, on the patients that chose its epoch
+        _, judged = adult.selection_judgement(sets.adults, labels, json.loads(joint.read_text()), args.seed)
+        how = f"the {judged['patients']} read patients that chose the joint run's epoch"
     else:
         judged, how = adult.cross_validate(sets.adults, labels, args.seed), f"{adult.FOLDS} folds by patient"
     adult_rows(judged, routed, how)

@@ -114,6 +114,27 @@ def route_every_film(run, population):
     check.save(run / PopulationCheck.FILE)
 
 
+
+def run_audited(log, module, *args) -> subprocess.CompletedProcess:
+    """`python -m module args` (tests/audited.py), every file it opens written to `log`; it must succeed."""
+    done = subprocess.run([sys.executable, "-m", "tests.audited", str(log), module, *map(str, args)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def assert_no_locked_film_opened(log, adults):
+    """The command logged in `log` opened films of `adults`, but none of a locked patient's
+    (training/adults/locked.py): the locked split never enters a fit or a calibration list."""
+    from training.adults.answer import read_labels
+    from training.adults.locked import locked_patients
+
+    locked = locked_patients(adults)
+    patient = {os.path.abspath(Path(adults) / name): row["patient"] for name, row in read_labels(adults).items()}
+    opened = [patient[path] for path in Path(log).read_text().split("\n") if path in patient]
+    assert locked and opened, (len(locked), len(opened))  # a lock to keep, and films it did read: the hook saw them
+    assert not set(opened) & locked, sorted(set(opened) & locked)
+
 @pytest.fixture
 def tiny_app(tiny_run, monkeypatch):
     """app.py imported as the Space imports it, serving the tiny run (also when another test

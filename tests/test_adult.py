@@ -27,10 +27,15 @@ from pneumo.checks.ood import FeatureCheck
 from pneumo.anatomy.location import assumed_fields
 from pneumo.checks.scope import (CHILD, NO_LUNGS, NOT_CHEST_XRAY, OK, OUTSIDE_POPULATION, UNLIKE_ADULTS, Scope,
                                  adult_scope)
-from tests.conftest import ADULT_DATA, ROOT, require, require_import, route_every_film
+from tests.conftest import (ADULT_DATA, ROOT, assert_no_locked_film_opened, require, require_import,
+                            route_every_film, run_audited)
 from tests.test_cli import run_cli
 from pneumo.answers.readout import sigmoid
 from training.adults import answer as adult_fit
+from training.adults.answer import read_labels
+from training.adults.locked import locked_patients
+from training.report.card import adult_answer
+from training.report.locked_split import LOCKED_RULE
 from training.readout import fit_readout
 
 
@@ -376,10 +381,10 @@ def test_clients_and_the_cli_get_the_adult_answer(adult_serving_folder, films, t
 # --- a tiny run of both populations ------------------------------------------------------------------
 
 
-def write_synthetic_adults(folder, films=40):
+def write_synthetic_adults(folder, films=56):
     """Real adult films (lungs of their own, which the adult answer pools over and checks for) with
-    radiologist readings made up for the test: every other film gets a bright opacity painted into its
-    right lung ("Lung Opacity"), the others stay as they are ("Normal"), so that even a tiny trunk tells
+    radiologist readings made up for the test: every other film gets a bright opacity painted into each
+    lung ("Lung Opacity"), the others stay as they are ("Normal"), so that even a tiny trunk tells
     them apart."""
     require(ADULT_DATA.is_dir(), f"adult X-rays not found at {ADULT_DATA}")
     folder.mkdir(parents=True)
@@ -393,7 +398,8 @@ def write_synthetic_adults(folder, films=40):
                 film = image.convert("L")
             if sick:
                 w, h = film.size
-                ImageDraw.Draw(film).ellipse((0.15 * w, 0.35 * h, 0.45 * w, 0.7 * h), fill=255)
+                for left in (0.15, 0.55):  # both lungs: a toy trunk of random weights sees it on every film
+                    ImageDraw.Draw(film).ellipse((left * w, 0.35 * h, (left + 0.3) * w, 0.7 * h), fill=255)
             film.save(folder / name)
             writer.writerow({"file": name, "patient": str(i // 4), "finding": "",
                              "rsna_class": adult_fit.OPACITY if sick else adult_fit.NORMAL})
@@ -402,27 +408,43 @@ def write_synthetic_adults(folder, films=40):
 
 def test_a_tiny_run_of_both_populations_serves_adults(tiny_run, synthetic_data, tmp_path):
     """The real training CLI's run folder (children) plus the adult trunk and the adult answer's fit
-    (adults): the folder gets adult_trunk.int8.onnx, adult.npz and adult.json; the answer meets the
-    shipping rule on films it can tell apart, and an adult's film routed to it gets it."""
+    (adults): the folder gets adult_trunk.int8.onnx, adult.npz and adult.json; neither fit opens a locked
+    patient's film; the answer meets the shipping rule on films it can tell apart, the locked split
+    scores it once, and an adult's film routed to it gets it."""
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     adults = write_synthetic_adults(tmp_path / "adults")
-    trunk = subprocess.run([sys.executable, "-m", "training.adults.trunk", str(run), "--weights", "none",
-                            "--layer", "block2_pool", "--image-size", "64", "--adult-data", str(adults),
-                            "--data", str(synthetic_data), "--calibration-images", "8"],
-                           cwd=ROOT, capture_output=True, text=True)
-    assert trunk.returncode == 0, trunk.stderr[-3000:]
+    trunk = run_audited(tmp_path / "trunk.opened", "training.adults.trunk", run, "--weights", "none",
+                        "--layer", "block2_pool", "--image-size", "64", "--adult-data", adults,
+                        "--data", synthetic_data, "--calibration-images", "16")
     assert json.loads(trunk.stdout)["layer"] == "block2_pool"
-    done = subprocess.run([sys.executable, "-m", "training.checks.scope", str(run), "--adult-data", str(adults),
-                           "--only-adult"], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_audited(tmp_path / "fit.opened", "training.checks.scope", run, "--adult-data", adults, "--only-adult")
+    for log in ("trunk.opened", "fit.opened"):
+        assert_no_locked_film_opened(tmp_path / log, adults)
     report = json.loads((run / ADULT_REPORT).read_text())
-    assert report["cross_validated"]["films"] == {"lung_opacity": 20, "normal": 20, "other_read": 0}
+    locked = locked_patients(adults)
+    open_read = [row for row in read_labels(adults).values() if row["patient"] not in locked]
+    assert report["cross_validated"]["films"] == {"lung_opacity": sum(r["rsna_class"] == adult_fit.OPACITY
+                                                                      for r in open_read),
+                                                  "normal": sum(r["rsna_class"] == adult_fit.NORMAL
+                                                                for r in open_read), "other_read": 0}
     measured = report["cross_validated"]
     assert all(measured[key] >= bar for key, bar in adult_fit.RULE.items()), measured  # a painted opacity: easy
     assert report["shipped"] is True
+    scored = subprocess.run([sys.executable, "-m", "training.report.locked_split", str(run), "--adult-data",
+                             str(adults)], cwd=ROOT, capture_output=True, text=True)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    report = json.loads((run / ADULT_REPORT).read_text())
+    figures = report["locked"]["figures"]
+    assert figures["patients"] == len(locked) and sum(figures["films"].values()) == 4 * len(locked)
+    assert report["locked"]["head_sha256"] and set(report["locked"]["rule_met"]) == set(LOCKED_RULE)
+    # Painted opacities: easy for the locked patients too, so it ships, and the card shows both columns.
+    assert all(report["locked"]["rule_met"].values()), figures
+    assert report["shipped"] is True
+    card = adult_answer(report)  # the card's adult paragraph (shown with a population check: not at this size)
+    assert "| figure | tuning (five folds) | locked split |" in card and "It met every bar" in card
     head = AdultHead.load(run)
-    assert head.shipped == 1 and head.trunk == 1 and head.coef.shape == (2 * 128,)  # block2_pool: 128 channels
+    assert head.shipped == float(report["shipped"]) and head.trunk == 1 and head.coef.shape == (2 * 128,)  # block2_pool: 128 channels
     assert head.threshold == report["threshold"]
     assert "block2_pool" in report["features"]
     assert (run / ADULT_CHECK).is_file() and set(report["feature_check"]["turned_away"]) == {"original", "site", "photo"}
@@ -430,12 +452,14 @@ def test_a_tiny_run_of_both_populations_serves_adults(tiny_run, synthetic_data, 
     loaded = load_model(run)
     assert loaded.identity["adult"]["threshold"] == head.threshold
     served = {}  # film -> (painted, probability): the served path, every film
-    for i in range(40):
+    # The films the fits saw: the adult feature check, fitted on 40 films, turns away most unseen ones.
+    films = [i for i, row in enumerate(read_labels(adults).values()) if row["patient"] not in locked]
+    for i in films:
         analysis = analyse(Image.open(adults / f"nih_{i:08d}_000.jpeg"), loaded)
         if analysis.pneumonia_probability is not None:
             assert_adult_answer(analysis.as_dict(), head.threshold)
             assert analysis.label == ("PNEUMONIA" if analysis.pneumonia_probability >= head.threshold else "NORMAL")
             served[i] = (i % 2 == 0, analysis.pneumonia_probability)
-    assert len(served) >= 36, sorted(set(range(40)) - set(served))  # a few may be turned away, not many
+    assert len(served) >= len(films) - 4, sorted(set(films) - set(served))  # a few may be turned away, not many
     painted, probability = zip(*served.values())
     assert roc_auc_score(painted, probability) >= adult_fit.RULE["roc_auc"], served

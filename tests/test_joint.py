@@ -3,8 +3,6 @@ judged only on the adult patients it held out."""
 
 import csv
 import json
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -17,8 +15,9 @@ from pneumo.analysis import analyse
 from pneumo.model.loading import load_model
 from pneumo.model.preprocess import to_model_input
 from pneumo.model.run_folder import ADULT_HELD_OUT, ADULT_REPORT, KERAS_MODEL
-from tests.conftest import ROOT, TINY_TRAIN_ARGS, synthetic_xray
+from tests.conftest import ROOT, TINY_TRAIN_ARGS, assert_no_locked_film_opened, run_audited, synthetic_xray
 from training.adults import answer as adult_fit
+from training.adults.locked import locked_patients
 from training.children import offline
 from training.adults.data import (held_out_patients, read_rows, selection_patients, selection_samples,
                                  training_samples)
@@ -135,14 +134,12 @@ def joint_run(synthetic_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("joint")
     adults = write_adults(root / "adults")
     out = root / "run"
-    done = subprocess.run([sys.executable, "-m", "training.train", "--data", str(synthetic_data), "--out", str(out),
-                           "--adult-data", str(adults), "--train-adults", "--adult-images-per-class", "6",
-                           *TINY_TRAIN_ARGS], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_audited(root / "train.opened", "training.train", "--data", synthetic_data, "--out", out,
+                "--adult-data", adults, "--train-adults", "--adult-images-per-class", "6", *TINY_TRAIN_ARGS)
     # So few children fit no scope checks in the report: judge the adult answer as a real run's report does.
-    done = subprocess.run([sys.executable, "-m", "training.checks.scope", str(out), "--adult-data", str(adults),
-                           "--only-adult"], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_audited(root / "fit.opened", "training.checks.scope", out, "--adult-data", adults, "--only-adult")
+    for log in ("train.opened", "fit.opened"):
+        assert_no_locked_film_opened(root / log, adults)
     return out, adults
 
 
@@ -157,10 +154,11 @@ def test_a_tiny_joint_run_serves_both_populations(joint_run):
     assert {"selection_children_auc", "selection_adult_auc"} <= set(history[0])  # the adults chose the epoch too
     served = keras.saving.load_model(out / KERAS_MODEL)
     assert not isinstance(served.output, dict)  # one output: the children's; adults are read from the maps
+    assert record["held_out_patients"] == sorted(locked_patients(adults))  # the locked split is what it held out
     report = json.loads((out / ADULT_REPORT).read_text())
-    assert "held out" in report["measured_on"]
-    held_read = sum(1 for r in read_rows(adults) if r["patient"] in record["held_out_patients"] and r["rsna_class"])
-    assert sum(report["cross_validated"]["films"].values()) == held_read  # judged on held-out films alone
+    assert "chose the joint run's epoch" in report["measured_on"]
+    chose = sum(1 for r in read_rows(adults) if r["patient"] in record["selection_patients"] and r["rsna_class"])
+    assert sum(report["cross_validated"]["films"].values()) == chose  # calibrated on those films alone
     head = AdultHead.load(out)
     assert head.coef == pytest.approx(np.asarray(record["trained_read_out"]["coef"]))  # the network's own read-out
     assert report["shipped"] == all(report["rule_met"].values()) == bool(head.shipped)
@@ -187,7 +185,7 @@ def test_the_offline_folder_keeps_every_split_and_label(synthetic_data, tmp_path
         assert all(s.path.suffix == ".webp" and max(Image.open(s.path).size) <= 40 for s in new)
     old_rows, new_rows = read_rows(adults), read_rows(out / "adult_cxr")
     assert [{**r, "file": r["file"].replace(".jpeg", ".webp")} for r in old_rows] == new_rows
-    assert held_out_patients(old_rows) == held_out_patients(new_rows)
+    assert locked_patients(adults) == locked_patients(out / "adult_cxr")
 
 
 def test_the_offline_wheels_are_the_pinned_versions():

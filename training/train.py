@@ -21,8 +21,9 @@ from pneumo.model.preprocess import to_model_input
 from pneumo.model.run_folder import ADULT_HELD_OUT, CHECKPOINTS
 from pneumo.settings import setting
 
-from training.adults.data import (HELD_OUT_FRACTION, SELECTION_FRACTION, TEXT_MINED_WEIGHT, held_out_patients, read_rows,
-                         selection_patients, selection_samples, training_samples)
+from training.adults.data import (SELECTION_FRACTION, TEXT_MINED_WEIGHT, read_rows, selection_patients,
+                                  selection_samples, training_samples)
+from training.adults.locked import locked_patients
 from training.children.augment import BalancedBatches
 from training.children.checkpoints import SelectionCheckpoint, fresh_state, read_state
 from training.children.data import HOLDOUT_FRACTION, SEED, labels_of, load_pixels, load_splits
@@ -78,10 +79,8 @@ def parse_args(argv=None):
                         "without them the run has no such check [PNEUMO_ADULT_DATA_DIR]")
     p.add_argument("--train-adults", action="store_true",
                    help="a joint run: also train on --adult-data's films (one backbone: the children's three "
-                        "classes and the adults' pneumonia yes/no), holding out --adult-held-out of the patients "
-                        "that radiologists read to judge the adult answer on (training/adults/data.py)")
-    p.add_argument("--adult-held-out", type=float, default=HELD_OUT_FRACTION,
-                   help="with --train-adults: share of the radiologist-read patients kept out of training")
+                        "classes and the adults' pneumonia yes/no), holding out the locked patients that "
+                        "radiologists read, to judge the adult answer on (training/adults/locked.py)")
     p.add_argument("--adult-selection", type=float, default=SELECTION_FRACTION,
                    help="with --train-adults: share of the radiologist-read patients (not held out, not trained "
                         "on) whose films choose the epoch together with the children's selection split")
@@ -194,7 +193,7 @@ def adult_parts(args, checkpoint_dir, log):
     later, training/adults/answer.py) and those choosing the epoch are written to the checkpoints; the
     report passes them on."""
     rows = read_rows(args.adult_data)
-    held_out = held_out_patients(rows, args.adult_held_out, args.seed)
+    held_out = sorted(locked_patients(args.adult_data))
     choosing = selection_patients(rows, held_out, args.adult_selection, args.seed)
     samples = training_samples(args.adult_data, held_out + choosing, args.text_mined_weight)
     selection = selection_samples(args.adult_data, choosing)
@@ -202,7 +201,7 @@ def adult_parts(args, checkpoint_dir, log):
         f"{len(selection)} read films of {len(choosing)} patients choose the epoch; "
         f"{len(held_out)} read patients held out")
     (Path(checkpoint_dir) / ADULT_HELD_OUT).write_text(json.dumps(
-        {"held_out_patients": held_out, "selection_patients": choosing, "held_out_fraction": args.adult_held_out,
+        {"held_out_patients": held_out, "selection_patients": choosing, "held_out": "the locked split (training/adults/locked.py)",
          "text_mined_weight": args.text_mined_weight, "training_films": len(samples)}, indent=1))
     return samples, selection
 

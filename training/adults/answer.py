@@ -25,10 +25,14 @@ otherwise it is saved with `shipped = 0` and adults stay outside the
 population. adult.json keeps the figures and the verdict of every rule.
 
 A joint run (training/children/joint.py) trained the read-out inside the network,
-on every adult patient but those it held out (adult_held_out.json). Then
-`judge_trained_head` takes that read-out as it is and judges it on the
-held-out patients alone: only its calibration and threshold are fitted
-here, each held-out film's from the other held-out folds.
+on every adult patient but the locked ones and those that chose its epoch
+(adult_held_out.json). Then `judge_trained_head` takes that read-out as it is:
+only its calibration and threshold are fitted here, on the patients that
+chose the epoch, each one's figures from the other folds.
+
+No fit here sees the locked patients (training/adults/locked.py): the figures
+above are tuning figures. training/report/locked.py scores a candidate once
+on the locked split and judges the shipping rule there.
 """
 
 import csv
@@ -208,14 +212,15 @@ def fit_head(adults, labels, seed=0, log=print, trunk=None) -> tuple[AdultHead, 
     return head, _report(head, measured, trained_on, f"{FOLDS} folds by patient", log, trunk)
 
 
-def held_out_judgement(adults, labels, record, seed=0) -> tuple[AdultHead, dict]:
-    """A joint run's own read-out (`record`: adult_held_out.json), calibrated and thresholded on
-    all held-out read films; and, as `cross_validate` gives them, every held-out read film's
-    probability and label from a calibration and threshold cross-fitted without its patient."""
+def selection_judgement(adults, labels, record, seed=0) -> tuple[AdultHead, dict]:
+    """A joint run's own read-out (`record`: adult_held_out.json), calibrated and thresholded on the
+    read films of the patients that chose its epoch (trained on by nobody, locked by nobody); and, as
+    `cross_validate` gives them, each such film's probability and label from a calibration and
+    threshold cross-fitted without its patient."""
     reading = readings(adults, labels)
-    rows = np.flatnonzero(np.isin(adults.groups, record["held_out_patients"]) & (reading != ""))
+    rows = np.flatnonzero(np.isin(adults.groups, record["selection_patients"]) & (reading != ""))
     if not len(rows):
-        raise ValueError("no radiologist-read film of the held-out patients among the adult films")
+        raise ValueError("no radiologist-read film of the patients that chose the epoch among the adult films")
     head = AdultHead.read_out(record["trained_read_out"]["coef"], record["trained_read_out"]["intercept"])
     features = adults.variants["original"].adult[rows]
     scores = head.score(features)
@@ -234,10 +239,10 @@ def held_out_judgement(adults, labels, record, seed=0) -> tuple[AdultHead, dict]
 
 
 def judge_trained_head(adults, labels, record, seed=0, log=print) -> tuple[AdultHead, dict]:
-    """The joint run's read-out, its figures on the held-out patients and whether it ships."""
-    head, measured = held_out_judgement(adults, labels, record, seed)
+    """The joint run's read-out, its figures on the patients that chose its epoch and whether it ships."""
+    head, measured = selection_judgement(adults, labels, record, seed)
     trained_on = "a joint run's own read-out (the network's adult output); calibration and threshold cross-fitted"
-    measured_on = f"the {measured['patients']} radiologist-read patients held out of the joint run"
+    measured_on = f"the {measured['patients']} radiologist-read patients that chose the joint run's epoch"
     return head, _report(head, figures(measured), trained_on, measured_on, log)
 
 

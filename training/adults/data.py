@@ -1,14 +1,15 @@
-"""Adult films as training data for a joint run, and the patients held out of it.
+"""Adult films as training data for a joint run, and the patients kept out of it.
 
     python -m training.train ... --adult-data ../shared/data/adult_cxr --train-adults
 
 A joint run trains one backbone on both populations (training/children/joint.py).
 Its adult figures must come from radiologists' labels on patients that no
-fit saw, so a share of the patients that radiologists read
-(--adult-held-out, stratified by their readings) is kept out of training,
-every film of theirs; training/adults/answer.py judges the shipping rule on them.
-Another share (--adult-selection) chooses the epoch, with the children's
-selection split, as `val/` does for children; it is not trained on either.
+fit saw: the locked patients (training/adults/locked.py) are held out, every
+film of theirs, and training/report/locked_split.py judges the shipping rule
+on them. Another share of the read patients (--adult-selection, stratified by
+their readings) chooses the epoch, with the children's selection split, as
+`val/` does for children, and calibrates the trained read-out; it is not
+trained on either.
 
 What the network learns from, on the other patients:
 
@@ -31,7 +32,6 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from training.adults.answer import NORMAL, OPACITY, OTHER, read_labels
 
-HELD_OUT_FRACTION = 0.35  # of the read patients: about 50 opacities and 55 normal films on the NIH set
 SELECTION_FRACTION = 0.15  # of the read patients: about 20 opacities, to choose the epoch
 TEXT_MINED_WEIGHT = 0.3
 TEXT_MINED = {"pneumonia": 1, "normal": 0}
@@ -50,7 +50,7 @@ def read_rows(folder) -> list[dict]:
     return [row for name, row in read_labels(folder).items() if (Path(folder) / name).is_file()]
 
 
-def held_out_patients(rows, fraction=HELD_OUT_FRACTION, seed=0, excluded=()) -> list[str]:
+def held_out_patients(rows, fraction, seed=0, excluded=()) -> list[str]:
     """About `fraction` of the patients with a radiologist reading (not in `excluded`), stratified by
     reading (one fold of round(1 / fraction)); every film of theirs stays out of training."""
     read = [row for row in rows if row.get("rsna_class") and row["patient"] not in set(excluded)]

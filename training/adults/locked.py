@@ -11,7 +11,7 @@ shipping candidate (training/adults/locked_score.py) and the shipping rule is
 judged there.
 
 For the project's own adult folder the split is committed (locked_split.json,
-next to this file, pinned to the sha256 of that folder's labels.csv), so that a
+next to this file, pinned to the sha256 of that folder's patients and readings), so that a
 change of library or of code cannot move a patient across. Any other folder
 (tests' synthetic ones, someone's own data) gets the same rule computed.
 """
@@ -32,8 +32,11 @@ FOLDS = 10  # three folds of ten: 30%
 SEED = 2026
 
 
-def labels_digest(folder) -> str:
-    return hashlib.sha256((Path(folder) / "labels.csv").read_bytes()).hexdigest()
+def readings_digest(folder) -> str:
+    """sha256 of labels.csv's (patient, reading) pairs, in its order: what the lock depends on. A copy whose
+    files were re-encoded and renamed (training/children/offline.py) keeps its lock."""
+    pairs = [[row["patient"], row.get("rsna_class", "")] for row in read_labels(folder).values()]
+    return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
 
 
 def choose_locked(rows, fraction=FRACTION, seed=SEED) -> list[str]:
@@ -55,7 +58,7 @@ def locked_patients(folder) -> frozenset[str]:
         return frozenset()
     if LOCK_FILE.is_file():
         lock = json.loads(LOCK_FILE.read_text())
-        if lock["labels_sha256"] == labels_digest(folder):
+        if lock["readings_sha256"] == readings_digest(folder):
             return frozenset(lock["patients"])
     return frozenset(choose_locked(list(read_labels(folder).values())))
 
@@ -85,7 +88,7 @@ def write_lock(folder, out=LOCK_FILE) -> dict:
     for row in rows:
         if row["patient"] in chosen and row.get("rsna_class"):
             readings[row["rsna_class"]] = readings.get(row["rsna_class"], 0) + 1
-    lock = {"labels_sha256": labels_digest(folder), "fraction": FRACTION, "seed": SEED,
+    lock = {"readings_sha256": readings_digest(folder), "fraction": FRACTION, "seed": SEED,
             "rule": f"sklearn StratifiedGroupKFold({FOLDS}, shuffle, seed {SEED}) over the read films, "
                     f"by reading and patient: the first {round(FRACTION * FOLDS)} folds' patients",
             "read_patients": len({r["patient"] for r in rows if r.get("rsna_class")}),

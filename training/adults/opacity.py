@@ -43,6 +43,7 @@ from pneumo.model.predict import trunk_maps
 from pneumo.model.run_folder import ADULT_OPACITY, ADULT_REPORT
 
 from training.adults.answer import read_labels
+from training.adults.locked import open_rows
 from training.report.card import rewrite_card
 from training.children.data import open_grey
 
@@ -85,8 +86,8 @@ def box_mask(boxes, side) -> np.ndarray:
 
 
 def read_films(loaded, folder, log=print) -> list[BoxedFilm]:
-    """The films of `folder` that radiologists read or boxed, through the served steps."""
-    rows = [row for row in read_labels(folder).values()
+    """The films of `folder` that radiologists read or boxed (the locked patients' aside), through the served steps."""
+    rows = [row for row in open_rows(folder).values()
             if (row.get("rsna_class") or boxes_of(row)) and (Path(folder) / row["file"]).is_file()]
     films = []
     for i, row in enumerate(rows):

@@ -38,6 +38,7 @@ from pneumo.model.run_folder import ADULT_TRUNK, META_ADULT_TRUNK, ONNX_INPUT, O
 from pneumo.model.onnx_runtime import OnnxMaps
 
 from training.children.data import IMAGE_SUFFIXES, load_splits, open_grey
+from training.adults.locked import open_films
 from training.deploy.quantize import quantize, with_metadata
 
 LAYER = "block4_conv2"  # HED, over the lungs: AUC as block4_pool's, at 5 MB instead of 8 (docs/benchmarks.md)
@@ -87,9 +88,9 @@ def build_trunk(weights, layer, image_size):
 
 
 def calibration_films(adult_dir, data_dir, count, seed=0) -> list:
-    """`count` films, half adults and half train/ children, drawn at random."""
+    """`count` films, half adults (the locked patients' aside) and half train/ children, drawn at random."""
     rng = np.random.default_rng(seed)
-    adults = sorted(p for p in Path(adult_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    adults = open_films(adult_dir, sorted(p for p in Path(adult_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
     children = [s.path for s in load_splits(data_dir, seed=seed).train]
     picked = [adults[i] for i in rng.permutation(len(adults))[:count // 2]]
     picked += [children[i] for i in rng.permutation(len(children))[:count - len(picked)]]

@@ -14,7 +14,6 @@ one), which the check rightly turns. The held-out figures are logged.
 """
 
 import argparse
-import csv
 import os
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from pneumo.inputs.orientation import SIDE, UPRIGHT, WAYS, OrientationCheck, thu
 from pneumo.model.run_folder import ORIENTATION
 
 from training.children.data import patient_split, scan_split
+from training.adults.locked import open_rows
 
 CHILDREN = 2400  # films of train/ sampled (x 8 ways): plenty for 1024 weights per way
 HELD_OUT = 0.2
@@ -68,10 +68,9 @@ def children(data_dir, seed) -> tuple[list, list]:
 
 
 def adults(adult_dir, seed) -> tuple[list, list]:
-    """(fit, held out) paths of the adult films, split by labels.csv's patient."""
+    """(fit, held out) paths of the adult films (the locked patients' aside), split by labels.csv's patient."""
     folder = Path(adult_dir)
-    with open(folder / "labels.csv") as f:
-        patient = {row["file"]: row["patient"] for row in csv.DictReader(f)}
+    patient = {name: row["patient"] for name, row in open_rows(folder).items()}
     paths = sorted(folder / name for name in patient if (folder / name).is_file())
     split = GroupShuffleSplit(n_splits=1, test_size=HELD_OUT, random_state=seed)
     fit, held = next(split.split(paths, groups=[patient[p.name] for p in paths]))

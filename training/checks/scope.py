@@ -46,6 +46,7 @@ from pneumo.model.run_folder import (ADULT, ADULT_CHECK, ADULT_HELD_OUT, ADULT_O
                                POPULATION_REPORT)
 
 from training.adults import answer as adult
+from training.adults.locked import open_films
 from training.checks import ood
 from training.adults import opacity
 from training.checks import population
@@ -123,10 +124,11 @@ def score_children(loaded, samples, variants, seed) -> Scored:
 
 
 def score_adults(loaded, folder, variants, seed, only_read=False) -> Scored:
-    """ADULT/*.jpeg (and labels.csv's `finding`: normal, pneumonia or other; `patient`: the folds' groups).
+    """ADULT/*.jpeg but the locked patients' (training/adults/locked.py), and labels.csv's `finding`: normal,
+    pneumonia or other; `patient`: the folds' groups.
     only_read: only the films that radiologists read (all that the adult answer's fit uses)."""
     rows = adult.read_labels(folder)
-    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = open_films(folder, sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
     if only_read:
         paths = [p for p in paths if rows.get(p.name, {}).get("rsna_class")]
     code = {"pneumonia": 1, "normal": 0}

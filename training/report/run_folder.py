@@ -46,6 +46,7 @@ from training.checks.orientation import fit_and_save as fit_orientation_check
 from training.adults.trunk import CALIBRATION_IMAGES as TRUNK_CALIBRATION_IMAGES
 from training.adults.trunk import calibration_films as trunk_calibration_films
 from training.adults.trunk import write_trunk
+from training.adults.locked import FRACTION as LOCKED_SHARE
 from training.checks.scope import fit_and_save as fit_scope_checks
 from training.report.plots import plot_reliability, plot_roc, plot_training
 from training.deploy.quantize import CALIBRATION_IMAGES, write_onnx_models
@@ -173,7 +174,7 @@ def _joint_words(args) -> str:
         return ""
     start = f" Started from {args.init_from}." if args.init_from else ""
     return (f" Trained jointly on adult films (the adult read-out of the heatmap layer's maps; "
-            f"{args.adult_held_out:.0%} of the radiologist-read patients held out, text-mined labels at weight "
+            f"the locked {LOCKED_SHARE:.0%} of the radiologist-read patients held out, text-mined labels at weight "
             f"{args.text_mined_weight:g}).{start}")
 
 
