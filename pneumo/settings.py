@@ -106,6 +106,7 @@ VARIABLES = {
     # Training (training/train.py, training/checks/scope.py, training/deploy/quantize.py)
     "PNEUMO_DATA_DIR": Variable(_text, "../shared/data/chest_xray"),
     "PNEUMO_ADULT_DATA_DIR": Variable(_text),
+    "PNEUMO_JSRT_DIR": Variable(_text),
     "PNEUMO_TRAIN_WORKERS": Variable(_positive_int),  # None: training.train.default_workers()
     # training/colab.ipynb reads these itself
     "PNEUMO_NOTEBOOK_TEST": Variable(_flag, False),

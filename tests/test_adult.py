@@ -432,7 +432,7 @@ def test_a_tiny_run_of_both_populations_serves_adults(tiny_run, synthetic_data, 
     assert all(measured[key] >= bar for key, bar in adult_fit.RULE.items()), measured  # a painted opacity: easy
     assert report["shipped"] is True
     scored = subprocess.run([sys.executable, "-m", "training.report.locked_split", str(run), "--adult-data",
-                             str(adults)], cwd=ROOT, capture_output=True, text=True)
+                             str(adults), "--jsrt", ""], cwd=ROOT, capture_output=True, text=True)
     assert scored.returncode == 0, scored.stderr[-3000:]
     report = json.loads((run / ADULT_REPORT).read_text())
     figures = report["locked"]["figures"]

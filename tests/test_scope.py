@@ -197,6 +197,29 @@ def test_the_figures_judge_each_film_at_a_threshold_its_fold_did_not_choose():
     assert measured["threshold"] == population.cut_above(children, population.GATED_CHILDREN)  # what ships
 
 
+def test_a_hospital_left_out_is_measured_by_a_check_that_never_saw_it():
+    """Two adult hospitals whose films differ from children's in two different ways: a check fitted on both
+    catches both, but each hospital, left out, is measured by a check that learnt only the other's way."""
+    rng = np.random.default_rng(5)
+    children, selection = fake_set(rng, 120, 0, 0.0), fake_set(rng, 60, 0, 0.0)
+    like, unlike = fake_set(rng, 60, 1, 1.5), fake_set(rng, 60, 1, 1.5)
+    for features in unlike.variants.values():  # its shift moved to directions no other hospital shows
+        features.regions[:] = np.roll(features.regions, 8, axis=1)
+    like.files, unlike.files = [f"a{i}" for i in range(60)], [f"b{i}" for i in range(60)]
+    like.sources, unlike.sources = np.full(60, "NIH"), np.full(60, "JSRT")
+    adults = scope_fit.joined(like, unlike)
+    assert len(adults) == 120 and adults.files[60] == "b0" and list(adults.sources[58:62]) == ["NIH"] * 2 + ["JSRT"] * 2
+    np.testing.assert_array_equal(adults.variants["photo"].regions[60:], unlike.variants["photo"].regions)
+    sets = scope_fit.Sets(children, selection, adults)
+    assert population.source_counts(adults) == {"JSRT": 60, "NIH": 60}
+    assert population.cross_validate(sets, None, seed=3)["gated"]["original"]["adults"] > 0.9  # both seen
+    measured = population.leave_one_source_out(sets, None, seed=3)
+    assert set(measured) == {"NIH", "JSRT"} and measured["NIH"]["films"] == 60
+    assert measured["NIH"]["routed_as_adults"]["original"] < 0.5
+    assert measured["JSRT"]["routed_as_adults"]["original"] < 0.5
+    assert population.leave_one_source_out(scope_fit.Sets(children, selection, like), None) == {}
+
+
 def test_the_population_threshold_is_the_fitted_cut_once_saved(tmp_path):
     """The threshold lies midway between the highest child's P(adult) that keeps its verdict and the next one,
     and it is stored to the last bit: a film at the cut keeps the side the fit meant (float32 once moved

@@ -35,7 +35,7 @@ from scipy import optimize
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold
 
-from pneumo.answers.adult import LUNG_SHARE, lung_weights
+from pneumo.answers.adult import LUNG_SHARE, AdultHead, lung_weights
 from pneumo.model.loading import load_model
 from pneumo.anatomy.location import lungs_or_assumed
 from pneumo.answers.opacity import OpacityMap, cell_features
@@ -181,8 +181,9 @@ def fit_and_save(run_folder, adult_dir, log=print) -> dict | None:
     out = Path(run_folder) / ADULT_OPACITY
     out.unlink(missing_ok=True)
     loaded = load_model(run_folder)
-    if loaded.adult_head is None or not loaded.adult_head.trunk or loaded.adult_trunk is None:
-        log("opacity map: none (no shipped adult answer with its own trunk): adults' heatmaps are Grad-CAM")
+    head = AdultHead.load(run_folder)  # shipped or not yet: the locked split decides that later
+    if head is None or not head.trunk or loaded.adult_trunk is None:
+        log("opacity map: none (no adult answer with its own trunk): adults' heatmaps are Grad-CAM")
         return None
     films = read_films(loaded, adult_dir, log)
     if not any(film.boxes for film in films):

@@ -103,6 +103,44 @@ def cross_validate(sets, chest, seed=0) -> dict:
             "fold_thresholds": fold_thresholds, "folds": (fold[:n], fold[n:])}
 
 
+def source_counts(adults) -> dict:
+    """Adult films per hospital."""
+    names, counts = np.unique(adults.sources, return_counts=True)
+    return {str(name): int(count) for name, count in zip(names, counts)}
+
+
+def leave_one_source_out(sets, chest, seed=0) -> dict:
+    """With adults from two or more hospitals: for each, a check fitted on the children and the other
+    hospitals' adults alone, thresholded as the shipped one is (GATED_CHILDREN of the selection children,
+    scored out of fold), and the share of that hospital's films (each variant) it routes as adults. This
+    is how a hospital none of the fits saw fares."""
+    sources = sorted(source_counts(sets.adults))
+    if len(sources) < 2:
+        return {}
+    out = {}
+    for source in sources:
+        others = np.flatnonzero(sets.adults.sources != source)
+        kept = with_adults(sets, others)
+        threshold = cross_validate(kept, chest, seed)["threshold"]
+        check = fit(rows(kept, chest), seed)
+        mine = sets.adults.sources == source
+        out[source] = {"films": int(mine.sum()), "threshold": threshold, "routed_as_adults": {
+            name: float(np.mean(reaches_check(features, chest)[mine]
+                                & (check.adult_probability(features.regions[mine]) >= threshold)))
+            for name, features in sets.adults.variants.items()}}
+    return out
+
+
+def with_adults(sets, adult_rows):
+    """`sets` with only the adult films `adult_rows`."""
+    adults = sets.adults
+    variants = {name: type(f)(**{field: None if getattr(f, field) is None else getattr(f, field)[adult_rows]
+                                 for field in f.__dataclass_fields__}) for name, f in adults.variants.items()}
+    chosen = type(adults)(adults.outside[adult_rows], adults.groups[adult_rows], adults.pneumonia[adult_rows],
+                          variants, [adults.files[i] for i in adult_rows], adults.sources[adult_rows])
+    return type(sets)(sets.train, sets.selection, chosen)
+
+
 def cut_above(children, share) -> float:
     """A threshold that gates at most `share` of `children` (their P(adult)): midway between the highest
     probability that keeps its verdict and the next one above it, so that no film sits near the cut and

@@ -68,9 +68,23 @@ class Scored:
     pneumonia: np.ndarray  # 1 pneumonia, 0 normal, -1 other findings (adults) / unknown
     variants: dict  # name -> Features
     files: list | None = None  # the films' file names (adults: to find their radiologists' readings)
+    sources: np.ndarray | None = None  # each adult film's hospital ("NIH", "JSRT"): leave-one-source-out figures
 
     def __len__(self):
         return len(self.outside)
+
+
+def joined(first: Scored, second: Scored) -> Scored:
+    """Two scored sets (the same variants) as one."""
+    def both(a, b):
+        return None if a is None or b is None else np.concatenate([a, b])
+
+    variants = {name: Features(**{field: both(getattr(first.variants[name], field), getattr(features, field))
+                                  for field in Features.__dataclass_fields__})
+                for name, features in second.variants.items()}
+    return Scored(both(first.outside, second.outside), both(first.groups, second.groups),
+                  both(first.pneumonia, second.pneumonia), variants, [*first.files, *second.files],
+                  both(first.sources, second.sources))
 
 
 @dataclass
@@ -136,6 +150,18 @@ def score_adults(loaded, folder, variants, seed, only_read=False) -> Scored:
     scored = score_set(loaded, [open_grey(p) for p in paths], 1, patients,
                        [code.get(rows.get(p.name, {}).get("finding"), -1) for p in paths], variants, seed)
     scored.files = [p.name for p in paths]
+    scored.sources = np.full(len(paths), "NIH")
+    return scored
+
+
+def score_jsrt(loaded, folder, variants, seed) -> Scored:
+    """The JSRT films of a lung_masks folder (images/*.png; Japan, one film per patient, no pneumonia):
+    a second adult hospital for the population check, so that it cannot learn "NIH" for "adult"."""
+    paths = sorted((Path(folder) / "images").glob("*.png"))
+    scored = score_set(loaded, [open_grey(p) for p in paths], 1, [f"jsrt-{p.stem}" for p in paths],
+                       np.full(len(paths), -1), variants, seed)
+    scored.files = [p.name for p in paths]
+    scored.sources = np.full(len(paths), "JSRT")
     return scored
 
 
@@ -146,19 +172,23 @@ class Sets:
     adults: Scored | None
 
 
-def score_sets(loaded, splits, adult_dir, seed=0, log=print) -> Sets:
-    """Score a sample of train/, the selection split and the adult films (if any), with variants."""
+def score_sets(loaded, splits, adult_dir, seed=0, log=print, jsrt_dir=None) -> Sets:
+    """Score a sample of train/, the selection split and the adult films (if any; JSRT's too), with variants."""
     rng = np.random.default_rng(seed)
     picks = sorted(rng.choice(len(splits.train), min(TRAIN_SAMPLE, len(splits.train)), replace=False))
     log(f"scope checks: scoring {len(picks)} train/ and {len(splits.selection)} {splits.selection_name} children"
-        + (f" and the adult films of {adult_dir}" if adult_dir else "") + ", with variants")
+        + (f" and the adult films of {adult_dir}" if adult_dir else "")
+        + (f" and {jsrt_dir}" if adult_dir and jsrt_dir else "") + ", with variants")
+    adults = score_adults(loaded, adult_dir, ("site", "photo", "unseen"), seed + 2) if adult_dir else None
+    if adults is not None and jsrt_dir:
+        adults = joined(adults, score_jsrt(loaded, jsrt_dir, ("site", "photo", "unseen"), seed + 3))
     return Sets(score_children(loaded, [splits.train[i] for i in picks], ("site", "photo"), seed),
-                score_children(loaded, splits.selection, ("site", "photo", "unseen"), seed + 1),
-                score_adults(loaded, adult_dir, ("site", "photo", "unseen"), seed + 2) if adult_dir else None)
+                score_children(loaded, splits.selection, ("site", "photo", "unseen"), seed + 1), adults)
 
 
-def fit_and_save(run_folder, data_dir, adult_dir=None, seed=0, log=print) -> dict | None:
-    """Fit both checks into RUN_FOLDER; returns the population figures (None without adults)."""
+def fit_and_save(run_folder, data_dir, adult_dir=None, seed=0, log=print, jsrt_dir=None) -> dict | None:
+    """Fit both checks into RUN_FOLDER; returns the population figures (None without adults). JSRT films
+    (`jsrt_dir`), when given, are a second adult hospital for the population check and the adult feature check."""
     out = Path(run_folder)
     for name in (OOD, POPULATION, POPULATION_REPORT, ADULT, ADULT_REPORT, ADULT_CHECK, ADULT_OPACITY):
         (out / name).unlink(missing_ok=True)  # scoring must not pass through an earlier fit
@@ -167,7 +197,7 @@ def fit_and_save(run_folder, data_dir, adult_dir=None, seed=0, log=print) -> dic
         log(f"scope checks: only {len(splits.train)} training images, no fitted checks (image statistics only)")
         return None
     loaded = load_model(out)
-    sets = score_sets(loaded, splits, adult_dir, seed, log)
+    sets = score_sets(loaded, splits, adult_dir, seed, log, jsrt_dir)
     chest = fit_chest_xray_check(sets, out, log)
     if sets.adults is None:
         log("scope checks: no adult films (--adult-data), so no population check: no film will get a verdict")
@@ -226,7 +256,9 @@ def fit_population_check(loaded, sets, chest, out, seed, log) -> dict:
     check.save(out / POPULATION)
     report = {"threshold": check.threshold, "adult_model": figures, "cross_validated": measured["gated"],
               "cross_validated_at": "each film at a threshold chosen without its fold: "
-                                    + ", ".join(f"{t:.4f}" for t in measured["fold_thresholds"])}
+                                    + ", ".join(f"{t:.4f}" for t in measured["fold_thresholds"]),
+              "adult_sources": population.source_counts(sets.adults),
+              "one_source_left_out": population.leave_one_source_out(sets, chest, seed)}
     (out / POPULATION_REPORT).write_text(json.dumps(report, indent=2))
     log(f"population check: threshold {check.threshold:.3f}; cross-validated {json.dumps(measured['gated'])}")
     return report
@@ -240,6 +272,9 @@ def main(argv=None):
                    help="children: train/ and val/ [PNEUMO_DATA_DIR]")
     p.add_argument("--adult-data", default=os.environ.get(ADULT_DIR_ENV),
                    help=f"adult frontal chest X-rays (and labels.csv) for the population check [{ADULT_DIR_ENV}]")
+    p.add_argument("--jsrt", default=os.environ.get("PNEUMO_JSRT_DIR"),
+                   help="a lung_masks folder (images/*.png, JSRT: adults of another hospital) for the population "
+                        "check to learn adults from more than one hospital [PNEUMO_JSRT_DIR]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only-adult", action="store_true",
                    help="refit only the adult answer (adult.npz), keeping the run's scope checks")
@@ -249,7 +284,7 @@ def main(argv=None):
             p.error("--only-adult needs --adult-data")
         refit_adult_answer(args.run_folder, args.adult_data, args.seed)
     else:
-        fit_and_save(args.run_folder, args.data, args.adult_data, args.seed)
+        fit_and_save(args.run_folder, args.data, args.adult_data, args.seed, jsrt_dir=args.jsrt)
     rewrite_card(args.run_folder)  # the card describes the checks and the adult answer
 
 

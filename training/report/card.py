@@ -117,7 +117,26 @@ on both sides) {routed}. Cross-validated by patient
 | films | children routed as adults | adults routed as adults |
 | --- | --- | --- |
 """ + "\n".join(f"| {VARIANT_NAMES.get(name, name)} | {g['children']:.1%} | {g['adults']:.1%} |"
-                 for name, g in cv.items()) + adult_answer(adult_report)
+                 for name, g in cv.items()) + _sources(scope) + adult_answer(adult_report)
+
+
+def _sources(scope) -> str:
+    """The adult hospitals the population check learnt from, and each one's figure when left out."""
+    left_out = scope.get("one_source_left_out")
+    if not left_out:
+        return ""
+    counts = ", ".join(f"{count} from {name}" for name, count in scope["adult_sources"].items())
+    rows = "\n".join(f"| {name} | {m['films']} | {m['routed_as_adults']['original']:.1%} | "
+                     f"{m['routed_as_adults'].get('photo', float('nan')):.1%} |" for name, m in left_out.items())
+    return f"""
+
+Its adult films came from more than one hospital ({counts}). Each hospital left out in turn, a check fitted on
+the children and the other hospital's adults alone (thresholded the same way) routes that hospital's films:
+
+| hospital left out | films | routed as adults | their phone photos |
+| --- | --- | --- | --- |
+{rows}
+"""
 
 
 # The shipping rule's figures (training/adults/answer.py), as the card names them.
@@ -154,23 +173,31 @@ lung opacity, {films['normal']} read as normal and {films['other_read']} read as
 one hospital, the NIH Clinical Center), {how}: ROC AUC {cv['roc_auc']:.3f} for opacity against normal
 (the children's model alone: {cv['child_model_roc_auc']:.3f}), sensitivity {cv['sensitivity']:.3f} and
 specificity {cv['specificity']:.3f} at its threshold, ROC AUC {cv['roc_auc_all_read']:.3f} against every film
-read without opacity, ECE {cv['ece']:.3f}. It ships only if ROC AUC >= {report['rule']['roc_auc']},
-sensitivity >= {report['rule']['sensitivity']} with specificity >= {report['rule']['specificity']}, and ROC AUC
-against all read films >= {report['rule']['roc_auc_all_read']}.{_locked(report)} {outcome}{_by_projection(cv)}\
-{_feature_check(report)}{_opacity_map(report)}"""
+read without opacity, ECE {cv['ece']:.3f}.{_locked(report)} {_rule_sentence(report)} {outcome}\
+{_by_projection(cv)}{_feature_check(report)}{_opacity_map(report)}"""
+
+
+def _rule_sentence(report) -> str:
+    """The shipping rule: on the locked split once it scored the answer, else the tuning bars."""
+    locked = report.get("locked")
+    rule = locked["rule"] if locked else report["rule"]
+    where = " on the locked split" if locked else ""
+    jsrt = (f", and at most {rule['jsrt_called_pneumonia_at_most']:.0%} of JSRT films are called PNEUMONIA"
+            if locked and "jsrt_called_pneumonia" in locked["rule_met"] else "")
+    return (f"It ships only if{where} ROC AUC >= {rule['roc_auc']}, sensitivity >= {rule['sensitivity']} with "
+            f"specificity >= {rule['specificity']}, and ROC AUC against all read films >= {rule['roc_auc_all_read']}"
+            f"{jsrt}.")
 
 
 def _missed(report) -> list[str]:
-    """The bars a candidate missed, tuning and locked."""
-    missed = [f"{RULE_NAMES.get(key, key)} >= {bar}" for key, bar in report["rule"].items()
-              if not report["rule_met"][key]]
+    """The bars that decided: the locked split's when it scored the answer, else the tuning ones."""
     locked = report.get("locked")
-    if locked:
-        bars = {key: bar for key, bar in locked["rule"].items() if key in locked["rule_met"]}
-        bars["jsrt_called_pneumonia"] = locked["rule"]["jsrt_called_pneumonia_at_most"]
-        missed += [f"{RULE_NAMES.get(key, key)} {'<=' if key.startswith('jsrt') else '>='} {bars[key]} on the locked "
-                   "split" for key, met in locked["rule_met"].items() if not met]
-    return missed
+    if not locked:
+        return [f"{RULE_NAMES.get(key, key)} >= {bar}" for key, bar in report["rule"].items()
+                if not report["rule_met"][key]]
+    bars = {**locked["rule"], "jsrt_called_pneumonia": locked["rule"]["jsrt_called_pneumonia_at_most"]}
+    return [f"{RULE_NAMES.get(key, key)} {'<=' if key.startswith('jsrt') else '>='} {bars[key]} on the locked split"
+            for key, met in locked["rule_met"].items() if not met]
 
 
 def _locked(report) -> str:

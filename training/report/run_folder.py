@@ -98,7 +98,8 @@ def write_run_folder(args, splits, checkpoint_dir, log):
         onnx_models(model, config, splits, out, log, args.seed)
         adult_trunk(out, args, log)
         # After the ONNX models: the checks' features come from the runtime that will serve them.
-        scope = fit_scope_checks(out, args.data, args.adult_data, seed=args.seed, log=log)
+        scope = fit_scope_checks(out, args.data, args.adult_data, seed=args.seed, log=log,
+                                 jsrt_dir=getattr(args, "jsrt", None))
     orientation_check(out, args.data, args.adult_data, args.seed, log)
     onnx = json.loads((out / ONNX_REPORT).read_text()) if (out / ONNX_REPORT).is_file() else None
     adult = json.loads((out / ADULT_REPORT).read_text()) if (out / ADULT_REPORT).is_file() else None
