@@ -1,7 +1,8 @@
 """Serving benchmarks: how fast and how big the served model is on this machine,
 for the Keras runtime and the default one side by side (pneumo/model/runtime.py).
 
-    python benchmarks/serving.py [--model RUN_FOLDER] [--images DIR] [--runtimes keras,auto] [--sweep] [--json OUT]
+    python benchmarks/serving.py [--model RUN_FOLDER] [--images DIR] [--runtimes keras,auto] [--sweep]
+                                 [--breakdown-requests N] [--json OUT]
 
 Prints the machine, then tables for
   1. the app, once per runtime (PNEUMO_RUNTIME): cold start (`python app.py`
@@ -10,7 +11,16 @@ Prints the machine, then tables for
      (p50/p95, errors), and the server's peak RSS;
   2. in process, per runtime: one X-ray through pneumo.analysis.analyse with
      the heatmap (p50/p95; decoded image in, result out), the model's pass
-     alone, and batch throughput at batch 16 without heatmaps.
+     alone, and batch throughput at batch 16 without heatmaps;
+  3. where one request's time goes (default runtime, one client, --breakdown-requests
+     sequential requests; 0 skips it): the client's steps (upload, joining the queue, waiting
+     for the answer, downloading the heatmap) timed around gradio_client's own methods in this
+     process; Gradio's phases (queue wait, pre/postprocess, the handler) from the server's
+     GRADIO_PROFILING traces; the handler's steps (sandboxed decode, pneumo.analysis.analyse,
+     drawing the overlay, writing it) timed in the server by wrappers that only this benchmark
+     installs (they record milliseconds, never a file's name or content). Once with
+     gradio_client's defaults, once with ssl_verify=False (plain http: nothing to verify, but
+     httpx builds an SSL context for every connection all the same).
 --sweep also serves 8 clients at queue concurrency limits 1, 2 and 4 (default runtime).
 
 Run it on an otherwise idle machine: the clients share its cores with the
@@ -51,6 +61,30 @@ app.demo.queue(default_concurrency_limit=int(sys.argv[1]), max_size=32)
 app.demo.launch(max_file_size=MAX_FILE_BYTES, prevent_thread_lock=True)
 app.demo.block_thread()
 """
+# `python app.py` with timers around the handler's steps: one line "STEP MS" each, to the file argv[1].
+LAUNCH_TIMED = """
+import functools, sys, time
+import app
+from pneumo.inputs.decode import MAX_FILE_BYTES
+steps = open(sys.argv[1], "a", buffering=1)
+def timed(step, call):
+    @functools.wraps(call)
+    def timed_call(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            steps.write(f"{step} {(time.perf_counter() - start) * 1000:.3f}\\n")
+    return timed_call
+app.DECODERS.decode = timed("decode", app.DECODERS.decode)
+app.analyse = timed("analyse", app.analyse)
+app.picture = timed("picture", app.picture)
+heatmap = next(b for b in app.demo.blocks.values() if getattr(b, "elem_id", None) == "heatmap")
+heatmap.postprocess = timed("write_heatmap", heatmap.postprocess)
+app.SWEEPER.start()
+app.demo.launch(max_file_size=MAX_FILE_BYTES, prevent_thread_lock=True, run_history=False)
+app.demo.block_thread()
+"""
 
 
 def main(argv=None):
@@ -71,6 +105,9 @@ def main(argv=None):
             results["sweep"] = {limit: bench_app(model, files, Path(tmp), args, "auto", limit=limit, clients=(8,))
                                 for limit in (1, 2, 4)}
             print_sweep(results["sweep"])
+        if args.breakdown_requests:
+            results["breakdown"] = bench_breakdown(model, files, Path(tmp), args)
+            print_breakdown(results["breakdown"])
         results["in_process"] = {runtime: bench_in_process(model, files, args, runtime) for runtime in args.runtimes}
         print_in_process(results["in_process"])
     if args.json:
@@ -91,6 +128,8 @@ def parse_args(argv):
     p.add_argument("--runtimes", type=lambda v: v.split(","), default=["keras", "auto"],
                    help="PNEUMO_RUNTIME values to compare, comma-separated (default keras,auto)")
     p.add_argument("--sweep", action="store_true", help="also try queue concurrency limits 1, 2 and 4")
+    p.add_argument("--breakdown-requests", type=int, default=20,
+                   help="sequential requests timed step by step, per client setting (0: no breakdown)")
     p.add_argument("--json", metavar="OUT", help="also write every number to this JSON file")
     return p.parse_args(argv)
 
@@ -334,6 +373,167 @@ def print_sweep(sweep):
 def _load_row(n, r):
     return [str(n), str(r["requests"]), _ms(r["p50"]), _ms(r["p95"]), _ms(r["mean"]),
             f"{r['throughput_rps']:.2f} req/s", str(len(r["errors"]))]
+
+
+# ---------------------------------------------------------------- where one request's time goes
+
+# The client's steps: gradio_client's own methods, timed in this process while the breakdown runs.
+CLIENT_STEPS = (("Endpoint", "_upload_file", "upload"), ("Client", "send_data", "join"),
+                ("Endpoint", "_sse_fn_v1plus", "wait"), ("Endpoint", "_download_file", "download"))
+# The breakdown's rows: (key, words, depth). Keys of the server's phases come from Gradio's
+# GRADIO_PROFILING traces, the handler's steps from LAUNCH_TIMED's wrappers, the rest are differences.
+BREAKDOWN_ROWS = (
+    ("round_trip", "client round trip (gradio_client .predict)", 0),
+    ("upload", "upload the file (POST /gradio_api/upload)", 1),
+    ("join", "join the queue (POST /gradio_api/queue/join)", 1),
+    ("wait", "wait for the answer (the SSE stream)", 1),
+    ("queue_wait", "queue wait (server)", 2),
+    ("preprocess", "Gradio preprocess: the upload's checks (server)", 2),
+    ("fn_call", "the handler, app.predict (server)", 2),
+    ("decode", "decode in the sandboxed worker", 3),
+    ("analyse", "pneumo.analysis.analyse", 3),
+    ("picture", "draw the overlay (pneumo.overlay.picture)", 3),
+    ("handler_rest", "the rest: path checks, deleting the upload, as_dict, thread hand-off", 3),
+    ("postprocess", "Gradio postprocess (server)", 2),
+    ("write_heatmap", "encode and write the heatmap picture", 3),
+    ("delivery", "delivery: SSE to the client, its 50 ms polling", 2),
+    ("download", "download the heatmap (GET /gradio_api/file=)", 1),
+    ("client_rest", "the client's own work between the steps", 1),
+    ("overhead", "round trip minus analyse (the server's, same requests)", 0),
+)
+
+
+def bench_breakdown(model, files, tmp, args, runtime="auto"):
+    """One client, sequential requests, each step timed; once per client setting. Per request, then p50."""
+    from gradio_client import Client
+
+    port = _free_port()
+    workdir = Path(tempfile.mkdtemp(dir=tmp, prefix="breakdown-"))
+    steps_file = workdir / "steps.txt"
+    steps_file.touch()
+    env = {**os.environ, "PNEUMO_MODEL_PATH": str(model), "PNEUMO_RUNTIME": runtime, "GRADIO_PROFILING": "1",
+           "GRADIO_TEMP_DIR": str(workdir / "gradio"), "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_SERVER_PORT": str(port)}
+    for name in ("PNEUMO_MODEL_REPO", "GRADIO_SHARE", "GRADIO_MCP_SERVER"):
+        env.pop(name, None)
+    url = f"http://127.0.0.1:{port}/"
+    log = open(workdir / "app.log", "w")
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-c", LAUNCH_TIMED, str(steps_file)], cwd=ROOT, env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    out = {"runtime": runtime, "requests": args.breakdown_requests, "clients": {}}
+    cursor = 0
+    try:
+        _connect(url, process, started, workdir / "app.log").close()
+        for name, options in (("gradio_client defaults", {}), ("ssl_verify=False", {"ssl_verify": False})):
+            client = Client(url, verbose=False, download_files=str(workdir / "downloads"), **options)
+            batch = [files[(cursor + i) % len(files)] for i in range(3 + args.breakdown_requests)]
+            cursor += len(batch)
+            out["clients"][name] = _breakdown_round(client, url, batch, steps_file, warmup=3)
+            client.close()
+    finally:
+        stop(process, timeout=30)
+        log.close()
+    return out
+
+
+def _breakdown_round(client, url, batch, steps_file, warmup):
+    import httpx
+    from gradio_client import handle_file
+
+    for path in batch[:warmup]:
+        client.predict(handle_file(path), api_name="/predict")
+    httpx.post(url + "gradio_api/profiling/clear").raise_for_status()
+    lines_before = len(steps_file.read_text().splitlines())
+    client_steps, round_trips = {}, []
+    with _timing(client_steps):
+        for path in batch[warmup:]:
+            start = time.perf_counter()
+            client.predict(handle_file(path), api_name="/predict")
+            round_trips.append(time.perf_counter() - start)
+    traces = httpx.get(url + "gradio_api/profiling/traces").json()
+    upload_route = httpx.get(url + "gradio_api/profiling/summary").json().get("upload", {}).get("p50")
+    server_steps = {}
+    for line in steps_file.read_text().splitlines()[lines_before:]:
+        step, ms = line.split()
+        server_steps.setdefault(step, []).append(float(ms) / 1000)
+    by_event = {t["event_id"]: t for t in traces if t["fn_name"] != "gradio_file_upload"}
+    events = client_steps.pop("event_ids", [])
+    phases = {phase: [by_event[e][f"{phase}_ms"] / 1000 for e in events if e in by_event]
+              for phase in ("queue_wait", "preprocess", "fn_call", "postprocess", "total")}
+    per_request = {"round_trip": round_trips, **client_steps, **phases, **server_steps}
+    n = len(round_trips)
+    if all(len(per_request.get(k, ())) == n for k in ("upload", "join", "wait", "download")):
+        per_request["client_rest"] = [t - u - j - w - d for t, u, j, w, d in zip(
+            round_trips, *(per_request[k] for k in ("upload", "join", "wait", "download")))]
+    if all(len(per_request.get(k, ())) == n for k in ("wait", "queue_wait", "total")):
+        per_request["delivery"] = [w - q - t for w, q, t in zip(*(per_request[k] for k in ("wait", "queue_wait",
+                                                                                               "total")))]
+    if all(len(per_request.get(k, ())) == n for k in ("fn_call", "decode", "analyse", "picture")):
+        per_request["handler_rest"] = [f - d - a - p for f, d, a, p in zip(
+            *(per_request[k] for k in ("fn_call", "decode", "analyse", "picture")))]
+    if len(per_request.get("analyse", ())) == n:
+        per_request["overhead"] = [t - a for t, a in zip(round_trips, per_request["analyse"])]
+    stats = {key: _stats(values) for key, values in per_request.items() if len(values) == n}
+    if upload_route is not None:
+        stats["upload_route"] = {"p50": upload_route / 1000}
+    return stats
+
+
+class _timing:
+    """Wraps gradio_client's step methods (CLIENT_STEPS) to append each call's seconds to `into[step]`,
+    and the queue's event ids to `into["event_ids"]`; puts the methods back on exit."""
+
+    def __init__(self, into):
+        self.into, self.saved = into, []
+
+    def __enter__(self):
+        import gradio_client.client as gc
+
+        for owner, method, step in CLIENT_STEPS:
+            cls = getattr(gc, owner)
+            original = getattr(cls, method, None)
+            if original is None:  # another gradio_client: that row stays empty
+                continue
+            self.saved.append((cls, method, original))
+            setattr(cls, method, self._timed(original, step))
+        return self
+
+    def _timed(self, original, step):
+        into = self.into
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                result = original(*args, **kwargs)
+            finally:
+                into.setdefault(step, []).append(time.perf_counter() - start)
+            if step == "join":
+                into.setdefault("event_ids", []).append(result)
+            return result
+
+        return timed
+
+    def __exit__(self, *exc):
+        for cls, method, original in self.saved:
+            setattr(cls, method, original)
+
+
+def print_breakdown(breakdown):
+    clients = breakdown["clients"]
+    print(f"== Where one request's time goes: 1 client, {breakdown['requests']} sequential requests each, "
+          f"{breakdown['runtime']} runtime; p50 of each step (an indented row is part of the one above it; "
+          "rest, delivery and overhead are differences taken per request) ==")
+    rows = []
+    for key, words, depth in BREAKDOWN_ROWS:
+        if not any(key in c for c in clients.values()):
+            continue
+        rows.append(["  " * depth + words, *[_ms(c[key]["p50"]) if key in c else "-" for c in clients.values()]])
+        if key == "upload":
+            rows.append(["  " * 2 + "of which the server's upload route",
+                         *[_ms(c["upload_route"]["p50"]) if "upload_route" in c else "-" for c in clients.values()]])
+    _table(["step", *clients], rows)
+    print()
 
 
 # ---------------------------------------------------------------- in process
