@@ -93,6 +93,7 @@ RUNTIMES = {
 
 FIGURE_NAMES = {"accuracy": "accuracy", "roc_auc": "ROC AUC", "sensitivity": "sensitivity",
                 "specificity": "specificity", "bacterial_viral_auc": "bacterial-vs-viral AUC",
+                "specificity_all_read": "specificity against every film read without opacity",
                 "ece": "calibration error (ECE)"}
 
 
@@ -117,9 +118,14 @@ def model_panel(identity):
         lines.append("**Validation figures:** " + figures)
     adult = identity.get("adult")
     if adult:  # the panel's other lines are the children's model's: an adult's verdict has its own
-        lines.append(f"**Adults' answer** (films read as an adult's): decision threshold {adult['threshold']:.2f}; "
-                     f"on {adult['films_read']} adult films read by radiologists ({adult['measured_on']}): "
-                     + _figures(adult["metrics"]))
+        line = (f"**Adults' answer** (films read as an adult's): decision threshold {adult['threshold']:.2f}; "
+                f"on {adult['films_read']} adult films read by radiologists ({adult['measured_on']}, where it "
+                f"was tuned): " + _figures(adult["metrics"]))
+        if adult.get("locked"):
+            locked = adult["locked"]
+            line += (f"; on {locked['films_read']} films of {locked['patients']} patients locked away from every "
+                     f"fit and choice: " + _figures(locked["metrics"]))
+        lines.append(line)
     if identity.get("fallback_reason"):
         lines.append(f"**Fallback: {identity['fallback_reason']}; serving the bundled model instead.**")
     return "\n\n".join(lines)

@@ -179,8 +179,12 @@ def test_the_model_panel_gives_the_adult_answer_its_own_threshold_and_figures(ti
     report = json.loads((BUNDLED_DIR / ADULT_REPORT).read_text())
     panel = tiny_app.model_panel(identity)
     assert f"**Adults' answer** (films read as an adult's): decision threshold {report['threshold']:.2f}" in panel
-    assert f"on 517 adult films read by radiologists (5 folds by patient): ROC AUC " \
+    read = sum(report["cross_validated"]["films"].values())
+    assert f"on {read} adult films read by radiologists (5 folds by patient, where it was tuned): ROC AUC " \
            f"{report['cross_validated']['roc_auc']:.3f}" in panel
+    locked = report["locked"]["figures"]  # and beside them, the locked split's
+    assert f"on {sum(locked['films'].values())} films of {locked['patients']} patients locked away from every fit " \
+           f"and choice: ROC AUC {locked['roc_auc']:.3f}" in panel
     assert "Adults' answer" not in tiny_app.model_panel({**identity, "adult": None})  # a folder without one
 
 

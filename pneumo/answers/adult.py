@@ -108,10 +108,16 @@ class AdultHead(LinearReadout):
                    threshold=0.5, shipped=0.0).as_saved()  # scored as served: its threshold is chosen on these
 
 
+def _panel_figures(measured) -> dict:
+    keys = ("roc_auc", "sensitivity", "specificity", "specificity_all_read", "ece")
+    return {key: float(measured[key]) for key in keys if isinstance(measured.get(key), (int, float))}
+
+
 def shipped_figures(folder, head) -> dict | None:
     """What the model panel and `pneumo info` say of the adult answer: the threshold of `head`, the
     AdultHead that serves (pneumo.model.loading's `adult_head`: the cut to the last bit), and its
-    cross-validated figures on radiologist-read films (adult.json); None when no adult answer serves
+    cross-validated (tuning) figures on radiologist-read films (adult.json) and, once scored, its figures on the
+    locked split (`locked`); None when no adult answer serves
     (`head` None: none shipped, or it cannot load its trunk) or adult.json is unreadable."""
     if head is None:
         return None
@@ -120,9 +126,12 @@ def shipped_figures(folder, head) -> dict | None:
         if not report.get("shipped"):
             return None
         measured = report["cross_validated"]
-        figures = {key: float(measured[key]) for key in ("roc_auc", "sensitivity", "specificity", "ece")
-                   if isinstance(measured.get(key), (int, float))}
-        return {"threshold": float(head.threshold), "films_read": sum(measured["films"].values()),
-                "measured_on": report.get("measured_on", ""), "metrics": figures}
+        shown = {"threshold": float(head.threshold), "films_read": sum(measured["films"].values()),
+                 "measured_on": report.get("measured_on", ""), "metrics": _panel_figures(measured)}
+        if report.get("locked"):  # the same answer on patients no fit or choice saw (training/report/locked_split.py)
+            locked = report["locked"]["figures"]
+            shown["locked"] = {"films_read": sum(locked["films"].values()), "patients": int(locked["patients"]),
+                               "metrics": _panel_figures(locked)}
+        return shown
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # no report, or one this code cannot read: the panel leaves adults out
