@@ -438,11 +438,12 @@ def test_a_tiny_run_of_both_populations_serves_adults(tiny_run, synthetic_data, 
     figures = report["locked"]["figures"]
     assert figures["patients"] == len(locked) and sum(figures["films"].values()) == 4 * len(locked)
     assert report["locked"]["head_sha256"] and set(report["locked"]["rule_met"]) == set(LOCKED_RULE)
+    assert report["locked"]["runtime"] in report["locked"]["by_runtime"]  # every runtime the folder serves
     # Painted opacities: easy for the locked patients too, so it ships, and the card shows both columns.
     assert all(report["locked"]["rule_met"].values()), figures
     assert report["shipped"] is True
     card = adult_answer(report)  # the card's adult paragraph (shown with a population check: not at this size)
-    assert "| figure | tuning (five folds) | locked split |" in card and "It met every bar" in card
+    assert "| figure | tuning (five folds) | locked split" in card and "It met every bar" in card
     head = AdultHead.load(run)
     assert head.shipped == float(report["shipped"]) and head.trunk == 1 and head.coef.shape == (2 * 128,)  # block2_pool: 128 channels
     assert head.threshold == report["threshold"]

@@ -216,6 +216,11 @@ def _locked(report) -> str:
     jsrt_row = (f"\n| JSRT films (Japan, no pneumonia) called PNEUMONIA | | {jsrt['called_pneumonia']:.1%} of "
                 f"{jsrt['films']} |" if jsrt else "")
     films = fl["films"]
+    others = "".join(f" On `{name}`: ROC AUC {m['roc_auc']:.3f}, sensitivity {m['sensitivity']:.3f}, specificity "
+                     f"{m['specificity']:.3f}, against every film read without opacity {m['roc_auc_all_read']:.3f}"
+                     + (f", JSRT called PNEUMONIA {m['jsrt_called_pneumonia']:.1%}" if "jsrt_called_pneumonia" in m
+                        else "") + "."
+                     for name, m in locked.get("by_runtime", {}).items() if name != locked.get("runtime"))
     return f"""
 
 Side by side with a locked split: {fl['patients']} radiologist-read patients ({films['lung_opacity']} films read
@@ -223,9 +228,10 @@ as opacity, {films['normal']} as normal, {films['other_read']} as neither) that 
 touched, scored once ({locked['scored'][:10]}); {fl['served']['adult_answer']:.1%} of their films got the adult
 answer through the served path (routing and checks included).
 
-| figure | tuning (five folds) | locked split |
+| figure | tuning (five folds) | locked split{f" (`{locked['runtime']}`)" if locked.get('runtime') else ""} |
 | --- | --- | --- |
 {table}{jsrt_row}
+{others}
 """
 
 
