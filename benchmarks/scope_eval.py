@@ -1,7 +1,7 @@
 """Who gets a verdict? The scope checks (pneumo/checks/scope.py) measured per set.
 
     python benchmarks/scope_eval.py [--model RUN_FOLDER] [--data ../shared/data/chest_xray]
-                                    [--adult-data ../shared/data/adult_cxr] [--seed 0]
+                                    [--adult-data ../shared/data/adult_cxr] [--seed 0] [--served-only]
 
 Sets, and how each is scored so that no image meets a check fitted on it:
 
@@ -114,6 +114,9 @@ def parse_args(description):
     p.add_argument("--data", default=os.environ.get("PNEUMO_DATA_DIR", "../shared/data/chest_xray"))
     p.add_argument("--adult-data", default=os.environ.get(scope.ADULT_DIR_ENV, "../shared/data/adult_cxr"))
     p.add_argument("--seed", type=int, default=0, help="the seed the run's checks were fitted with")
+    p.add_argument("--served-only", action="store_true",
+                   help="scope_eval.py: only the rows the run folder's own checks serve (held-out train/, photos, "
+                        "non-X-rays); the cross-validated ones are in its population.json, from the fit")
     return p.parse_args()
 
 
@@ -128,6 +131,9 @@ def score_and_cross_validate(args):
 
 def main():
     args = parse_args(__doc__)
+    if args.served_only:
+        print_scope_table(served_rows(load_model(args.model), args.data, args.seed))
+        return
     loaded, _, sets, measured = score_and_cross_validate(args)
     chest = loaded.ood_check
     print(f"Population check threshold (from cross-validation): P(outside) >= {measured['threshold']:.3f}; "
