@@ -1,6 +1,7 @@
 """The adult answer: its read-out, the router, the shipping rule, and a run folder that serves adults."""
 
 import csv
+from dataclasses import replace
 import json
 import shutil
 from pathlib import Path
@@ -135,6 +136,20 @@ def test_the_threshold_keeps_the_sensitivity_target_and_sits_between_probabiliti
     assert (p[y == 1] >= head.threshold).mean() >= adult_fit.SENSITIVITY_TARGET
     assert not np.any(np.isclose(p, head.threshold, atol=1e-9))  # never on an observed probability
     assert head.slope > 0  # higher scores, more likely pneumonia
+
+
+def test_another_hospitals_false_alarms_cap_the_threshold_between_two_films():
+    rng = np.random.default_rng(4)
+    head = random_head(2, rng)
+    other = np.abs(rng.normal(0, 1, (50, 4)))
+    p = np.sort(head.probability(other))[::-1]
+    head.threshold = float(p[-1]) / 2  # below every film of the other hospital: all 50 would be false alarms
+    capped = adult_fit.capped(replace(head), other)
+    called = int((head.probability(other) >= capped.threshold).sum())
+    assert called == int(adult_fit.OTHER_HOSPITAL_FALSE_ALARMS * 50)  # the most it may call, no fewer
+    assert p[called] < capped.threshold < p[called - 1]  # midway between two films, on neither
+    assert adult_fit.capped(replace(head, threshold=0.999), other).threshold == 0.999  # never lowered
+    assert adult_fit.capped(replace(head), None).threshold == head.threshold
 
 
 def test_a_film_at_the_cut_gets_the_label_the_fit_meant(tmp_path):

@@ -154,10 +154,18 @@ def score_adults(loaded, folder, variants, seed, only_read=False) -> Scored:
     return scored
 
 
-def score_jsrt(loaded, folder, variants, seed) -> Scored:
-    """The JSRT films of a lung_masks folder (images/*.png; Japan, one film per patient, no pneumonia):
-    a second adult hospital for the population check, so that it cannot learn "NIH" for "adult"."""
+def jsrt_halves(folder) -> tuple[list, list]:
+    """The JSRT films (images/*.png, one per patient) in two halves, every other film by name: the first
+    may tune the adult answer's threshold (its false alarms at another hospital), the second only measures
+    them (training/report/locked_split.py)."""
     paths = sorted((Path(folder) / "images").glob("*.png"))
+    return paths[::2], paths[1::2]
+
+
+def score_jsrt(loaded, folder, variants, seed, paths=None) -> Scored:
+    """The JSRT films of a lung_masks folder (images/*.png; Japan, one film per patient, no pneumonia), or
+    `paths` of them: a second adult hospital for the population check, so that it cannot learn "NIH" for "adult"."""
+    paths = sorted((Path(folder) / "images").glob("*.png")) if paths is None else paths
     scored = score_set(loaded, [open_grey(p) for p in paths], 1, [f"jsrt-{p.stem}" for p in paths],
                        np.full(len(paths), -1), variants, seed)
     scored.files = [p.name for p in paths]
@@ -203,13 +211,21 @@ def fit_and_save(run_folder, data_dir, adult_dir=None, seed=0, log=print, jsrt_d
         log("scope checks: no adult films (--adult-data), so no population check: no film will get a verdict")
         return None
     report = fit_population_check(loaded, sets, chest, out, seed, log)
-    fit_adult_answer(sets.adults, adult_dir, out, seed, log)
+    fit_adult_answer(sets.adults, adult_dir, out, seed, log, jsrt_tuning(loaded, jsrt_dir, seed))
     return report
 
 
-def fit_adult_answer(adults, adult_dir, out, seed, log):
+def jsrt_tuning(loaded, jsrt_dir, seed):
+    """The adult answer's features of the JSRT tuning half (as served, adult trunk included), or None."""
+    if not jsrt_dir:
+        return None
+    return score_jsrt(loaded, jsrt_dir, (), seed + 3, paths=jsrt_halves(jsrt_dir)[0]).variants["original"]
+
+
+def fit_adult_answer(adults, adult_dir, out, seed, log, other_hospital=None):
     """adult.npz and adult.json (training/adults/answer.py) from scored adult films, where radiologists
-    read some of them; without readings there is nothing to validate on, so no adult answer."""
+    read some of them; without readings there is nothing to validate on, so no adult answer.
+    `other_hospital`: the JSRT tuning half's features, whose false alarms cap the threshold."""
     for name in (ADULT, ADULT_REPORT, ADULT_CHECK, ADULT_OPACITY):
         (out / name).unlink(missing_ok=True)
     labels = adult.read_labels(adult_dir)
@@ -218,16 +234,16 @@ def fit_adult_answer(adults, adult_dir, out, seed, log):
         return None
     joint = Path(out) / ADULT_HELD_OUT  # a joint run: judge its own read-out on the patients it held out
     trained = json.loads(joint.read_text()) if joint.is_file() else None
-    report = adult.fit_and_save(out, adults, labels, seed, log, trained)
+    report = adult.fit_and_save(out, adults, labels, seed, log, trained, other_hospital)
     opacity.fit_and_save(out, adult_dir, log)  # adults' heatmap: it reads the trunk of a shipped answer
     return report
 
 
-def refit_adult_answer(run_folder, adult_dir, seed=0, log=print):
+def refit_adult_answer(run_folder, adult_dir, seed=0, log=print, jsrt_dir=None):
     """Only the adult answer, for a run whose scope checks stay as they are."""
     loaded = load_model(run_folder)
     adults = score_adults(loaded, adult_dir, adult.FITTED[1:], seed + 2, only_read=True)
-    return fit_adult_answer(adults, adult_dir, Path(run_folder), seed, log)
+    return fit_adult_answer(adults, adult_dir, Path(run_folder), seed, log, jsrt_tuning(loaded, jsrt_dir, seed))
 
 
 def fit_chest_xray_check(sets, out, log):
@@ -274,7 +290,8 @@ def main(argv=None):
                    help=f"adult frontal chest X-rays (and labels.csv) for the population check [{ADULT_DIR_ENV}]")
     p.add_argument("--jsrt", default=os.environ.get("PNEUMO_JSRT_DIR"),
                    help="a lung_masks folder (images/*.png, JSRT: adults of another hospital) for the population "
-                        "check to learn adults from more than one hospital [PNEUMO_JSRT_DIR]")
+                        "check to learn adults from more than one hospital, and whose tuning half caps the adult "
+                        "answer's false alarms [PNEUMO_JSRT_DIR]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only-adult", action="store_true",
                    help="refit only the adult answer (adult.npz), keeping the run's scope checks")
@@ -282,7 +299,7 @@ def main(argv=None):
     if args.only_adult:
         if not args.adult_data:
             p.error("--only-adult needs --adult-data")
-        refit_adult_answer(args.run_folder, args.adult_data, args.seed)
+        refit_adult_answer(args.run_folder, args.adult_data, args.seed, jsrt_dir=args.jsrt)
     else:
         fit_and_save(args.run_folder, args.data, args.adult_data, args.seed, jsrt_dir=args.jsrt)
     rewrite_card(args.run_folder)  # the card describes the checks and the adult answer

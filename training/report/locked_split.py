@@ -13,7 +13,8 @@ fitted, on the patients that no fit saw (training/adults/locked.py):
 - the served path end to end: the share of locked adult films that get the
   adult answer at all (routing and checks included);
 - JSRT films (Japan, no pneumonia; `--jsrt`): the share called PNEUMONIA,
-  false alarms at another hospital;
+  false alarms at another hospital, on the half of them that no threshold
+  was tuned on (training/checks/scope.py `jsrt_halves`);
 
 on int8 and on float (RUNTIMES): the rule must hold on both.
 
@@ -42,7 +43,7 @@ from pneumo.model.run_folder import ADULT, ADULT_REPORT
 
 from training.adults import answer
 from training.adults.locked import LOCK_FILE, readings_digest, locked_patients
-from training.checks.scope import ADULT_DIR_ENV, score_set
+from training.checks.scope import ADULT_DIR_ENV, jsrt_halves, score_set
 from training.children.data import open_grey
 from training.report.card import rewrite_card
 
@@ -83,7 +84,8 @@ def served_shares(loaded, paths) -> dict:
 
 
 def jsrt_films(jsrt_dir, log=print) -> list[Path]:
-    films = sorted((Path(jsrt_dir) / "images").glob("*.png")) if jsrt_dir else []
+    """The JSRT films that measure false alarms: the half that no threshold was tuned on."""
+    films = jsrt_halves(jsrt_dir)[1] if jsrt_dir else []
     if not films:
         log(f"no JSRT films at {jsrt_dir}: the share of them called PNEUMONIA is left out")
     return films
