@@ -118,6 +118,23 @@ def test_the_adult_answers_figures_are_those_of_adult_json():
     assert f"ROC AUC {shown['roc_auc']} against the bar of 0.90" in limits
 
 
+def test_the_locked_split_figures_are_the_ledgers_last_scoring():
+    """The README's locked-split row and Who it is for's table show the last scoring logged in the ledger
+    (training/report/locked_split.py appends one line per scoring of the project's own lock)."""
+    last = json.loads((ROOT / "training" / "adults" / "locked_ledger.jsonl").read_text().splitlines()[-1])
+    scored = last["by_runtime"]["onnx-int8"]
+    row = next(line for line in README.splitlines() if line.startswith("| its method refitted without the locked"))
+    for name, key in (("ROC AUC", "roc_auc"), ("sensitivity", "sensitivity"), ("specificity", "specificity")):
+        assert f"{name} {scored[key]:.3f}" in row, (name, row)
+    assert f"against every film read without opacity {scored['roc_auc_all_read']:.3f}" in row
+    assert f"JSRT films called PNEUMONIA {scored['jsrt_called_pneumonia']:.1%}" in row
+    assert f"{scored['patients']} locked NIH patients" in row and not last["shipped"] and "does not replace" in row
+    page = " ".join((DOCS / "who-it-is-for.md").read_text().split())
+    for key, bar in (("roc_auc", "≥ 0.90"), ("sensitivity", "≥ 0.85"), ("specificity", "≥ 0.75"),
+                     ("roc_auc_all_read", "≥ 0.82")):
+        assert f"| {scored[key]:.3f} | {bar} |" in page, key  # the locked column, beside the rule
+
+
 def test_every_cited_script_exists_and_every_script_is_cited():
     cited = set(COMMAND.findall(README)).union(*(COMMAND.findall(path.read_text()) for path in PAGES))
     scripts = {path.name for path in (ROOT / "benchmarks").glob("*.py")}
