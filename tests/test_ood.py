@@ -127,7 +127,9 @@ def test_fit_in_the_run_folder_and_serve_it(tiny_run, synthetic_data, tmp_path, 
     monkeypatch.setattr(population, "FOLDS", 2)
     report = scope.fit_and_save(run, synthetic_data, adults, seed=1, log=print)
     assert (run / FILE).stat().st_size < 300_000 and (run / "population.npz").is_file()
-    assert set(report) == {"threshold", "adult_model", "cross_validated", "cross_validated_at"}
+    assert set(report) == {"threshold", "adult_model", "cross_validated", "cross_validated_at", "adult_sources",
+                           "one_source_left_out"}
+    assert report["adult_sources"] == {"NIH": 12} and report["one_source_left_out"] == {}  # one hospital: none
     loaded = load_model(run)
     assert loaded.ood_check is not None and loaded.population_check is not None
     # One file and a batch take the same path, so the same answer from the checks.
