@@ -19,6 +19,7 @@ change of library or of code cannot move a patient across. Any other folder
 import argparse
 import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -84,10 +85,7 @@ def write_lock(folder, out=LOCK_FILE) -> dict:
     rows = list(read_labels(folder).values())
     patients = choose_locked(rows)
     chosen = set(patients)
-    readings = {}
-    for row in rows:
-        if row["patient"] in chosen and row.get("rsna_class"):
-            readings[row["rsna_class"]] = readings.get(row["rsna_class"], 0) + 1
+    readings = dict(Counter(row["rsna_class"] for row in rows if row["patient"] in chosen and row.get("rsna_class")))
     lock = {"readings_sha256": readings_digest(folder), "fraction": FRACTION, "seed": SEED,
             "rule": f"sklearn StratifiedGroupKFold({FOLDS}, shuffle, seed {SEED}) over the read films, "
                     f"by reading and patient: the first {round(FRACTION * FOLDS)} folds' patients",

@@ -22,6 +22,8 @@ threshold chosen without its own fold, so they are measured on films that
 neither the check nor the threshold saw.
 """
 
+from dataclasses import replace
+
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
@@ -120,7 +122,7 @@ def leave_one_source_out(sets, chest, seed=0) -> dict:
     out = {}
     for source in sources:
         others = np.flatnonzero(sets.adults.sources != source)
-        kept = with_adults(sets, others)
+        kept = replace(sets, adults=sets.adults.take(others))
         threshold = cross_validate(kept, chest, seed)["threshold"]
         check = fit(rows(kept, chest), seed)
         mine = sets.adults.sources == source
@@ -129,16 +131,6 @@ def leave_one_source_out(sets, chest, seed=0) -> dict:
                                 & (check.adult_probability(features.regions[mine]) >= threshold)))
             for name, features in sets.adults.variants.items()}}
     return out
-
-
-def with_adults(sets, adult_rows):
-    """`sets` with only the adult films `adult_rows`."""
-    adults = sets.adults
-    variants = {name: type(f)(**{field: None if getattr(f, field) is None else getattr(f, field)[adult_rows]
-                                 for field in f.__dataclass_fields__}) for name, f in adults.variants.items()}
-    chosen = type(adults)(adults.outside[adult_rows], adults.groups[adult_rows], adults.pneumonia[adult_rows],
-                          variants, [adults.files[i] for i in adult_rows], adults.sources[adult_rows])
-    return type(sets)(sets.train, sets.selection, chosen)
 
 
 def cut_above(children, share) -> float:

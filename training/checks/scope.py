@@ -73,6 +73,13 @@ class Scored:
     def __len__(self):
         return len(self.outside)
 
+    def take(self, rows) -> "Scored":
+        """The films `rows` alone, in every variant."""
+        return Scored(self.outside[rows], self.groups[rows], self.pneumonia[rows],
+                      {name: features.take(rows) for name, features in self.variants.items()},
+                      None if self.files is None else [self.files[i] for i in rows],
+                      None if self.sources is None else self.sources[rows])
+
 
 def joined(first: Scored, second: Scored) -> Scored:
     """Two scored sets (the same variants) as one."""
@@ -97,6 +104,10 @@ class Features:
     adult_lungs: np.ndarray  # (N, 2 C) the same over the lung fields (where lungs usually lie if none are found)
     # (N, 2 C') the same of the adult trunk's maps over the lung fields; None without a trunk
     adult_trunk: np.ndarray | None = None
+
+    def take(self, rows) -> "Features":
+        return Features(**{field: None if getattr(self, field) is None else getattr(self, field)[rows]
+                           for field in self.__dataclass_fields__})
 
 
 def score(loaded, images, batch_size=32, adult_trunk=False) -> Features:

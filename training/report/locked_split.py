@@ -91,7 +91,7 @@ def jsrt_films(jsrt_dir, log=print) -> list[Path]:
     return films
 
 
-def score_locked(run_folder, adult_dir, jsrt_dir=None, seed=0, runtimes=RUNTIMES) -> dict:
+def score_locked(run_folder, adult_dir, jsrt_dir=None, seed=0, runtimes=RUNTIMES, log=print) -> dict:
     """The locked figures of the run's adult answer, the served shares and the rule's verdicts, on each of
     `runtimes` the folder can serve (the first one's are the figures; the rule must hold on every one).
     The answer is scored as if it shipped, whatever adult.npz says now: it is the candidate."""
@@ -101,13 +101,13 @@ def score_locked(run_folder, adult_dir, jsrt_dir=None, seed=0, runtimes=RUNTIMES
     films = locked_films(adult_dir)
     if not films:
         raise SystemExit(f"no radiologist-read film of a locked patient in {adult_dir}")
-    jsrt = jsrt_films(jsrt_dir)
+    jsrt = jsrt_films(jsrt_dir, log)
     by_runtime = {}
     for runtime in runtimes:
         try:
             loaded = load_model(run_folder, runtime=runtime)
         except RuntimeError as error:  # e.g. no model.int8.onnx (int8 cost too much accuracy): not served, not scored
-            print(f"locked split: {runtime} not scored ({error})")
+            log(f"locked split: {runtime} not scored ({error})")
             continue
         by_runtime[runtime] = score_on(loaded, head, films, jsrt, seed)
     if not by_runtime:
@@ -142,7 +142,7 @@ def judge_and_save(run_folder, adult_dir, jsrt_dir=None, seed=0, log=print) -> d
     """Score once, write adult.json's `locked`, set `shipped`, log it in the ledger for the project's own lock."""
     run = Path(run_folder)
     report = json.loads((run / ADULT_REPORT).read_text())
-    locked = score_locked(run, adult_dir, jsrt_dir, seed)
+    locked = score_locked(run, adult_dir, jsrt_dir, seed, log=log)
     head = AdultHead.load(run)
     head.shipped = float(all(locked["rule_met"].values()))  # the tuning rule only chose the candidate
     head.save(run / ADULT)  # the verdict is part of the head; its digest above is the head as fitted
