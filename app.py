@@ -278,8 +278,19 @@ def build(loaded):
 
 DECODERS = DecoderPool()  # the workers start up while the model loads
 
-LOADING.join()
-MODEL = get_model()  # loaded once, before the first request; raises here if loading failed
+
+def loaded_model():
+    """The model, loaded once before the first request. One that cannot load (a PNEUMO_MODEL_PATH that names no
+    run folder, a PNEUMO_RUNTIME that cannot serve) ends the app with one line, as the command line says it."""
+    LOADING.join()
+    try:
+        return get_model()
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        print(f"error: cannot load the model: {error}", file=sys.stderr)
+        raise SystemExit(settings.EXIT_BAD_SETTING) from None
+
+
+MODEL = loaded_model()
 analyse(Image.new("L", (64, 64), 128), MODEL)  # warm up: the runtime allocates its buffers now
 # Four at a time: a hostile upload holds its slot until its decoder is stopped (at most
 # PNEUMO_DECODE_TIMEOUT_S); with 3 decoders, two such uploads leave room for everyone else.

@@ -1,6 +1,6 @@
-"""Errors of the app that say what to do: a URL or a path sent as text to /predict, and the Gradio
+"""Errors of the app that say what to do: a URL or a path sent as text to /predict, the Gradio
 variables the app reads (GRADIO_SERVER_PORT, GRADIO_MCP_SERVER, GRADIO_SHARE), checked at start-up
-like the PNEUMO_* ones."""
+like the PNEUMO_* ones, and a model folder that does not exist."""
 
 import json
 import os
@@ -61,12 +61,26 @@ def test_mcp_asked_for_with_yes_is_served(app):
     ("GRADIO_SHARE", "sometimes", "1 or 0 (true or false, yes or no)"),
 ])
 def test_a_malformed_gradio_variable_stops_the_app_with_one_line(tmp_path, name, value, expected):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PNEUMO_", "GRADIO_"))}
-    done = subprocess.run([sys.executable, "app.py"], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**env, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-                               "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), name: value})
+    done = start_app(tmp_path, **{name: value})
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.strip() == f"configuration error: {name}={value!r} is not valid: expected {expected}"
+
+
+def test_a_missing_model_folder_stops_the_app_with_one_line(tmp_path):
+    missing = tmp_path / "no-such-run"
+    done = start_app(tmp_path, PNEUMO_MODEL_PATH=str(missing))
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().startswith(f"error: cannot load the model: {missing} (PNEUMO_MODEL_PATH) does not "
+                                          "exist"), done.stderr[-2000:]
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr[-2000:]
+
+
+def start_app(tmp_path, **variables):
+    """`python app.py` with `variables` set (the bundled model otherwise), expected to stop at start-up."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PNEUMO_", "GRADIO_"))}
+    return subprocess.run([sys.executable, "app.py"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**env, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
+                               "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), **variables})
 
 
 @pytest.mark.parametrize("value, expected", [("yes", True), ("1", True), ("True", True), ("on", True),
