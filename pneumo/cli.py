@@ -140,6 +140,7 @@ def _zones(location) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     from pneumo import __version__, install_hint
+    from pneumo.inputs.pixels import SUPPORTED  # the formats the decoders take, as the app and the MCP tool list them
 
     parser = argparse.ArgumentParser(
         prog="python -m pneumo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -149,10 +150,10 @@ def _parser() -> argparse.ArgumentParser:
     predict_cmd = commands.add_parser(
         "predict",
         help="classify chest X-ray files",
-        description="Classify chest X-ray files (JPEG, PNG, BMP, TIFF, WebP, GIF or DICOM) as NORMAL or "
-        "PNEUMONIA, each by the answer for whose film it is (a young child's or an adult's). Prints one line per "
-        "file in the order given, then one summary line on stderr; a file that cannot be read gets an error line, "
-        "the others still run, and the exit code is then 1. Research demo, not a medical device.",
+        description=f"Classify chest X-ray files ({SUPPORTED}) as NORMAL or PNEUMONIA, each by the answer for "
+        "whose film it is (a young child's or an adult's). Prints one line per file in the order given, then one "
+        "summary line on stderr; a file that cannot be read gets an error line, the others still run, and the exit "
+        "code is then 1. Research demo, not a medical device.",
     )
     predict_cmd.add_argument("paths", nargs="+", metavar="PATH",
                              help="image or DICOM files, folders (walked recursively; files that are neither "
@@ -162,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
         "--json", action="store_true",
         help='one JSON object per line: {"path", and the analysis result: "scope", "population", "reason", '
              '"label", "pneumonia_probability", "probabilities", "threshold", "warnings", "research", "checks", '
-             '"model", "location"} '
+             '"model", "location", "lungs"} '
              '(docs/result.md), or {"path", "error"}',
     )
     predict_cmd.add_argument("--heatmaps", metavar="DIR",

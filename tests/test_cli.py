@@ -127,6 +127,17 @@ def folder_with_notes(tmp_path_factory):
     return folder
 
 
+def test_the_help_names_every_format_and_field():
+    """The formats the decoders take (as the app and the MCP tool list them) and every field of the result."""
+    from pneumo.analysis import RESULT_FIELDS
+    from pneumo.inputs.pixels import SUPPORTED
+
+    done = run_bundled("predict", "--help")
+    text = " ".join(done.stdout.split())  # argparse wraps lines at the terminal's width
+    assert done.returncode == 0 and SUPPORTED in text, text
+    assert [field for field in RESULT_FIELDS if f'"{field}"' not in text] == [], text
+
+
 def test_the_version_comes_from_pyproject():
     import tomllib
 

@@ -49,6 +49,9 @@ def test_the_tool_relays_the_disclaimer_of_the_answer_it_gives(bundled):
 
 
 def test_the_tool_describes_the_formats_the_decoder_takes():
+    from pneumo.inputs.decode import IMAGE_FORMATS
+
+    assert [name for name in IMAGE_FORMATS if name.lower() not in SUPPORTED.lower()] == []
     assert SUPPORTED in mcp_tool.TOOL_DESCRIPTION and "GIF" in mcp_tool.TOOL_DESCRIPTION
     for population in LEARNT_FROM.values():
         assert population in mcp_tool.TOOL_DESCRIPTION
