@@ -146,3 +146,26 @@ def test_a_file_that_breaks_the_analysis_costs_only_its_own_line(tiny_run, xrays
     assert set(lines[1]) == {"path", "error"} and "could not be analysed" in lines[1]["error"]
     assert_prediction_line(lines[0], xrays[0])
     assert_prediction_line(lines[2], xrays[1])
+
+
+def test_the_files_beside_one_that_breaks_the_batch_get_the_rows_a_batch_gives(shared_data, monkeypatch, capsys):
+    """Analysed one by one once a file broke their batch, the others get what the batch gives them: a
+    PNEUMONIA verdict keeps its location and its lungs (the command and archive runs share this path)."""
+    import pneumo.inputs.sandbox
+    from pneumo.model.loading import BUNDLED_DIR, load_model
+
+    loaded = load_model(BUNDLED_DIR)
+    films = [str(path) for path in sorted((shared_data / "val" / "PNEUMONIA").glob("*.jpeg"))[:2]]
+    assert cli.predict(loaded, films, as_json=True) == 0
+    batch = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["label"] for line in batch] == ["PNEUMONIA"] * 2  # measured: both
+    real_decode = pneumo.inputs.sandbox.DecoderPool.decode
+    monkeypatch.setattr(pneumo.inputs.sandbox.DecoderPool, "decode",
+                        lambda self, path: Decoded(image=None) if path == "broken.png" else real_decode(self, path))
+    assert cli.predict(loaded, [films[0], "broken.png", films[1]], as_json=True) == cli.EXIT_FAILED_FILE
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    for alone, together in zip((lines[0], lines[2]), batch):
+        assert alone["label"] == together["label"] and alone["location"] is not None and alone["lungs"] is not None
+        assert alone["location"]["zones"] == together["location"]["zones"]
+        assert alone["location"]["peak"] == pytest.approx(together["location"]["peak"], abs=1e-3)
+        assert alone["pneumonia_probability"] == pytest.approx(together["pneumonia_probability"], abs=1e-4)
