@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from tests.app_server import running_app
 from tests.conftest import ROOT, require, require_import
-from tests.test_anatomy import assert_lungs
+from tests.test_anatomy import STRUCTURES, assert_lungs, centre
 from tests.test_cli import run_cli
 
 from pneumo.analysis import analyse, evidence
@@ -198,6 +198,30 @@ def test_a_photo_maps_back_to_the_uploaded_image(child):
     location = locate(hot_spot(column=2, row=5), cropped, photo.size).as_dict()
     assert location["peak"]["x"] >= 0.5 and location["box"]["x"] >= 0.5
     assert_location(location)
+
+
+def test_a_phone_photo_gives_the_location_and_the_lungs_in_the_photo(child):
+    """One frame, through analyse: a small film photographed off the middle of a desk gets its own
+    location and outlines, carried through the crop into the photo (given in the film's own frame, the
+    peak would lie 0.3 away)."""
+    from training.checks.photos import photo_of_film
+
+    film = Image.open(child).convert("L")
+    upright = analyse(film).as_dict()
+    photo = photo_of_film(film, np.random.default_rng(0), cast="warm lamp", background="wooden desk",
+                          film_share=0.3, tilt=0, blur=0)
+    result = analyse(photo).as_dict()
+    assert result["label"] == "PNEUMONIA" and any("photo" in warning for warning in result["warnings"])
+    left, top, right, bottom = film_of(photo).box
+    on_film = lambda x, y: ((x * photo.width - left) / (right - left),  # noqa: E731
+                            (y * photo.height - top) / (bottom - top))
+    peak = result["location"]["peak"]
+    assert on_film(peak["x"], peak["y"]) == pytest.approx((upright["location"]["peak"]["x"],
+                                                           upright["location"]["peak"]["y"]), abs=0.05)
+    assert result["location"]["zones"][0] == upright["location"]["zones"][0]
+    for name in STRUCTURES:  # measured: within 0.04 of the film's own
+        assert on_film(*centre(result["lungs"][name])) == pytest.approx(tuple(centre(upright["lungs"][name])),
+                                                                        abs=0.05), name
 
 
 def test_words_and_overlay(child):
