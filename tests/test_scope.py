@@ -119,6 +119,18 @@ def test_a_photo_is_cropped_to_its_film(shared_data):
     assert 0.4 < (right - left) * (bottom - top) / (photo.width * photo.height) < 0.75  # the desk is cut away
 
 
+def test_the_checks_are_fitted_on_films_as_serving_reads_them(bundled, files):
+    """The fits score a film turned on its side, or mirrored, as serving reads it: turned back upright,
+    mirrored back, so a check learns on the films it will judge (pneumo.analysis films_as_read)."""
+    with Image.open(files["child"]) as image:
+        film = image.convert("L")
+    upright = scope_fit.score(bundled, [film], adult_trunk=True)
+    for altered in (film.rotate(90, expand=True), film.transpose(Image.Transpose.FLIP_LEFT_RIGHT)):
+        scored = scope_fit.score(bundled, [altered], adult_trunk=True)
+        for name in ("pooled", "regions", "adult_lungs", "adult_trunk"):
+            assert np.allclose(getattr(scored, name), getattr(upright, name), atol=1e-5), name
+
+
 def test_every_entry_point_agrees(bundled, files, tmp_path):
     """The same file gives the same scope and label through the UI's handler,
     gradio_client and the CLI: they all call pneumo.analysis."""
