@@ -1,6 +1,6 @@
 """A stopped archive run leaves no process behind: `kill -TERM` writes the rows already screened and
 ends the workers; `kill -9` of the command ends its workers too (they die with their parent), and
-neither leaves a decoder or multiprocessing's resource tracker running.
+neither leaves a decoder or multiprocessing's resource tracker running, nor warns of leaked semaphores.
 
 Each run starts in a session of its own, so every process it starts (its workers, their sandboxed
 decoders, the resource tracker) is found by that session's id, whoever their parent is by then."""
@@ -123,8 +123,9 @@ def test_sigterm_writes_the_rows_and_ends_every_process(films, tmp_path):
 
 
 def test_sigkill_of_the_command_ends_its_workers(films, tmp_path):
-    out = tmp_path / "rows.jsonl"
-    process = start_and_wait_for_rows(films, out, subprocess.DEVNULL)
+    out, log = tmp_path / "rows.jsonl", tmp_path / "stderr.txt"
+    with open(log, "w") as stderr:
+        process = start_and_wait_for_rows(films, out, stderr)
     try:
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -133,3 +134,5 @@ def test_sigkill_of_the_command_ends_its_workers(films, tmp_path):
         kill_session(process.pid)
     assert not left, f"still running {GONE_WITHIN_S} s after kill -9 of the command: {left}"
     assert rows_in(out) >= 1
+    text = log.read_text()  # the resource tracker, the last to end, removed the pool's semaphores quietly
+    assert "leaked" not in text and "Traceback" not in text, text

@@ -203,6 +203,7 @@ def screen_locally(paths, write, workers, heatmaps=None) -> None:
     from concurrent.futures import ProcessPoolExecutor
 
     batches = iter([paths[start:start + BATCH] for start in range(0, len(paths), BATCH)])
+    _start_resource_tracker()
     # spawn: a fresh interpreter, not a fork of this one (its threads, its open files).
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=die_with_parent, initargs=(os.getpid(),))
@@ -222,6 +223,23 @@ def screen_locally(paths, write, workers, heatmaps=None) -> None:
             _end_workers(pool)
         raise
     pool.shutdown()
+
+
+# kill -9 of this process leaves the pool's semaphores to multiprocessing's resource tracker, which removes
+# them, as it should, but warns that they "leaked": a killed run leaks nothing, so its tracker says nothing.
+QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
+
+
+def _start_resource_tracker() -> None:
+    """Start the resource tracker that the pool would start, with QUIET_TRACKER as its warnings filter
+    (a process started by multiprocessing takes this one's -W options); the workers keep their own."""
+    from multiprocessing import resource_tracker
+
+    sys.warnoptions.append(QUIET_TRACKER)
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        sys.warnoptions.remove(QUIET_TRACKER)
 
 
 def _write_finished(pending, write) -> None:
