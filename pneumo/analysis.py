@@ -14,7 +14,8 @@ so they agree by construction.
 The model may answer only when the scope check says `ok`, and it answers
 for the population the check routes the film to: a child gets the three
 classes of the children's model, an adult the adult answer (pneumo/answers/adult.py:
-pneumonia or not, no bacterial/viral split, from its own trunk's pass).
+pneumonia or not, no bacterial/viral split, from its own trunk: a branch that continues the
+same pass, or a second pass; pneumo/model/one_pass.py).
 Otherwise `label`, `pneumonia_probability` and `probabilities` are None,
 `reason` says why in a sentence, and the model's raw numbers survive only
 under `research`, a field named so that nobody mistakes it for a verdict.
@@ -160,8 +161,8 @@ class _Answer:
 
 def _answers(loaded, films, lungs, scopes, outputs, with_heatmap) -> tuple[list, list]:
     """Each film's final scope and its answer from the population the scope routes it to (None
-    outside scope). Adults' answers come in one batch: a head with its own trunk makes a second
-    pass, and its own checks may still send a film outside (pneumo/checks/scope.py, `adult_scope`)."""
+    outside scope). Adults' answers come in one batch: a head with its own trunk continues the
+    pass (a branch) or makes a second one, and its own checks may still send a film outside (pneumo/checks/scope.py, `adult_scope`)."""
     scopes = list(scopes)
     answers = [_child_answer(loaded, outputs, i) if s.code == OK and s.population != ADULT else None
                for i, s in enumerate(scopes)]
@@ -169,7 +170,8 @@ def _answers(loaded, films, lungs, scopes, outputs, with_heatmap) -> tuple[list,
     if adults:
         # The adult answer pools over the lung fields it was fitted on (pneumo/answers/adult.py); whether the
         # film shows lungs at all is the drawn anatomy's call.
-        found = adult_outputs(loaded, [films[i].image for i in adults], outputs.maps[adults], with_heatmap)
+        shared = outputs.shared[adults] if outputs.shared is not None else None
+        found = adult_outputs(loaded, [films[i].image for i in adults], outputs.maps[adults], with_heatmap, shared)
         for row, i in enumerate(adults):
             scopes[i] = adult_scope(scopes[i], found.features[row], lungs[i] if found.lungs else None,
                                     loaded.adult_check)

@@ -58,11 +58,12 @@ class LoadedModel:
 
     @functools.cached_property
     def adult_trunk(self):
-        """The run folder's adult trunk (adult_trunk.int8.onnx), or None (pneumo/model/onnx_runtime.py)."""
+        """The run folder's adult trunk (adult_trunk.int8.onnx), or None (pneumo/model/onnx_runtime.py);
+        a branch continues this runtime's pass (pneumo/model/one_pass.py)."""
         from pneumo.model.onnx_runtime import load_adult_trunk
 
         try:
-            return load_adult_trunk(Path(self.identity["path"]))
+            return load_adult_trunk(Path(self.identity["path"]), self.runtime)
         except (ImportError, ValueError) as error:
             log.warning("%s: adults get no verdict from a head that reads it", error)
             return None

@@ -9,9 +9,14 @@ model.int8.onnx is complete. model.float.onnx is the float graph without its
 weights; `float_model` fills them in from model.keras, so the run folder
 holds the float weights once.
 
+Both may also output `shared`, the maps of the first blocks that the
+children's model shares with the adult trunk (pneumo/model/one_pass.py).
+
 adult_trunk.int8.onnx (training/adults/trunk.py), the adult answer's own
 frozen convolutions, runs here too, under every runtime: it ships as int8
-only (its float weights are the pretrained file's, not the run's).
+only (its float weights are the pretrained file's, not the run's). Either it
+reads the film itself, or, as a branch, it continues the runtime's pass from
+its `shared` maps.
 """
 
 import io
@@ -21,8 +26,10 @@ import zipfile
 
 import numpy as np
 
+from pneumo.model.one_pass import ContinuedTrunk, mismatch
 from pneumo.model.run_folder import (ADULT_TRUNK, FLOAT_ONNX, INT8_ONNX, KERAS_MODEL, KERAS_WEIGHTS_MEMBER, META_ADULT_TRUNK,
-                         META_HEAD_KERNEL, META_KERAS_SHA256, META_WEIGHTS, ONNX_INPUT, ONNX_MAPS, ONNX_PROBABILITIES)
+                         META_HEAD_KERNEL, META_KERAS_SHA256, META_SHARED, META_WEIGHTS, ONNX_INPUT, ONNX_MAPS,
+                         ONNX_PROBABILITIES, ONNX_SHARED)
 from pneumo.model.runtime_names import ONNX_FLOAT, ONNX_INT8, UnusableRuntime
 from pneumo.settings import setting
 
@@ -31,7 +38,8 @@ FILES = {ONNX_INT8: INT8_ONNX, ONNX_FLOAT: FLOAT_ONNX}
 
 
 class OnnxRuntimeModel:
-    """An onnxruntime session: model inputs (N, H, W, 3) -> (raw probabilities (N, 3), maps (N, h, w, C))."""
+    """An onnxruntime session: model inputs (N, H, W, 3) -> (raw probabilities (N, 3), maps (N, h, w, C));
+    `run` adds the shared maps (None without them; `shared` describes them, pneumo/model/one_pass.py)."""
 
     def __init__(self, model, name, threads=None):
         """`model`: a path or the serialized ONNX model."""
@@ -44,37 +52,52 @@ class OnnxRuntimeModel:
                                   "rebuild it with python -m training.deploy.quantize RUN_FOLDER")
         self.channels = int(outputs[ONNX_MAPS].shape[-1])
         self.head_kernel = np.asarray(json.loads(self.metadata[META_HEAD_KERNEL]), np.float32)
+        has_shared = ONNX_SHARED in outputs and META_SHARED in self.metadata
+        self.shared = json.loads(self.metadata[META_SHARED]) if has_shared else None
+        self._outputs = [ONNX_PROBABILITIES, ONNX_MAPS] + ([ONNX_SHARED] if has_shared else [])
 
     def __call__(self, inputs):
-        inputs = np.ascontiguousarray(inputs, dtype=np.float32)
-        raw, maps = self._session.run([ONNX_PROBABILITIES, ONNX_MAPS], {ONNX_INPUT: inputs})
-        return raw, maps
+        return self.run(inputs)[:2]
+
+    def run(self, inputs):
+        """One pass: (raw probabilities, maps, shared maps or None)."""
+        found = self._session.run(self._outputs, {ONNX_INPUT: np.ascontiguousarray(inputs, dtype=np.float32)})
+        return found[0], found[1], (found[2] if len(found) > 2 else None)
 
 
 class OnnxMaps:
-    """The adult trunk (training/adults/trunk.py): model inputs (N, S, S, 3) -> its maps (N, h, w, C).
-    `image_size` (S), `layer` and `weights` say what it is, from its metadata."""
+    """The adult trunk (training/adults/trunk.py): model inputs (N, S, S, 3) -> its maps (N, h, w, C);
+    a branch (`continues` a layer) takes that layer's maps instead. `image_size` (S), `layer`
+    and `weights` say what it is, from its metadata (`description`)."""
 
     def __init__(self, model, threads=None):
         self._session = session(model, threads)
-        description = json.loads(self._session.get_modelmeta().custom_metadata_map[META_ADULT_TRUNK])
-        self.image_size, self.layer = int(description["image_size"]), description["layer"]
-        self.weights = description["weights"]
+        self.description = json.loads(self._session.get_modelmeta().custom_metadata_map[META_ADULT_TRUNK])
+        self.image_size, self.layer = int(self.description["image_size"]), self.description["layer"]
+        self.weights = self.description["weights"]
+        self.continues = self.description.get("continues")
         self.channels = int(self._session.get_outputs()[0].shape[-1])
 
     def __call__(self, inputs):
         return self._session.run([ONNX_MAPS], {ONNX_INPUT: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
 
 
-def load_adult_trunk(folder):
-    """The run folder's adult trunk, or None without one; ValueError says why a file cannot serve."""
+def load_adult_trunk(folder, runtime=None):
+    """The run folder's adult trunk, or None without one; a branch continues `runtime`'s pass
+    (pneumo/model/one_pass.py). ValueError says why a file cannot serve."""
     path = folder / ADULT_TRUNK
     if not path.is_file():
         return None
     try:
-        return OnnxMaps(path, setting(THREADS_ENV))
+        trunk = OnnxMaps(path, setting(THREADS_ENV))
     except Exception as error:  # a broken or foreign file: adults then get no verdict, serving goes on
         raise ValueError(f"{path.name} could not be loaded: {error}") from None
+    if not trunk.continues:
+        return trunk
+    reason = mismatch(getattr(runtime, "shared", None), trunk.description)
+    if reason:
+        raise ValueError(f"{path.name} cannot serve: {reason}")
+    return ContinuedTrunk(runtime, trunk)
 
 
 def session(model, threads=None):

@@ -1,15 +1,17 @@
 """The model's raw outputs for a batch of model inputs, from one forward pass.
 
     model_outputs(loaded, inputs, with_heatmap) -> ModelOutputs
-    adult_outputs(loaded, images, maps, with_heatmap) -> AdultOutputs
+    adult_outputs(loaded, images, maps, with_heatmap, shared) -> AdultOutputs
 
 The runtime (pneumo/model/runtime.py: ONNX int8, ONNX float or Keras) gives the
 probabilities and the last convolution's maps; the features of the scope
 checks and the heatmaps are computed from the maps in numpy
 (pneumo/model/heatmap.py), so every runtime yields all of them from the same pass.
 Films the population check sends to adults get the adult answer's features:
-from the same maps, or, for a head with its own trunk, from a second pass
-through that trunk (pneumo/answers/adult.py says why); their heatmap is the opacity
+from the same maps, or, for a head with its own trunk, from that trunk's maps
+(pneumo/answers/adult.py says why): a branch continues the same pass from its
+shared maps (pneumo/model/one_pass.py), a whole trunk makes a second pass of
+its own. Their heatmap is the opacity
 map of those maps (pneumo/answers/opacity.py) when the run folder has one.
 Everything after this (the scope checks, calibration, the verdict) is
 pneumo/analysis.py's; everything before it (decoding, preprocessing) too.
@@ -36,6 +38,7 @@ class ModelOutputs:
     # row by row: where things are (proportions), which the population check needs.
     regions: np.ndarray | None = None
     maps: np.ndarray | None = None  # (N, h, w, channels) the heatmap layer's maps themselves
+    shared: np.ndarray | None = None  # (N, h', w', C') the maps an adult branch continues from; None without
 
 
 @dataclass
@@ -48,20 +51,21 @@ class AdultOutputs:
 def model_outputs(loaded, inputs, with_heatmap=False) -> ModelOutputs:
     """Model inputs (N, H, W, 3) -> probabilities, pooled features and, if asked, heatmaps."""
     runtime = loaded.runtime
-    raw, maps = runtime(inputs)
+    raw, maps, shared = runtime.run(inputs)
     pooled = maps.mean(axis=(1, 2))  # the not-a-chest-X-ray check's features (pneumo/checks/ood.py)
     heat = heatmaps(maps, raw, runtime.head_kernel) if with_heatmap else None
-    return ModelOutputs(np.asarray(raw), pooled, heat, regions(maps), maps)
+    return ModelOutputs(np.asarray(raw), pooled, heat, regions(maps), maps, shared)
 
 
-def adult_outputs(loaded, images, maps, with_heatmap=False) -> AdultOutputs:
+def adult_outputs(loaded, images, maps, with_heatmap=False, shared=None) -> AdultOutputs:
     """The adult answer's features of films the population check sent to it (PIL images, as the
-    children's model saw them, and `maps`, that model's maps of them). A head with its own trunk
-    (adult_trunk.int8.onnx) reads that network's maps instead: a second pass, adults only. It pools
-    over the lung fields it was fitted on: the brightness profiles' (pneumo/answers/adult.py says why)."""
+    children's model saw them, `maps`, that model's maps of them, and `shared`, its shared maps). A head
+    with its own trunk (adult_trunk.int8.onnx) reads that network's maps instead: a branch continues
+    the pass from `shared`, a whole trunk makes a second pass, adults only. It pools over the lung
+    fields it was fitted on: the brightness profiles' (pneumo/answers/adult.py says why)."""
     head = loaded.adult_head
     if head.trunk:
-        maps = trunk_maps(loaded.adult_trunk, images)
+        maps = trunk_maps(loaded.adult_trunk, images, shared)
     lungs = [lungs_or_assumed(image) for image in images] if head.lungs else None
     weights = lung_grid(lungs, maps) if lungs else None
     heat = None
@@ -84,8 +88,11 @@ def adult_heatmaps(head, maps, weights, opacity=None, lungs=None) -> np.ndarray:
     return class_activation(seen, head.channel_weights(maps, weights))
 
 
-def trunk_maps(trunk, images) -> np.ndarray:
-    """PIL images -> the adult trunk's maps (N, h, w, C), each image preprocessed at the trunk's size."""
+def trunk_maps(trunk, images, shared=None) -> np.ndarray:
+    """PIL images -> the adult trunk's maps (N, h, w, C), each image preprocessed at the trunk's size;
+    a branch given the children's pass's `shared` maps of them continues from those instead."""
+    if shared is not None and getattr(trunk, "continues", False):
+        return trunk.from_shared(shared)
     return trunk(np.concatenate([preprocess(image, trunk.image_size) for image in images]))
 
 

@@ -65,12 +65,16 @@ NOT_PUSHED = [f"{CHECKPOINTS}/", "*.float32.keras"]
 ONNX_INPUT = "input"  # float32 (N, H, W, 3): pneumo.model.preprocess output
 ONNX_PROBABILITIES = "probabilities"  # float32 (N, 3): uncalibrated, in CLASSES order
 ONNX_MAPS = "maps"  # float32 (N, h, w, C): the heatmap layer's activations
+# float32 (N, h, w, C): the maps of the first blocks that the adult trunk shares (pneumo/model/one_pass.py)
+ONNX_SHARED = "shared"
 ONNX_OPSET = 17
 # metadata_props of both ONNX files (strings; JSON where structured)
 META_KERAS_SHA256 = "pneumo.keras_sha256"  # the model.keras it was made from: a stale file is never served
 META_HEAD_KERNEL = "pneumo.head_kernel"  # JSON (C, 3): the dense head's kernel, for the heatmap
 # ADULT_TRUNK only, JSON {"weights", "layer", "image_size"}: what it computes, at which input size
+# (a branch adds "continues", "continues_image_size", "continues_fingerprint": the pass it continues)
 META_ADULT_TRUNK = "pneumo.adult_trunk"
+META_SHARED = "pneumo.shared"  # JSON: what ONNX_SHARED is (pneumo/model/one_pass.py `description`)
 META_WEIGHTS = "pneumo.weights_from_keras"  # FLOAT_ONNX only, JSON {initializer: [h5 dataset, axes order]}
 KERAS_WEIGHTS_MEMBER = "model.weights.h5"  # the weights inside the .keras zip
 

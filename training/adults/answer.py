@@ -50,8 +50,8 @@ from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 from pneumo.answers.adult import AdultHead
 from pneumo.answers.readout import sigmoid
-from pneumo.model.run_folder import ADULT, ADULT_CHECK, ADULT_REPORT
-from pneumo.model.onnx_runtime import load_adult_trunk
+from pneumo.model.run_folder import ADULT, ADULT_CHECK, ADULT_REPORT, ADULT_TRUNK
+from pneumo.model.onnx_runtime import OnnxMaps
 
 from training.report.metrics import expected_calibration_error
 from training.checks.ood import fit_check
@@ -286,8 +286,9 @@ def features_read(head, trunk=None) -> str:
     """What the head reads, in words (`trunk`: the run folder's adult trunk, pneumo/model/onnx_runtime.py)."""
     pooled = "the lung fields" if head.lungs else "the film"
     if head.trunk and trunk is not None:
+        where = (f", continuing the children's model's pass from its {trunk.continues}" if trunk.continues else "")
         return (f"mean and maximum of each {trunk.layer} map of the adult trunk ({trunk.weights} VGG16 "
-                f"convolutions at {trunk.image_size} px, int8) over {pooled}")
+                f"convolutions at {trunk.image_size} px, int8{where}) over {pooled}")
     return f"mean and maximum of each map of the children's model's last convolution over {pooled}"
 
 
@@ -301,7 +302,9 @@ def fit_and_save(run_folder, adults, labels, seed=0, log=print, trained=None, ot
     if trained is not None:
         head, report = judge_trained_head(adults, labels, trained, seed, log)
     else:
-        head, report = fit_head(adults, labels, seed, log, load_adult_trunk(Path(run_folder)), other)
+        trunk_file = Path(run_folder) / ADULT_TRUNK  # what the head reads, in words
+        trunk = OnnxMaps(trunk_file) if trunk_file.is_file() else None
+        head, report = fit_head(adults, labels, seed, log, trunk, other)
         if other is not None:
             report["other_hospital_cap"] = {"films": len(other), "at_most": OTHER_HOSPITAL_FALSE_ALARMS,
                                             "called": float(np.mean(head.probability(other) >= head.threshold))}

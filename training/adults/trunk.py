@@ -1,11 +1,15 @@
 """The adult answer's own eyes: pretrained VGG16 convolutions at 160 px, as an int8 ONNX model.
 
     python -m training.adults.trunk RUN_FOLDER [--weights hed] [--layer block4_conv2] [--image-size 160]
-                                   [--adult-data ADULT] [--data DATA] [--calibration-images 128]
+                                   [--continue-pass] [--adult-data ADULT] [--data DATA] [--calibration-images 128]
 
 writes RUN_FOLDER/adult_trunk.int8.onnx: input `input` (N, S, S, 3), the same
 preprocessing as the children's model at S px, output `maps`, the activations
-of --layer. Then `python -m training.checks.scope RUN_FOLDER --adult-data ADULT
+of --layer. With --continue-pass it is a branch instead: its input is the
+children's model's block3_pool maps, and it runs only the layers after them
+(pneumo/model/one_pass.py), so adults cost one pass and a fifth; that needs
+a children's model whose first three blocks are --weights' own, frozen, at
+the trunk's size (checked here, and again at every load). Then `python -m training.checks.scope RUN_FOLDER --adult-data ADULT
 --only-adult` fits the adult answer on those maps (training/adults/answer.py).
 
 Why a second, frozen network: the children's model learnt block 4 and
@@ -33,8 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pneumo.model import one_pass
+from pneumo.model.one_pass import SHARED_LAYER
 from pneumo.model.preprocess import preprocess
-from pneumo.model.run_folder import ADULT_TRUNK, META_ADULT_TRUNK, ONNX_INPUT, ONNX_MAPS, ONNX_OPSET
+from pneumo.model.run_folder import ADULT_TRUNK, KERAS_MODEL, META_ADULT_TRUNK, ONNX_INPUT, ONNX_MAPS, ONNX_OPSET
 from pneumo.model.onnx_runtime import OnnxMaps
 
 from training.children.data import IMAGE_SUFFIXES, load_splits, open_grey
@@ -62,13 +68,19 @@ def parse_args(argv=None):
                    help="children (train/) for the int8 calibration [PNEUMO_DATA_DIR]")
     p.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES,
                    help=f"films whose activation ranges set the int8 scales (default {CALIBRATION_IMAGES})")
+    p.add_argument("--continue-pass", action="store_true",
+                   help="a branch that continues the run's children's model from its block3_pool "
+                        "(input size: the run's own)")
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     images = calibration_films(args.adult_data, args.data, args.calibration_images)
-    report = write_trunk(args.run, args.weights, args.layer, args.image_size, images)
+    if args.continue_pass:
+        report = write_branch(args.run, args.weights, args.layer, images)
+    else:
+        report = write_trunk(args.run, args.weights, args.layer, args.image_size, images)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -85,6 +97,49 @@ def build_trunk(weights, layer, image_size):
         if name in {l.name for l in base.layers}:
             base.get_layer(name).set_weights(values)
     return keras.Model(base.inputs, base.get_layer(layer).output, name="adult_trunk")
+
+
+def build_branch(weights, layer, shared_shape):
+    """Keras VGG16 from SHARED_LAYER's maps (`shared_shape`: h, w, C) to `layer`, with `weights`."""
+    import keras
+
+    whole = build_trunk(weights, layer, shared_shape[0] * 8)  # block3_pool: an eighth of the input
+    names = [l.name for l in whole.layers]
+    x = inputs = keras.Input(shared_shape)
+    for name in names[names.index(SHARED_LAYER) + 1:names.index(layer) + 1]:
+        x = whole.get_layer(name)(x)
+    return keras.Model(inputs, x, name="adult_branch")
+
+
+def shared_part(run):
+    """The run's children's model up to SHARED_LAYER, and what its output is (pneumo/model/one_pass.py)."""
+    import keras
+
+    model = keras.saving.load_model(Path(run) / KERAS_MODEL, compile=False)
+    if SHARED_LAYER not in {l.name for l in model.layers}:
+        raise SystemExit(f"--continue-pass: the model of {run} has no {SHARED_LAYER} layer to continue from")
+    weights = {l.name: l.get_weights() for l in model.layers if l.weights}
+    part = keras.Model(model.inputs, model.get_layer(SHARED_LAYER).output)
+    return part, one_pass.description(weights, model.input_shape[1])
+
+
+def write_branch(run, weights, layer, films) -> dict:
+    """Export, quantize and check the branch that continues the run's children's model; refuse (SystemExit)
+    unless that model's first blocks are `weights`' own, so that the branch reads the maps it expects."""
+    from training.children.model import pretrained_weights
+
+    run = Path(run)
+    (run / ADULT_TRUNK).unlink(missing_ok=True)
+    part, shared = shared_part(run)
+    if one_pass.fingerprint(pretrained_weights("vgg16", weights, shared["image_size"])) != shared["fingerprint"]:
+        raise SystemExit(f"--continue-pass: the children's model of {run} does not keep {weights}' first "
+                         "blocks as they are (trained, or other weights): a branch would read other maps")
+    size = shared["image_size"]
+    inputs = np.concatenate([np.asarray(part(preprocess(film, size), training=False)) for film in films])
+    branch = build_branch(weights, layer, inputs.shape[1:])
+    description = {"weights": weights, "layer": layer, "image_size": size, "continues": shared["layer"],
+                   "continues_image_size": size, "continues_fingerprint": shared["fingerprint"]}
+    return _quantized(run, branch, inputs, description, len(films))
 
 
 def calibration_films(adult_dir, data_dir, count, seed=0) -> list:
@@ -104,16 +159,21 @@ def write_trunk(run, weights, layer, image_size, films) -> dict:
     trunk = build_trunk(weights, layer, image_size)
     inputs = np.concatenate([preprocess(film, image_size) for film in films])
     description = {"weights": weights, "layer": layer, "image_size": image_size}
+    return _quantized(run, trunk, inputs, description, len(films))
+
+
+def _quantized(run, trunk, inputs, description, films) -> dict:
+    """Export `trunk` (Keras), quantize it on `inputs`, compare, and write RUN/adult_trunk.int8.onnx."""
     with tempfile.TemporaryDirectory() as tmp:
         started = time.time()
         full = Path(tmp) / "adult_trunk.float32.onnx"
         export(trunk, full, description)
         quantized = Path(tmp) / ADULT_TRUNK
-        quantize(full, inputs, quantized, Path(tmp), layer)
+        quantize(full, inputs, quantized, Path(tmp), description["layer"])
         report = {**description, **agreement(trunk, OnnxMaps(quantized), inputs),
-                  "calibration_images": len(films), "bytes": quantized.stat().st_size,
+                  "calibration_images": films, "bytes": quantized.stat().st_size,
                   "seconds": round(time.time() - started, 1)}
-        quantized.replace(run / ADULT_TRUNK)
+        quantized.replace(Path(run) / ADULT_TRUNK)
     return report
 
 

@@ -13,8 +13,9 @@ writes next to model.keras
                       sha256 of the model.keras they were made from
 
 Both models output `probabilities` and `maps` (the heatmap layer's
-activations) and carry the head's kernel and model.keras's sha256 in their
-metadata. The training report runs this step after every training run
+activations) and, from a VGG16, `shared` (block3_pool: where an adult
+branch continues the pass, pneumo/model/one_pass.py), and carry the head's
+kernel, model.keras's sha256 and what `shared` is in their metadata. The training report runs this step after every training run
 (`--no-onnx` skips it there, e.g. under the JAX backend, which tf2onnx
 cannot convert); this command makes the models for any run folder later.
 The float model must match Keras within 1e-4; the int8 model is only
@@ -36,10 +37,11 @@ import numpy as np
 from pneumo.answers.calibration import calibrate
 from pneumo.model.heatmap import heatmaps
 from pneumo.model.loading import sha256_of
+from pneumo.model.one_pass import SHARED_LAYER, description
 from pneumo.model.preprocess import to_model_input
 from pneumo.model.run_folder import (FLOAT_ONNX, INT8_ONNX, KERAS_MODEL, KERAS_WEIGHTS_MEMBER, META_HEAD_KERNEL,
-                               META_KERAS_SHA256, META_WEIGHTS, ONNX_INPUT, ONNX_MAPS, ONNX_OPSET,
-                               ONNX_PROBABILITIES, ONNX_REPORT, read_config)
+                               META_KERAS_SHA256, META_SHARED, META_WEIGHTS, ONNX_INPUT, ONNX_MAPS, ONNX_OPSET,
+                               ONNX_PROBABILITIES, ONNX_REPORT, ONNX_SHARED, read_config)
 from pneumo.model.runtime_names import ONNX_FLOAT, ONNX_INT8
 from pneumo.model.onnx_runtime import OnnxRuntimeModel, float_model
 
@@ -156,24 +158,31 @@ def _int8(full, tmp, run, calibration, inputs, reference, labels, config, option
 
 
 def export_float(model, layer, keras_sha256, path):
-    """A Keras model -> float32 ONNX: input `input` (N, H, W, 3), outputs `probabilities` (N, 3)
-    and `maps` (N, h, w, C) of `layer`; metadata: model.keras's sha256 and the head's kernel."""
+    """A Keras model -> float32 ONNX: input `input` (N, H, W, 3), outputs `probabilities` (N, 3),
+    `maps` (N, h, w, C) of `layer` and, where the model has it, `shared` (SHARED_LAYER's maps);
+    metadata: model.keras's sha256, the head's kernel and what `shared` is."""
     import keras
     import onnx
     import tensorflow as tf
     import tf2onnx
 
-    both = keras.Model(model.inputs, [model.get_layer(layer).output, model.output])
+    shared = SHARED_LAYER in {l.name for l in model.layers}
+    outputs = [model.get_layer(layer).output, model.output] + ([model.get_layer(SHARED_LAYER).output] if shared else [])
+    every = keras.Model(model.inputs, outputs)
 
     def forward(x):
-        maps, probabilities = both(x, training=False)
-        return {ONNX_PROBABILITIES: probabilities, ONNX_MAPS: maps}
+        found = every(x, training=False)
+        named = {ONNX_PROBABILITIES: found[1], ONNX_MAPS: found[0]}
+        return {**named, ONNX_SHARED: found[2]} if shared else named
 
     spec = (tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name=ONNX_INPUT),)
     proto, _ = tf2onnx.convert.from_function(tf.function(forward), input_signature=spec, opset=ONNX_OPSET)
     head_kernel = np.asarray(model.layers[-1].kernel, np.float32)  # the dense head: (C, 3)
-    onnx.save(with_metadata(proto, {META_KERAS_SHA256: keras_sha256,
-                                    META_HEAD_KERNEL: json.dumps(head_kernel.tolist())}), str(path))
+    entries = {META_KERAS_SHA256: keras_sha256, META_HEAD_KERNEL: json.dumps(head_kernel.tolist())}
+    if shared:
+        weights = {l.name: l.get_weights() for l in model.layers if l.weights}
+        entries[META_SHARED] = json.dumps(description(weights, model.input_shape[1]))
+    onnx.save(with_metadata(proto, entries), str(path))
 
 
 def with_metadata(proto, entries):
