@@ -181,3 +181,31 @@ def test_the_command_fits_a_map_that_serves(read_subset, tmp_path):
         lungs = [lungs_or_assumed(film_of(decode(str(read_subset / name)).image).image)]
         fields = lung_grid(lungs, np.zeros((1, GRID, GRID, 1)), aerated=False)[0]
         assert result.heatmap.shape == (GRID, GRID) and not result.heatmap[fields == 0].any(), name
+
+
+def test_the_fit_reads_films_as_served_and_keeps_the_boxes_on_them(read_subset, tmp_path):
+    """A film that serving mirrors back gets its boxes mirrored with it; one it turns is left out (its boxes
+    were drawn on the file's own frame); a film served as it is keeps its boxes as they are."""
+    row = next(r for r in open_rows(read_subset).values() if opacity_fit.boxes_of(r))
+    film = Image.open(read_subset / row["file"]).convert("L")
+    box = opacity_fit.boxes_of(row)[0]
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    side = opacity_fit.BOX_SIDE
+    mirrored_box = (side - box[0] - box[2], box[1], box[2], box[3])  # the same opacity, drawn on the mirrored file
+    variants = {"as_is.png": (film, box), "mirrored.png": (film.transpose(Image.Transpose.FLIP_LEFT_RIGHT), mirrored_box),
+                "turned.png": (film.rotate(90, expand=True), box)}
+    with open(folder / "labels.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["file", "patient", "rsna_class", "rsna_boxes"])
+        writer.writeheader()
+        for i, (name, (image, drawn)) in enumerate(variants.items()):
+            image.save(folder / name)
+            writer.writerow({"file": name, "patient": f"p{i}", "rsna_class": "Lung Opacity",
+                             "rsna_boxes": ",".join(str(v) for v in drawn)})
+    loaded = load_model(BUNDLED_DIR)
+    served = {name: analyse(folder / name, loaded) for name in variants}
+    assert "mirrored" in " ".join(served["mirrored.png"].warnings) and "turned" in " ".join(served["turned.png"].warnings)
+    read = {f.file: f for f in opacity_fit.read_films(loaded, folder, log=lambda _: None)}
+    assert set(read) == {"as_is.png", "mirrored.png"}
+    assert read["as_is.png"].boxes == read["mirrored.png"].boxes == [box]  # back on the film as served
+    np.testing.assert_allclose(read["mirrored.png"].maps, read["as_is.png"].maps, rtol=0, atol=1e-3)

@@ -35,6 +35,7 @@ from scipy import optimize
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold
 
+from pneumo.analysis import films_as_read
 from pneumo.answers.adult import LUNG_SHARE, AdultHead, lung_weights
 from pneumo.model.loading import load_model
 from pneumo.anatomy.location import lungs_or_assumed
@@ -86,17 +87,27 @@ def box_mask(boxes, side) -> np.ndarray:
 
 
 def read_films(loaded, folder, log=print) -> list[BoxedFilm]:
-    """The films of `folder` that radiologists read or boxed (the locked patients' aside), through the served steps."""
+    """The films of `folder` that radiologists read or boxed (the locked patients' aside), read as serving
+    reads them (pneumo.analysis.films_as_read): a film it mirrors back gets its boxes mirrored too; one it
+    turns or crops out of a photo is left out, as the boxes were drawn on the file's own frame."""
     rows = [row for row in open_rows(folder).values()
             if (row.get("rsna_class") or boxes_of(row)) and (Path(folder) / row["file"]).is_file()]
-    films = []
+    films, left_out = [], []
     for i, row in enumerate(rows):
-        image = open_grey(Path(folder) / row["file"])
+        film = films_as_read(loaded, [open_grey(Path(folder) / row["file"])])[0][0]
+        if film.turned or film.is_photo:
+            left_out.append(row["file"])
+            continue
+        image, boxes = film.image, boxes_of(row)
+        if film.mirrored:
+            boxes = [(BOX_SIDE - x - w, y, w, h) for x, y, w, h in boxes]
         maps = trunk_maps(loaded.adult_trunk, [image, ImageOps.mirror(image)])
         lung = lung_weights(lungs_or_assumed(image), maps.shape[1:3], aerated=False)
-        films.append(BoxedFilm(row["file"], row["patient"], boxes_of(row), maps[0], lung, maps[1]))
+        films.append(BoxedFilm(row["file"], row["patient"], boxes, maps[0], lung, maps[1]))
         if (i + 1) % 100 == 0:
             log(f"opacity map: {i + 1} of {len(rows)} films read")
+    if left_out:
+        log(f"opacity map: {len(left_out)} films left out, turned or cropped as served: {', '.join(left_out)}")
     return films
 
 
