@@ -17,8 +17,9 @@ from pneumo.model.loading import load_model
 from pneumo.model.one_pass import ContinuedTrunk
 from pneumo.model.predict import trunk_maps
 from pneumo.model.preprocess import preprocess
-from pneumo.model.run_folder import ADULT_TRUNK, META_ADULT_TRUNK
-from tests.conftest import ROOT, TINY_TRAIN_ARGS, route_every_film, run_audited
+from pneumo.model.onnx_runtime import OnnxMaps
+from pneumo.model.run_folder import ADULT_REPORT, ADULT_TRUNK, META_ADULT_TRUNK
+from tests.conftest import ROOT, TINY_TRAIN_ARGS, assert_no_locked_film_opened, route_every_film, run_audited
 from tests.test_adult import write_synthetic_adults
 from training.children.pretrained import load_layers, save_layers
 
@@ -56,13 +57,15 @@ def one_pass_run(tmp_path_factory, synthetic_data, pretrained):
     the branch's maps of films with painted opacities."""
     folder = tmp_path_factory.mktemp("one_pass")
     run, adults = folder / "run", write_synthetic_adults(folder / "adults")
-    subprocess.run([sys.executable, "-m", "training.train", "--data", str(synthetic_data), "--out", str(run),
-                    *train_args(pretrained)], cwd=ROOT, check=True, capture_output=True)
-    made = run_audited(folder / "branch.opened", "training.adults.trunk", run, "--weights", pretrained,
-                       "--continue-pass", "--adult-data", adults, "--data", synthetic_data,
-                       "--calibration-images", "16")
-    assert json.loads(made.stdout)["continues"] == one_pass.SHARED_LAYER
+    # The training report makes the trunk a branch by itself: blocks 1-3 frozen, the trunk's input size.
+    run_audited(folder / "train.opened", "training.train", "--data", synthetic_data, "--out", run,
+                *train_args(pretrained), "--adult-data", adults, "--adult-trunk-size", "32")
+    trunk = OnnxMaps(run / ADULT_TRUNK)
+    assert trunk.continues == one_pass.SHARED_LAYER and trunk.image_size == 32
     run_audited(folder / "fit.opened", "training.checks.scope", run, "--adult-data", adults, "--only-adult")
+    for log in ("train.opened", "fit.opened"):
+        assert_no_locked_film_opened(folder / log, adults)
+    assert "continuing the children's model's pass" in json.loads((run / ADULT_REPORT).read_text())["features"]
     route_every_film(run, ADULT)  # a toy run has no population check of its own: read all as adults'
     return run, adults
 
@@ -146,7 +149,7 @@ def test_a_branch_made_for_another_model_does_not_serve(one_pass_run, tmp_path):
     assert loaded.identity["adult"] is None  # and the panel and `pneumo info` claim no adult answer
 
 
-def test_a_branch_needs_the_pretrained_first_blocks(one_pass_run, synthetic_data, tmp_path):
+def test_a_branch_needs_the_pretrained_first_blocks(one_pass_run, pretrained, synthetic_data, tmp_path):
     run, adults = one_pass_run
     other_weights = tmp_path / "other.npz"
     save_layers(random_vgg16_layers(1), other_weights)
@@ -157,3 +160,9 @@ def test_a_branch_needs_the_pretrained_first_blocks(one_pass_run, synthetic_data
                            "--calibration-images", "4"], cwd=ROOT, capture_output=True, text=True)
     assert made.returncode != 0 and "does not keep" in made.stderr
     assert not (copy / ADULT_TRUNK).exists()
+    made = subprocess.run([sys.executable, "-m", "training.adults.trunk", str(copy), "--weights", str(pretrained),
+                           "--continue-pass", "--adult-data", str(adults), "--data", str(synthetic_data),
+                           "--calibration-images", "4"], cwd=ROOT, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert json.loads(made.stdout)["continues"] == "block3_pool"
+    assert isinstance(load_model(copy).adult_trunk, ContinuedTrunk)

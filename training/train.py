@@ -95,7 +95,9 @@ def parse_args(argv=None):
     p.add_argument("--adult-trunk", default=ADULT_TRUNK_LAYER, metavar="LAYER",
                    help="with --adult-data: the adult answer reads this layer of VGG16 with the --pretrained "
                         f"weights, frozen, at --adult-trunk-size (training/adults/trunk.py; default {ADULT_TRUNK_LAYER}); "
-                        "'none': it reads the children's model's maps")
+                        "'none': it reads the children's model's maps. With --frozen-blocks 3 or more and "
+                        "--image-size equal to --adult-trunk-size it is a branch that continues the children's "
+                        "pass: one pass per film (pneumo/model/one_pass.py)")
     p.add_argument("--adult-trunk-size", type=int, default=ADULT_TRUNK_SIZE, help="the adult trunk's input pixels")
     p.add_argument("--init-from", default=None, metavar="RUN_OR_KERAS",
                    help="start from this run folder's (or .keras file's) weights, layer by layer by name, "

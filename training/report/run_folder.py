@@ -45,7 +45,7 @@ from training.children.model import GRADCAM_LAYERS, is_joint, served_model, trai
 from training.checks.orientation import fit_and_save as fit_orientation_check
 from training.adults.trunk import CALIBRATION_IMAGES as TRUNK_CALIBRATION_IMAGES
 from training.adults.trunk import calibration_films as trunk_calibration_films
-from training.adults.trunk import write_trunk
+from training.adults.trunk import write_branch, write_trunk
 from training.adults.locked import FRACTION as LOCKED_SHARE
 from training.checks.scope import fit_and_save as fit_scope_checks
 from training.report.plots import plot_reliability, plot_roc, plot_training
@@ -109,14 +109,23 @@ def write_run_folder(args, splits, checkpoint_dir, log):
 
 def adult_trunk(out, args, log):
     """adult_trunk.int8.onnx, for the adult answer (training/adults/trunk.py): with adult films, a
-    VGG16 run and no joint training (a joint run's own read-out is judged instead)."""
+    VGG16 run and no joint training (a joint run's own read-out is judged instead). A run that keeps
+    the first three blocks frozen at the trunk's size gets it as a branch of its own pass
+    (pneumo/model/one_pass.py); any other, a whole trunk."""
     (out / ADULT_TRUNK).unlink(missing_ok=True)
     layer = getattr(args, "adult_trunk", "none")
     if not args.adult_data or layer == "none" or args.architecture != "vgg16" or getattr(args, "train_adults", False):
         return
     films = trunk_calibration_films(args.adult_data, args.data, TRUNK_CALIBRATION_IMAGES, args.seed)
-    report = write_trunk(out, args.pretrained, layer, args.adult_trunk_size, films)
-    log(f"{ADULT_TRUNK}: {report['layer']} of {report['weights']} VGG16 at {report['image_size']} px, "
+    report = None
+    if args.frozen_blocks >= 3 and args.image_size == args.adult_trunk_size:
+        try:
+            report = write_branch(out, args.pretrained, layer, films)
+        except SystemExit as why:  # its first blocks are not the pretrained ones after all
+            log(f"{ADULT_TRUNK}: not a branch ({why}); a whole trunk instead")
+    report = report or write_trunk(out, args.pretrained, layer, args.adult_trunk_size, films)
+    how = f", continuing the children's model's pass from its {report['continues']}" if "continues" in report else ""
+    log(f"{ADULT_TRUNK}: {report['layer']} of {report['weights']} VGG16 at {report['image_size']} px{how}, "
         f"{report['bytes'] / 1e6:.1f} MB; channel means within {report['mean_relative_error']:.1%} of float")
 
 
