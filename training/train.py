@@ -79,7 +79,8 @@ def parse_args(argv=None):
                         "without them the run has no such check [PNEUMO_ADULT_DATA_DIR]")
     p.add_argument("--jsrt", default=env("PNEUMO_JSRT_DIR"),
                    help="JSRT films (a lung_masks folder: adults of another hospital) that the population check "
-                        "learns adults from too [PNEUMO_JSRT_DIR]")
+                        "learns adults from too, and half of which the adult answer learns as films without "
+                        "pneumonia [PNEUMO_JSRT_DIR]")
     p.add_argument("--train-adults", action="store_true",
                    help="a joint run: also train on --adult-data's films (one backbone: the children's three "
                         "classes and the adults' pneumonia yes/no), holding out the locked patients that "

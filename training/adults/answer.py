@@ -68,10 +68,13 @@ FOLDS = 5
 # The threshold aims above the rule's 0.85 (other hospitals score lower); 0.90 cost specificity
 # below the rule's 0.75 (0.744 against 0.779 at 0.87, the same five folds over three draws).
 SENSITIVITY_TARGET = 0.87
-# At another hospital (JSRT, Japan: no pneumonia) the threshold may call at most this share of the films
-# PNEUMONIA, on the half of them it may look at (training/checks/scope.py `jsrt_halves`); the locked split's
-# rule allows 10% on the other half.
-OTHER_HOSPITAL_FALSE_ALARMS = 0.08
+# Films without pneumonia from another hospital (JSRT, Japan: the half that training/checks/scope.py
+# `jsrt_halves` lets fits see) join the negatives, in every FITTED variant. Learnt from NIH alone, the read-out
+# called 14.5% of them PNEUMONIA (12.9% when NIH's films were also re-rendered as other hospitals' might be:
+# contrast curves, blur, lost resolution, noise, borders, burnt-in marks); with one quarter of JSRT learnt as
+# normals, 1.6% and 0.0% of the other quarter, at the same AUC on NIH's open read films (0.912 and 0.917,
+# was 0.916). The other half of JSRT only measures (training/report/locked_split.py).
+OTHER_HOSPITAL_HALVES = 2  # the learnt films' own false alarms: each judged by a fit without it
 # The tuning rule, on the cross-validated figures: a fit worth scoring on the locked split.
 RULE = {"roc_auc": 0.90, "sensitivity": 0.85, "specificity": 0.75, "roc_auc_all_read": 0.80}
 
@@ -105,11 +108,16 @@ def feature_kind(adults) -> str:
     return "adult_trunk" if adults.variants["original"].adult_trunk is not None else "adult_lungs"
 
 
-def fit_regression(adults, rows, y, seed=0):
-    """A balanced logistic regression on the lung features of the FITTED variants of films `rows` (labels `y`)."""
+def fit_regression(adults, rows, y, seed=0, other_hospital=None):
+    """A balanced logistic regression on the lung features of the FITTED variants of films `rows` (labels `y`),
+    and of every film of `other_hospital` (a Scored set of films without pneumonia, or None) as a negative."""
     kind = feature_kind(adults)
     x = np.concatenate([getattr(adults.variants[name], kind)[rows] for name in FITTED])
-    return fit_readout(AdultHead, x, np.tile(y, len(FITTED)), C, seed, slope=1.0, offset=0.0, threshold=0.5,
+    y = np.tile(y, len(FITTED))
+    if other_hospital is not None and len(other_hospital):
+        extra = np.concatenate([getattr(other_hospital.variants[name], kind) for name in FITTED])
+        x, y = np.concatenate([x, extra]), np.concatenate([y, np.zeros(len(extra), y.dtype)])
+    return fit_readout(AdultHead, x, y, C, seed, slope=1.0, offset=0.0, threshold=0.5,
                        shipped=0.0, lungs=1.0, trunk=float(kind == "adult_trunk"))
 
 
@@ -118,11 +126,11 @@ def _served_features(adults, rows):
     return getattr(adults.variants["original"], feature_kind(adults))[rows]
 
 
-def out_of_fold_scores(adults, rows, y, groups, seed=0) -> np.ndarray:
+def out_of_fold_scores(adults, rows, y, groups, seed=0, other_hospital=None) -> np.ndarray:
     """Each of `rows` scored (uncalibrated) by a regression fitted without its patient."""
     scores = np.empty(len(rows))
     for fit_part, held in _folds(y, groups, seed):
-        head = fit_regression(adults, rows[fit_part], y[fit_part], seed)
+        head = fit_regression(adults, rows[fit_part], y[fit_part], seed, other_hospital)
         scores[held] = head.score(_served_features(adults, rows[held]))
     return scores
 
@@ -141,22 +149,10 @@ def calibrate_and_threshold(head, scores, y):
     return head
 
 
-def capped(head, other_hospital=None):
-    """Raise `head`'s threshold, if need be, until at most OTHER_HOSPITAL_FALSE_ALARMS of `other_hospital`
-    (the head's features of films without pneumonia from another hospital) are at or above it: midway between
-    the lowest probability allowed above it and the next one down, as calibrate_and_threshold places its cut."""
-    if other_hospital is None or not len(other_hospital):
-        return head
-    p = np.sort(head.probability(other_hospital))[::-1]
-    allowed = int(OTHER_HOSPITAL_FALSE_ALARMS * len(p))  # this many may be called; the next one may not
-    if p[allowed] >= head.threshold:
-        head.threshold = float((p[allowed] + p[allowed - 1]) / 2) if allowed else float((p[0] + 1.0) / 2)
-    return head
-
-
 def cross_validate(adults, labels, seed=0, other_hospital=None) -> dict:
     """Out-of-fold calibrated P(pneumonia) of every radiologist-read film, each from a
-    head, calibration and threshold fitted without its patient, and its label."""
+    head, calibration and threshold fitted without its patient (and with every film of
+    `other_hospital` as a negative), and its label."""
     reading = readings(adults, labels)
     read = np.flatnonzero(reading != "")
     groups = adults.groups[read]
@@ -165,13 +161,39 @@ def cross_validate(adults, labels, seed=0, other_hospital=None) -> dict:
     probability, predicted = np.empty(len(read)), np.empty(len(read), bool)
     for fit_part, held in _folds(reading[read], groups, seed):
         fit_part = fit_part[trained[fit_part]]  # learn from opacity against NEGATIVES only
-        head = fit_regression(adults, read[fit_part], y[fit_part], seed)
-        inner = out_of_fold_scores(adults, read[fit_part], y[fit_part], groups[fit_part], seed)
-        capped(calibrate_and_threshold(head, inner, y[fit_part]), other_hospital)
+        head = fitted_head(adults, read[fit_part], y[fit_part], groups[fit_part], seed, other_hospital)
         probability[held] = head.probability(_served_features(adults, read[held]))
         predicted[held] = probability[held] >= head.threshold
     return {"reading": reading[read], "probability": probability, "predicted": predicted,
             "child_model": _child_pneumonia(adults)[read], "projection": projections(adults, labels)[read]}
+
+
+def fitted_head(adults, rows, y, groups, seed=0, other_hospital=None) -> AdultHead:
+    """The read-out of films `rows` (and `other_hospital`'s), calibrated and thresholded on their out-of-fold scores."""
+    head = fit_regression(adults, rows, y, seed, other_hospital)
+    scores = out_of_fold_scores(adults, rows, y, groups, seed, other_hospital)
+    return calibrate_and_threshold(head, scores, y)
+
+
+def other_hospital_false_alarms(adults, labels, other_hospital, seed=0) -> float:
+    """The share of `other_hospital`'s films called PNEUMONIA, each by a head fitted as fit_head fits
+    the shipped one but without that film: OTHER_HOSPITAL_HALVES halves, each judged by a fit on the rest."""
+    rows, y = _trained_rows(adults, labels)
+    halves = np.arange(len(other_hospital)) % OTHER_HOSPITAL_HALVES
+    called = np.empty(len(other_hospital), bool)
+    for half in range(OTHER_HOSPITAL_HALVES):
+        head = fitted_head(adults, rows, y, adults.groups[rows], seed,
+                           other_hospital.take(np.flatnonzero(halves != half)))
+        held = other_hospital.take(np.flatnonzero(halves == half))
+        called[halves == half] = head.probability(_served_features(held, slice(None))) >= head.threshold
+    return float(called.mean())
+
+
+def _trained_rows(adults, labels):
+    """The read films a head learns from (opacity against NEGATIVES) and their labels."""
+    reading = readings(adults, labels)
+    rows = np.flatnonzero(np.isin(reading, (OPACITY, *NEGATIVES)))
+    return rows, (reading[rows] == OPACITY).astype(int)
 
 
 def figures(measured) -> dict:
@@ -224,16 +246,14 @@ def rule_verdicts(measured_figures) -> dict:
 
 
 def fit_head(adults, labels, seed=0, log=print, trunk=None, other_hospital=None) -> tuple[AdultHead, dict]:
-    """The head fitted on every read film, its calibration and threshold from out-of-fold scores (capped by
-    `other_hospital`'s false alarms); its cross-validated figures and whether it ships."""
+    """The head fitted on every read film (and `other_hospital`'s as negatives), its calibration and threshold
+    from out-of-fold scores; its cross-validated figures and whether it ships."""
     measured = figures(cross_validate(adults, labels, seed, other_hospital))
-    reading = readings(adults, labels)
-    rows = np.flatnonzero(np.isin(reading, (OPACITY, *NEGATIVES)))
-    y = (reading[rows] == OPACITY).astype(int)
-    head = fit_regression(adults, rows, y, seed)
-    calibrate_and_threshold(head, out_of_fold_scores(adults, rows, y, adults.groups[rows], seed), y)
-    capped(head, other_hospital)
+    rows, y = _trained_rows(adults, labels)
+    head = fitted_head(adults, rows, y, adults.groups[rows], seed, other_hospital)
     trained_on = "RSNA radiologist readings, Lung Opacity against Normal, variants " + ", ".join(FITTED)
+    if other_hospital is not None and len(other_hospital):
+        trained_on += f"; and {len(other_hospital)} films without pneumonia from another hospital (JSRT) as Normal"
     return head, _report(head, measured, trained_on, f"{FOLDS} folds by patient", log, trunk)
 
 
@@ -295,10 +315,11 @@ def features_read(head, trunk=None) -> str:
 def fit_and_save(run_folder, adults, labels, seed=0, log=print, trained=None, other_hospital=None) -> dict:
     """adult.npz and adult.json: the joint run's read-out judged when `trained`
     (its adult_held_out.json) is given, else a read-out fitted here (and, on the
-    adult trunk's features, its feature check: adult_check.npz). `other_hospital`: Features of films without
-    pneumonia from another hospital (scored as `adults` are), whose false alarms cap the threshold."""
+    adult trunk's features, its feature check: adult_check.npz). `other_hospital`: films without
+    pneumonia from another hospital (a Scored set, scored as `adults` are, in the FITTED variants), learnt
+    as negatives; the share of them called PNEUMONIA, each by a fit without it, is reported."""
     (Path(run_folder) / ADULT_CHECK).unlink(missing_ok=True)
-    other = getattr(other_hospital, feature_kind(adults)) if other_hospital is not None else None
+    other = other_hospital if other_hospital is not None and len(other_hospital) else None
     if trained is not None:
         head, report = judge_trained_head(adults, labels, trained, seed, log)
     else:
@@ -306,8 +327,10 @@ def fit_and_save(run_folder, adults, labels, seed=0, log=print, trained=None, ot
         trunk = OnnxMaps(trunk_file) if trunk_file.is_file() else None
         head, report = fit_head(adults, labels, seed, log, trunk, other)
         if other is not None:
-            report["other_hospital_cap"] = {"films": len(other), "at_most": OTHER_HOSPITAL_FALSE_ALARMS,
-                                            "called": float(np.mean(head.probability(other) >= head.threshold))}
+            called = other_hospital_false_alarms(adults, labels, other, seed)
+            report["other_hospital"] = {"source": "JSRT (Japan), the half that fits may see", "films": len(other),
+                                        "learnt_as": NORMAL, "called_pneumonia_each_without_it": called}
+            log(f"adult answer: another hospital's films called PNEUMONIA, each by a fit without it: {called:.1%}")
     if head.trunk:
         check, report["feature_check"] = fit_feature_check(adults)
         check.save(Path(run_folder) / ADULT_CHECK)

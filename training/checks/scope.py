@@ -166,9 +166,9 @@ def score_adults(loaded, folder, variants, seed, only_read=False) -> Scored:
 
 
 def jsrt_halves(folder) -> tuple[list, list]:
-    """The JSRT films (images/*.png, one per patient) in two halves, every other film by name: the first
-    may tune the adult answer's threshold (its false alarms at another hospital), the second only measures
-    them (training/report/locked_split.py)."""
+    """The JSRT films (images/*.png, one per patient) in two halves, every other film by name: the adult
+    answer learns the first as films without pneumonia, the second only measures its false alarms at
+    another hospital (training/report/locked_split.py)."""
     paths = sorted((Path(folder) / "images").glob("*.png"))
     return paths[::2], paths[1::2]
 
@@ -227,16 +227,17 @@ def fit_and_save(run_folder, data_dir, adult_dir=None, seed=0, log=print, jsrt_d
 
 
 def jsrt_tuning(loaded, jsrt_dir, seed):
-    """The adult answer's features of the JSRT tuning half (as served, adult trunk included), or None."""
+    """The JSRT half that fits may see, scored as served (adult trunk included) in the adult answer's
+    fitted variants, or None."""
     if not jsrt_dir:
         return None
-    return score_jsrt(loaded, jsrt_dir, (), seed + 3, paths=jsrt_halves(jsrt_dir)[0]).variants["original"]
+    return score_jsrt(loaded, jsrt_dir, adult.FITTED[1:], seed + 3, paths=jsrt_halves(jsrt_dir)[0])
 
 
 def fit_adult_answer(adults, adult_dir, out, seed, log, other_hospital=None):
     """adult.npz and adult.json (training/adults/answer.py) from scored adult films, where radiologists
     read some of them; without readings there is nothing to validate on, so no adult answer.
-    `other_hospital`: the JSRT tuning half's features, whose false alarms cap the threshold."""
+    `other_hospital`: the JSRT half that fits may see, learnt as films without pneumonia."""
     for name in (ADULT, ADULT_REPORT, ADULT_CHECK, ADULT_OPACITY):
         (out / name).unlink(missing_ok=True)
     labels = adult.read_labels(adult_dir)
@@ -301,8 +302,8 @@ def main(argv=None):
                    help=f"adult frontal chest X-rays (and labels.csv) for the population check [{ADULT_DIR_ENV}]")
     p.add_argument("--jsrt", default=os.environ.get("PNEUMO_JSRT_DIR"),
                    help="a lung_masks folder (images/*.png, JSRT: adults of another hospital) for the population "
-                        "check to learn adults from more than one hospital, and whose tuning half caps the adult "
-                        "answer's false alarms [PNEUMO_JSRT_DIR]")
+                        "check to learn adults from more than one hospital, and whose first half the adult answer "
+                        "learns as films without pneumonia [PNEUMO_JSRT_DIR]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only-adult", action="store_true",
                    help="refit only the adult answer (adult.npz), keeping the run's scope checks")
