@@ -219,3 +219,17 @@ def test_the_link_checker_sees_what_github_sees():
     assert github_slug("AI assistants (MCP)") == "ai-assistants-mcp"
     text = "See [a](x.md#y) and ![b](docs/s.png), `[not](a-link.md)`, <img src=\"p.png\" width=\"1\">."
     assert LINK.findall(without_code(text)) == ["x.md#y", "docs/s.png"] and IMG.findall(text) == ["p.png"]
+
+
+def test_the_childrens_figures_are_those_of_each_runtime():
+    """The README's children's row gives what each runtime serves (onnx.json): float, and int8 where a CPU
+    with VNNI serves it; the figures of one are never shown as the other's."""
+    onnx = json.loads((ROOT / "pneumo" / "bundled_model" / "onnx.json").read_text())
+    row = next(line for line in README.splitlines() if line.startswith("| the children's answer"))
+    for kind in ("float", "int8"):
+        m = onnx[kind]["runtime"]
+        words = f"accuracy {m['accuracy']:.3f}, ROC AUC {m['roc_auc']:.3f}, sensitivity {m['sensitivity']:.3f}, " \
+                f"specificity {m['specificity']:.3f}"
+        bare = ", ".join(f"{m[k]:.3f}" for k in ("accuracy", "roc_auc", "sensitivity", "specificity"))
+        assert words in row or bare in row, (kind, row)
+    assert row.index("float") < row.index("accuracy 0.928") and "int8" in row
