@@ -159,7 +159,7 @@ def test_another_hospitals_films_learnt_as_normal_stop_its_false_alarms():
         return np.abs(np.c_[rng.normal(bright, 0.5, count), rng.normal(mark, 0.3, count), rng.normal(1, 0.3, (count, 2))])
 
     nih = np.where(sick[:, None], films(n, 3, 1), films(n, 1, 1))
-    other = films(60, 3, 2)
+    other = films(150, 3, 2)
     files = [f"f{i}.png" for i in range(n)]
     labels = {f: {"rsna_class": adult_fit.OPACITY if s else adult_fit.NORMAL} for f, s in zip(files, sick)}
     adults, hospital = scored_films(nih, files, np.arange(n) // 2), scored_films(other)

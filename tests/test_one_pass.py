@@ -44,6 +44,19 @@ def train_args(weights):
     return args + ["--pretrained-blocks", "4", "--frozen-blocks", "3"]
 
 
+def test_the_fingerstoredis_of_the_first_blocks_as_stored():
+    layers = random_vgg16_layers(0)
+    stored = one_pass.fingerprint(layers)
+    assert one_pass.fingerprint({**layers, "block4_conv1": [np.ones((3, 3, 256, 512))]}) == stored  # later blocks: not shared
+    near = {name: [w.astype(np.float16).astype(np.float32) for w in arrays] for name, arrays in layers.items()}
+    assert one_pass.fingerprint(near) == stored  # float16 storage, as model.keras keeps them
+    signed = {**layers, "block1_conv1": [layers["block1_conv1"][0], np.full(64, -2.5e-08, np.float32)]}
+    zeros = {**layers, "block1_conv1": [layers["block1_conv1"][0], np.zeros(64, np.float32)]}
+    assert one_pass.fingerprint(signed) == one_pass.fingerprint(zeros)  # -0 and +0 alike
+    moved = {**layers, "block3_conv3": [layers["block3_conv3"][0] * 1.01, layers["block3_conv3"][1]]}
+    assert one_pass.fingerprint(moved) != stored
+
+
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "vgg16-blocks1-4.npz"

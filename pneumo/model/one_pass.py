@@ -31,7 +31,8 @@ def fingerprint(layers) -> str:
     digest = hashlib.sha256()
     for name in sorted(n for n in layers if n.startswith(SHARED_BLOCKS)):
         for array in layers[name]:
-            values = np.ascontiguousarray(np.asarray(array, np.float32).astype("<f2"))
+            # + 0 makes -0 +0: a weight of -2.5e-08 rounds to -0 in float16 here and was stored as +0.
+            values = np.ascontiguousarray(np.asarray(array, np.float32).astype("<f2") + np.float16(0))
             digest.update(f"{name}{values.shape}".encode())
             digest.update(values.tobytes())
     return digest.hexdigest()

@@ -227,11 +227,10 @@ def fit_and_save(run_folder, data_dir, adult_dir=None, seed=0, log=print, jsrt_d
 
 
 def jsrt_tuning(loaded, jsrt_dir, seed):
-    """The JSRT half that fits may see, scored as served (adult trunk included) in the adult answer's
-    fitted variants, or None."""
+    """The JSRT half that fits may see, scored as served (adult trunk included), or None."""
     if not jsrt_dir:
         return None
-    return score_jsrt(loaded, jsrt_dir, adult.FITTED[1:], seed + 3, paths=jsrt_halves(jsrt_dir)[0])
+    return score_jsrt(loaded, jsrt_dir, (), seed + 3, paths=jsrt_halves(jsrt_dir)[0])
 
 
 def fit_adult_answer(adults, adult_dir, out, seed, log, other_hospital=None):
