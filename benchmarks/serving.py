@@ -2,7 +2,7 @@
 for the Keras runtime and the default one side by side (pneumo/model/runtime.py).
 
     python benchmarks/serving.py [--model RUN_FOLDER] [--images DIR] [--runtimes keras,auto] [--sweep]
-                                 [--breakdown-requests N] [--json OUT]
+                                 [--breakdown-requests N] [--baseline RUN_FOLDER] [--json OUT]
 
 Prints the machine, then tables for
   1. the app, once per runtime (PNEUMO_RUNTIME): cold start (`python app.py`
@@ -22,6 +22,9 @@ Prints the machine, then tables for
      gradio_client's defaults, once with ssl_verify=False (plain http: nothing to verify, but
      httpx builds an SSL context for every connection all the same).
 --sweep also serves 8 clients at queue concurrency limits 1, 2 and 4 (default runtime).
+--baseline also serves another run folder (default runtime), in the same run, and prints
+the budget side by side: a child's and an adult's film, cold start, peak RSS, requests/s
+at 16 clients, the client's p50 above the in-process time, and the ratios.
 
 Run it on an otherwise idle machine: the clients share its cores with the
 server. Images: the real X-rays of ../shared/data/chest_xray/val when there,
@@ -108,8 +111,14 @@ def main(argv=None):
         if args.breakdown_requests:
             results["breakdown"] = bench_breakdown(model, files, Path(tmp), args)
             print_breakdown(results["breakdown"])
+        if args.baseline:  # the same machine, the same images, right after: the budget's ratios mean something
+            baseline = Path(args.baseline).resolve()
+            results["baseline"] = {"model": str(baseline), "app": bench_app(baseline, files, Path(tmp), args, "auto")}
         results["in_process"] = {runtime: bench_in_process(model, files, args, runtime) for runtime in args.runtimes}
         print_in_process(results["in_process"])
+        if args.baseline:
+            results["baseline"]["in_process"] = bench_in_process(baseline, files, args, "auto")
+            print_budget(results, model, baseline)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
         print(f"\nresults written to {args.json}")
@@ -130,6 +139,8 @@ def parse_args(argv):
     p.add_argument("--sweep", action="store_true", help="also try queue concurrency limits 1, 2 and 4")
     p.add_argument("--breakdown-requests", type=int, default=20,
                    help="sequential requests timed step by step, per client setting (0: no breakdown)")
+    p.add_argument("--baseline", metavar="RUN_FOLDER",
+                   help="also serve this run folder (default runtime) and print the budget against it")
     p.add_argument("--json", metavar="OUT", help="also write every number to this JSON file")
     return p.parse_args(argv)
 
@@ -557,15 +568,15 @@ def bench_in_process(model, files, args, runtime):
     out["analyse without heatmap"] = time_calls(lambda i: analyse(pick(i), loaded, with_heatmap=False), args.runs)
     out["model pass alone"] = time_calls(lambda i: loaded.runtime(inputs[i % len(inputs)]), args.runs)
     out["model pass + heatmap"] = time_calls(lambda i: model_outputs(loaded, inputs[i % len(inputs)], True), args.runs)
-    if loaded.adult_head is not None:  # an adult film: the children's pass, then the adult answer's own
+    if loaded.adult_head is not None:  # an adult film: the children's pass, then the adult answer's
         adult = decode(ADULT_EXAMPLE).image
         adult_input = preprocess(adult, size)
 
-        def both_passes(_):
+        def adult_answer(_):  # a branch continues the pass from its shared maps, a whole trunk makes its own
             outputs = model_outputs(loaded, adult_input, True)
-            return adult_outputs(loaded, [adult], outputs.maps, True)
+            return adult_outputs(loaded, [adult], outputs.maps, True, outputs.shared)
 
-        out["adult: both passes + heatmaps"] = time_calls(both_passes, args.runs)
+        out["adult: model pass + adult answer + heatmaps"] = time_calls(adult_answer, args.runs)
         out["adult: analyse with heatmap"] = time_calls(lambda i: analyse(adult, loaded, with_heatmap=True), args.runs)
     batch = images[:args.batch]
     times = time_calls(lambda i: analyse_many(batch, loaded, batch_size=args.batch), args.batches, warmup=1)
@@ -591,12 +602,48 @@ def print_in_process(results):
     names = [f"{runtime} ({r['runtime']})" if runtime != r["runtime"] else runtime for runtime, r in results.items()]
     rows = [[f"{key}: p50 / p95", *[_latency(r[key]) for r in results.values()]]
             for key in ("model pass + heatmap", "model pass alone", "analyse with heatmap", "analyse without heatmap",
-                        "adult: both passes + heatmaps", "adult: analyse with heatmap")
+                        "adult: model pass + adult answer + heatmaps", "adult: analyse with heatmap")
             if all(key in r for r in results.values())]
     batch = next(iter(results.values()))["batch_size"]
     rows.append([f"batch of {batch}, no heatmap: images/s", *[f"{r['batch']['images_per_s']:.1f}"
                                                                for r in results.values()]])
     _table(["", *names], rows)
+
+
+def print_budget(results, model, baseline):
+    """The serving budget of `model` against `baseline`, both on the default runtime."""
+    ours = {"app": results["app"]["auto"], "in": results["in_process"]["auto"]}
+    theirs = {"app": results["baseline"]["app"], "in": results["baseline"]["in_process"]}
+
+    def p50(r, key):
+        return r["in"][key]["p50"] if key in r["in"] else float("nan")
+
+    def row(name, a, b, unit, ratio=True):
+        return [name, f"{a:.{1 if unit == ' s' else 0}f}{unit}", f"{b:.{1 if unit == ' s' else 0}f}{unit}",
+                f"{a / b:.2f}x" if ratio else ""]
+
+    child, adult = "analyse with heatmap", "adult: analyse with heatmap"
+    rows = [row("a child's film (in process, p50)", p50(ours, child) * 1e3, p50(theirs, child) * 1e3, " ms"),
+            row("an adult's film (in process, p50)", p50(ours, adult) * 1e3, p50(theirs, adult) * 1e3, " ms"),
+            ["an adult's film / a child's", f"{p50(ours, adult) / p50(ours, child):.2f}x",
+             f"{p50(theirs, adult) / p50(theirs, child):.2f}x", ""],
+            row("cold start", ours["app"]["cold_start_s"], theirs["app"]["cold_start_s"], " s"),
+            row("peak RSS", ours["app"]["peak_rss_mb"], theirs["app"]["peak_rss_mb"], " MB"),
+            row("16 clients: requests/s", ours["app"]["clients_16"]["throughput_rps"],
+                theirs["app"]["clients_16"]["throughput_rps"], "", ratio=True),
+            row("1 client: p50 above the in-process time", (ours["app"]["clients_1"]["p50"] - p50(ours, child)) * 1e3,
+                (theirs["app"]["clients_1"]["p50"] - p50(theirs, child)) * 1e3, " ms", ratio=False),
+            row("model files (.keras, .onnx, .npz, .json)", _folder_mib(model), _folder_mib(baseline), " MiB",
+                ratio=False)]
+    print(f"\n== The budget: {model.name} against {baseline.name} (default runtime: "
+          f"{ours['in']['runtime']} and {theirs['in']['runtime']}) ==")
+    _table(["", model.name, baseline.name, "ratio"], rows)
+
+
+def _folder_mib(folder):
+    """The run folder's files that serving reads (model.keras, the ONNX models, the fitted checks), in MiB."""
+    return sum(p.stat().st_size for p in Path(folder).iterdir()
+               if p.is_file() and p.suffix in (".keras", ".onnx", ".npz", ".json")) / 2**20
 
 
 # ---------------------------------------------------------------- helpers
