@@ -126,7 +126,7 @@ def score(loaded, images, batch_size=32, adult_trunk=False) -> Features:
         parts["adult"].append(adult_features(outputs.maps))
         parts["adult_lungs"].append(adult_features(outputs.maps, lung_grid(lungs, outputs.maps)))
         if adult_trunk and loaded.adult_trunk is not None:
-            maps = trunk_maps(loaded.adult_trunk, films)
+            maps = trunk_maps(loaded.adult_trunk, films, outputs.shared)  # a branch continues this pass, as served
             parts["adult_trunk"].append(adult_features(maps, lung_grid(lungs, maps)))
         refused += [statistics_reason(f) is not None for f in films]
     joined = {name: np.concatenate(arrays) if arrays else None for name, arrays in parts.items()}
