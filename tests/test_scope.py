@@ -298,3 +298,20 @@ def test_the_bundled_thresholds_are_the_fitted_ones():
     assert PopulationCheck.load(BUNDLED_DIR).threshold == report["threshold"]
     report = json.loads((BUNDLED_DIR / "adult.json").read_text())
     assert AdultHead.load(BUNDLED_DIR).threshold == report["threshold"]
+
+
+def test_the_jsrt_half_the_adult_answer_learns_is_the_one_already_scored(tmp_path):
+    """The full fit scores every JSRT film once (with the adults, for the population check) and hands the
+    adult answer its learnt half from those scores: the same films, the same features as scoring them anew."""
+    jsrt = ADULT_DATA.parent / "lung_masks"
+    require(jsrt.is_dir(), f"JSRT films not found at {jsrt}")
+    folder = tmp_path / "lung_masks"
+    (folder / "images").mkdir(parents=True)
+    for path in sorted((jsrt / "images").glob("*.png"))[:6]:
+        (folder / "images" / path.name).write_bytes(path.read_bytes())
+    loaded = load_model(BUNDLED_DIR)
+    adults = scope_fit.score_jsrt(loaded, folder, ("site",), 3)
+    taken = scope_fit.jsrt_tuning(loaded, folder, 0, adults)
+    scored = scope_fit.jsrt_tuning(loaded, folder, 0)
+    assert taken.files == scored.files == [p.name for p in scope_fit.jsrt_halves(folder)[0]]
+    np.testing.assert_array_equal(taken.variants["original"].adult_trunk, scored.variants["original"].adult_trunk)

@@ -222,15 +222,21 @@ def fit_and_save(run_folder, data_dir, adult_dir=None, seed=0, log=print, jsrt_d
         log("scope checks: no adult films (--adult-data), so no population check: no film will get a verdict")
         return None
     report = fit_population_check(loaded, sets, chest, out, seed, log)
-    fit_adult_answer(sets.adults, adult_dir, out, seed, log, jsrt_tuning(loaded, jsrt_dir, seed))
+    fit_adult_answer(sets.adults, adult_dir, out, seed, log, jsrt_tuning(loaded, jsrt_dir, seed, sets.adults))
     return report
 
 
-def jsrt_tuning(loaded, jsrt_dir, seed):
-    """The JSRT half that fits may see, scored as served (adult trunk included), or None."""
+def jsrt_tuning(loaded, jsrt_dir, seed, scored=None):
+    """The JSRT half that fits may see, scored as served (adult trunk included), or None: taken from
+    `scored` (adult films, JSRT's among them) when given, else scored here."""
     if not jsrt_dir:
         return None
-    return score_jsrt(loaded, jsrt_dir, (), seed + 3, paths=jsrt_halves(jsrt_dir)[0])
+    paths = jsrt_halves(jsrt_dir)[0]
+    if scored is None:
+        return score_jsrt(loaded, jsrt_dir, (), seed + 3, paths=paths)
+    names = {path.name for path in paths}
+    return scored.take([i for i, (name, source) in enumerate(zip(scored.files, scored.sources))
+                        if source == "JSRT" and name in names])
 
 
 def fit_adult_answer(adults, adult_dir, out, seed, log, other_hospital=None):
