@@ -34,7 +34,7 @@ only its calibration and threshold are fitted here, on the patients that
 chose the epoch, each one's figures from the other folds.
 
 No fit here sees the locked patients (training/adults/locked.py): the figures
-above are tuning figures. training/report/locked.py scores a candidate once
+above are tuning figures. training/report/locked_split.py scores a candidate once
 on the locked split and judges the shipping rule there.
 """
 
@@ -117,7 +117,7 @@ def fit_regression(adults, rows, y, seed=0, other_hospital=None):
     kind = feature_kind(adults)
     x = np.concatenate([getattr(adults.variants[name], kind)[rows] for name in FITTED])
     y = np.tile(y, len(FITTED))
-    if other_hospital is not None and len(other_hospital):
+    if other_hospital is not None:
         extra = getattr(other_hospital.variants["original"], kind)
         x, y = np.concatenate([x, extra]), np.concatenate([y, np.zeros(len(extra), y.dtype)])
     return fit_readout(AdultHead, x, y, C, seed, slope=1.0, offset=0.0, threshold=0.5,
@@ -255,7 +255,7 @@ def fit_head(adults, labels, seed=0, log=print, trunk=None, other_hospital=None)
     rows, y = _trained_rows(adults, labels)
     head = fitted_head(adults, rows, y, adults.groups[rows], seed, other_hospital)
     trained_on = "RSNA radiologist readings, Lung Opacity against Normal, variants " + ", ".join(FITTED)
-    if other_hospital is not None and len(other_hospital):
+    if other_hospital is not None:
         trained_on += f"; and {len(other_hospital)} films without pneumonia from another hospital (JSRT) as Normal"
     return head, _report(head, measured, trained_on, f"{FOLDS} folds by patient", log, trunk)
 
@@ -319,9 +319,10 @@ def fit_and_save(run_folder, adults, labels, seed=0, log=print, trained=None, ot
     """adult.npz and adult.json: the joint run's read-out judged when `trained`
     (its adult_held_out.json) is given, else a read-out fitted here (and, on the
     adult trunk's features, its feature check: adult_check.npz). `other_hospital`: films without
-    pneumonia from another hospital (a Scored set, scored as `adults` are), learnt as negatives; the share of them called PNEUMONIA, each by a fit without it, is reported."""
+    pneumonia from another hospital (a Scored set, scored as `adults` are, or None), learnt as negatives;
+    the share of them called PNEUMONIA, each by a fit without it, is reported."""
     (Path(run_folder) / ADULT_CHECK).unlink(missing_ok=True)
-    other = other_hospital if other_hospital is not None and len(other_hospital) else None
+    other = other_hospital if other_hospital is not None and len(other_hospital) else None  # None from here on
     if trained is not None:
         head, report = judge_trained_head(adults, labels, trained, seed, log)
     else:

@@ -13,8 +13,9 @@ fitted, on the patients that no fit saw (training/adults/locked.py):
 - the served path end to end: the share of locked adult films that get the
   adult answer at all (routing and checks included);
 - JSRT films (Japan, no pneumonia; `--jsrt`): the share called PNEUMONIA,
-  false alarms at another hospital, on the half of them that no threshold
-  was tuned on (training/checks/scope.py `jsrt_halves`);
+  false alarms at another hospital, on the half of them that no fit saw
+  (training/checks/scope.py `jsrt_halves`; the adult answer learns the other
+  half as films without pneumonia);
 
 on int8 and on float (RUNTIMES): the rule must hold on both.
 
@@ -28,7 +29,6 @@ so that a candidate tuned against the locked split would show in git history.
 import argparse
 import datetime
 from dataclasses import replace
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -38,7 +38,7 @@ import numpy as np
 from pneumo.analysis import analyse_many
 from pneumo.answers.adult import AdultHead
 from pneumo.checks.scope import ADULT as ADULT_POPULATION
-from pneumo.model.loading import load_model
+from pneumo.model.loading import load_model, sha256_of
 from pneumo.model.run_folder import ADULT, ADULT_REPORT
 
 from training.adults import answer
@@ -84,7 +84,7 @@ def served_shares(loaded, paths) -> dict:
 
 
 def jsrt_films(jsrt_dir, log=print) -> list[Path]:
-    """The JSRT films that measure false alarms: the half that no threshold was tuned on."""
+    """The JSRT films that measure false alarms: the half that no fit saw."""
     films = jsrt_halves(jsrt_dir)[1] if jsrt_dir else []
     if not films:
         log(f"no JSRT films at {jsrt_dir}: the share of them called PNEUMONIA is left out")
@@ -117,7 +117,7 @@ def score_locked(run_folder, adult_dir, jsrt_dir=None, seed=0, runtimes=RUNTIMES
     return {"figures": first["figures"], "runtime": next(iter(by_runtime)),
             "by_runtime": {name: _headline(scored["figures"]) for name, scored in by_runtime.items()},
             "rule": LOCKED_RULE | {"jsrt_called_pneumonia_at_most": JSRT_PNEUMONIA_AT_MOST},
-            "rule_met": verdicts, "head_sha256": _sha256(Path(run_folder) / ADULT),
+            "rule_met": verdicts, "head_sha256": sha256_of(Path(run_folder) / ADULT),
             "scored": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -167,10 +167,6 @@ def _headline(figures) -> dict:
     if "jsrt" in figures:
         out["jsrt_called_pneumonia"] = figures["jsrt"]["called_pneumonia"]
     return out
-
-
-def _sha256(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def main(argv=None):
