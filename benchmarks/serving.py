@@ -233,11 +233,7 @@ def bench_app(model, files, tmp, args, runtime, limit=None, clients=(1, 8, 16)):
 
     port = _free_port()
     workdir = Path(tempfile.mkdtemp(dir=tmp, prefix="app-"))
-    env = {**os.environ, "PNEUMO_MODEL_PATH": str(model), "PNEUMO_RUNTIME": runtime,
-           "GRADIO_TEMP_DIR": str(workdir / "gradio"),
-           "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
-    for name in ("PNEUMO_MODEL_REPO", "GRADIO_SHARE"):
-        env.pop(name, None)
+    env = _server_env(model, runtime, workdir, port)
     command = [sys.executable, "app.py"] if limit is None else [sys.executable, "-c", LAUNCH_WITH_LIMIT, str(limit)]
     url = f"http://127.0.0.1:{port}/"
     log = open(workdir / "app.log", "w")
@@ -266,6 +262,17 @@ def bench_app(model, files, tmp, args, runtime, limit=None, clients=(1, 8, 16)):
         stop(process, timeout=30)
         log.close()
     return out
+
+
+def _server_env(model, runtime, workdir, port) -> dict:
+    """The environment of an app served for a benchmark: this model and runtime, on 127.0.0.1:`port`,
+    its files under `workdir`; never the Hub, a share link or MCP."""
+    env = {**os.environ, "PNEUMO_MODEL_PATH": str(model), "PNEUMO_RUNTIME": runtime,
+           "GRADIO_TEMP_DIR": str(workdir / "gradio"), "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_SERVER_PORT": str(port)}
+    for name in ("PNEUMO_MODEL_REPO", "GRADIO_SHARE", "GRADIO_MCP_SERVER"):
+        env.pop(name, None)
+    return env
 
 
 def _connect(url, process, started, log):
@@ -422,11 +429,7 @@ def bench_breakdown(model, files, tmp, args, runtime="auto"):
     workdir = Path(tempfile.mkdtemp(dir=tmp, prefix="breakdown-"))
     steps_file = workdir / "steps.txt"
     steps_file.touch()
-    env = {**os.environ, "PNEUMO_MODEL_PATH": str(model), "PNEUMO_RUNTIME": runtime, "GRADIO_PROFILING": "1",
-           "GRADIO_TEMP_DIR": str(workdir / "gradio"), "GRADIO_SERVER_NAME": "127.0.0.1",
-           "GRADIO_SERVER_PORT": str(port)}
-    for name in ("PNEUMO_MODEL_REPO", "GRADIO_SHARE", "GRADIO_MCP_SERVER"):
-        env.pop(name, None)
+    env = {**_server_env(model, runtime, workdir, port), "GRADIO_PROFILING": "1"}
     url = f"http://127.0.0.1:{port}/"
     log = open(workdir / "app.log", "w")
     started = time.perf_counter()
