@@ -69,10 +69,10 @@ def load_runtime(folder, config, keras_sha256, choice=None, flags=None):
     An explicit choice that cannot serve raises RuntimeError with the reason;
     `auto` logs why it passed over one and tries the next."""
     choice = choice or runtime_choice()
-    reasons = []
+    reasons, vnni = [], has_vnni(flags)
     for name in candidates(choice, flags):
         try:
-            runtime = _load(name, Path(folder), config, keras_sha256)
+            runtime = _load(name, Path(folder), config, keras_sha256, vnni)
         except UnusableRuntime as error:
             if choice != AUTO:
                 raise RuntimeError(f"{RUNTIME_ENV}={choice} but {error}") from None
@@ -84,7 +84,7 @@ def load_runtime(folder, config, keras_sha256, choice=None, flags=None):
     raise RuntimeError("no runtime can serve this run folder: " + "; ".join(reasons))
 
 
-def _load(name, folder, config, keras_sha256):
+def _load(name, folder, config, keras_sha256, vnni):
     if name == KERAS:
         try:
             from pneumo.model.keras_runtime import KerasRuntime  # the only way TensorFlow gets imported
@@ -95,4 +95,4 @@ def _load(name, folder, config, keras_sha256):
         return KerasRuntime(folder, config)
     from pneumo.model.onnx_runtime import load_onnx
 
-    return load_onnx(name, folder, keras_sha256)
+    return load_onnx(name, folder, keras_sha256, vnni)

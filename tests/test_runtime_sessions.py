@@ -1,0 +1,28 @@
+"""How pneumo/model/onnx_runtime.py sets up its ONNX Runtime sessions, on the bundled model (no training)."""
+
+import pytest
+
+from pneumo.model import runtime as runtimes
+from pneumo.model.loading import BUNDLED_DIR, load_model
+
+VNNI, NO_VNNI = {"avx2", "avx512f", "avx512_vnni"}, {"sse4_2", "avx2", "fma"}
+EXACT_INT8 = "session.x64quantprecision"
+
+
+def config_entry(session, key):
+    """A session's config entry, or None where it was never set."""
+    try:
+        return session.get_session_options().get_session_config_entry(key)
+    except RuntimeError:  # onnxruntime's way to say "not set"
+        return None
+
+
+@pytest.mark.parametrize("flags, exact", [(VNNI, None), (NO_VNNI, "1")])
+def test_int8_asks_for_exact_sums_only_without_vnni(flags, exact, monkeypatch):
+    """Without VNNI the int8 kernels may saturate, so the sessions ask for exact sums; with VNNI they sum
+    in 32 bits by themselves, and asking costs the pass 3-4 times its time. Both int8 sessions: the
+    children's model and the adult trunk."""
+    monkeypatch.setattr(runtimes, "cpu_flags", lambda: frozenset(flags))
+    loaded = load_model(BUNDLED_DIR, runtime="onnx-int8")
+    assert config_entry(loaded.runtime._session, EXACT_INT8) == exact
+    assert config_entry(loaded.adult_trunk._session, EXACT_INT8) == exact
