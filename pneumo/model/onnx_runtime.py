@@ -22,6 +22,7 @@ its `shared` maps.
 import io
 import json
 import os
+import threading
 import zipfile
 
 import numpy as np
@@ -101,12 +102,31 @@ def load_adult_trunk(folder, runtime=None, vnni=False):
 
 
 def session(model, threads=None, vnni=False):
-    """An onnxruntime CPU session for `model` (a path or the serialized model), set up to share the machine.
-    `vnni`: the CPU has VNNI (pneumo/model/runtime.py `has_vnni`)."""
+    """An onnxruntime CPU session for `model` (a path or the serialized model), set up to share the machine,
+    that runs one pass at a time (`OnePassAtATime`). `vnni`: the CPU has VNNI (pneumo/model/runtime.py `has_vnni`)."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), session_options(threads, vnni),
-                                providers=["CPUExecutionProvider"])
+    return OnePassAtATime(ort.InferenceSession(model if isinstance(model, bytes) else str(model),
+                                               session_options(threads, vnni), providers=["CPUExecutionProvider"]))
+
+
+class OnePassAtATime:
+    """An onnxruntime session whose `run` takes one call at a time; otherwise the session itself.
+
+    Each pass already uses every core it may (intra-op threads), so passes side by side only share them,
+    and each holds its own activations in the session's memory arena, which keeps what it once held.
+    Four threads through 80 val/ films, as the app's four requests at a time (in process, 2-core Xeon):
+    peak RSS 395 MB instead of 429-442, requests/s no lower (10.6-12.3 against 10.7-11.4)."""
+
+    def __init__(self, inference_session):
+        self._session, self._lock = inference_session, threading.Lock()
+
+    def run(self, *args, **kwargs):
+        with self._lock:
+            return self._session.run(*args, **kwargs)
+
+    def __getattr__(self, name):  # inputs, outputs, metadata, options: the session's own
+        return getattr(self._session, name)
 
 
 def session_options(threads=None, vnni=False):
