@@ -26,6 +26,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 from pneumo import settings  # noqa: E402
 
+settings.limit_malloc_arenas()  # first, before any thread: what the request threads free is used again
 settings.check_at_start_up()  # a malformed PNEUMO_* value stops the app here, by name, not as a quiet fallback
 from ui import app_settings  # noqa: E402
 
