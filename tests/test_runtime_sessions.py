@@ -60,6 +60,8 @@ def test_a_session_runs_one_pass_at_a_time():
         thread.join()
     assert counting.most == 1
     assert session.get_inputs() == ["input"] and session.run(None, {"x": 1}) == {"x": 1}
+    with pytest.raises(AttributeError):
+        session._private  # noqa: B018
 
 
 def test_every_session_of_the_model_is_one_pass_at_a_time():

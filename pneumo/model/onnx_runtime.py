@@ -126,6 +126,8 @@ class OnePassAtATime:
             return self._session.run(*args, **kwargs)
 
     def __getattr__(self, name):  # inputs, outputs, metadata, options: the session's own
+        if name.startswith("_"):  # never its privates (nor a loop while a copy has no _session yet)
+            raise AttributeError(name)
         return getattr(self._session, name)
 
 
