@@ -1,6 +1,6 @@
-"""The outlines' own simplification (pneumo/anatomy/polygon.py) gives what scikit-image's approximate_polygon
-gives, bit for bit: it replaces it only to be quicker (docs/benchmarks.md, "Serving budget"), so every outline
-stays the same."""
+"""The outlines' own simplification and hole filling (pneumo/anatomy/polygon.py, pneumo/anatomy/segmenter.py)
+give what scikit-image's approximate_polygon and scipy's binary_fill_holes give, bit for bit: they replace them
+only to be quicker (docs/benchmarks.md, "Serving budget"), so every outline stays the same."""
 
 import numpy as np
 import pytest
@@ -9,6 +9,7 @@ from scipy import ndimage
 from tests.conftest import require_import
 
 from pneumo.anatomy.polygon import simplified
+from pneumo.anatomy.segmenter import _filled
 
 
 def blobs(count, size=96, seed=0):
@@ -38,3 +39,7 @@ def test_short_and_degenerate_chains(chain):
     measure = require_import("skimage.measure")
     assert np.array_equal(simplified(chain, 0.5), measure.approximate_polygon(chain, 0.5))
 
+
+def test_holes_filled_as_scipy_fills_them():
+    for mask in blobs(300, size=64, seed=1):
+        assert np.array_equal(_filled(mask), ndimage.binary_fill_holes(mask))

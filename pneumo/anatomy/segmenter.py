@@ -161,7 +161,20 @@ def _largest_component(mask: np.ndarray) -> np.ndarray | None:
         return None
     sizes = np.bincount(labelled.ravel())
     sizes[0] = 0
-    return ndimage.binary_fill_holes(labelled == int(np.argmax(sizes)))
+    return _filled(labelled == int(np.argmax(sizes)))
+
+
+def _filled(mask: np.ndarray) -> np.ndarray:
+    """The mask with its holes filled: what ndimage.binary_fill_holes gives (the background that reaches
+    the edge through its 4-neighbours is outside, the rest is filled), by one labelling of the background
+    instead of a dilation repeated until nothing changes: 0.2 ms instead of 0.8 on the 192 px square, a film's
+    three 1 ms instead of 3.6 of its 67 (cProfile of `analyse` on val/ films, the shared 2-core Xeon)."""
+    background, count = ndimage.label(~mask)  # 4-neighbours: binary_fill_holes's default structure
+    outside = np.zeros(count + 1, bool)
+    for edge in (background[0], background[-1], background[:, 0], background[:, -1]):
+        outside[edge] = True
+    outside[0] = False  # label 0: the mask itself
+    return ~outside[background]
 
 
 def _centre_x(mask: np.ndarray) -> float:
