@@ -12,7 +12,7 @@ from PIL import Image, ImageFilter, ImageOps
 from tests.conftest import ADULT_DATA, ROOT, require, require_import
 from tests.test_cli import run_cli
 
-from pneumo.analysis import analyse
+from pneumo.analysis import analyse, analyse_many
 from pneumo.anatomy.mirror import MIRRORED
 from pneumo.checks.scope import NOT_CHEST_XRAY, OK
 from pneumo.inputs.photo import film_of
@@ -196,3 +196,55 @@ def test_the_cli_and_an_archive_row_carry_the_lungs(shared_data, tmp_path):
     assert len(rows) == 2
     for row in rows:
         assert_lungs(json.loads(row["lungs"]))
+
+
+class CountingSession:
+    """A segmenter's ONNX Runtime session that records how many films each of its passes reads."""
+
+    def __init__(self, session):
+        self.session, self.films = session, []
+
+    def run(self, names, feeds):
+        self.films.append(len(next(iter(feeds.values()))))
+        return self.session.run(names, feeds)
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+
+def test_one_segmenter_pass_per_film(monkeypatch):
+    """One pass of the segmenter per film and request: its anatomy serves the mirror check, the lung fields, the
+    scope and the outlines (pneumo/analysis.py films_as_read). A film mirrored back is another image, and only it
+    gets a second pass (the segmenter is not mirror-symmetric: its first masks mirrored are not the second's)."""
+    from pneumo.model.loading import get_model
+
+    segmenter = get_model().segmenter
+    counting = CountingSession(segmenter.session)
+    monkeypatch.setattr(segmenter, "session", counting)
+    child, adult = (Image.open(ROOT / "examples" / name).convert("L") for name in ("child-normal.jpeg", "adult.jpeg"))
+    for film in (child, adult):
+        counting.films.clear()
+        result = analyse(film).as_dict()
+        assert result["scope"] == OK and MIRRORED not in result["warnings"]
+        assert counting.films == [1], f"the segmenter read one film in passes of {counting.films}"
+    counting.films.clear()
+    assert [a.scope for a in analyse_many([child, adult])] == [OK, OK]
+    assert counting.films == [2], f"two films in passes of {counting.films}"
+    counting.films.clear()
+    assert MIRRORED in analyse(ImageOps.mirror(child)).as_dict()["warnings"]
+    assert counting.films == [1, 1], f"a mirrored film read in passes of {counting.films}"
+
+
+def test_the_mirror_check_reads_what_the_segmenter_read():
+    """The mirror check reads the film as the segmenter's pass did (Anatomy.seen), not squashed again: the same
+    features as from the film itself."""
+    from dataclasses import replace
+
+    from pneumo.anatomy.mirror import features
+    from pneumo.anatomy.segmenter import bundled_segmenter, normalised, squashed
+
+    segmenter = bundled_segmenter()
+    film = Image.open(ROOT / "examples" / "child-viral-pneumonia.jpeg")
+    anatomy = segmenter.segment([film])[0]
+    assert np.array_equal(anatomy.seen, normalised(squashed(film, segmenter.size)))
+    assert np.array_equal(features(film, anatomy), features(film, replace(anatomy, seen=None)))

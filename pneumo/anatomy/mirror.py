@@ -127,7 +127,7 @@ def chest_crop(image: Image.Image, anatomy) -> np.ndarray | None:
     if anatomy is None or anatomy.heart is None or anatomy.right is None or anatomy.left is None:
         return None
     box = _box(anatomy)
-    grey = normalised(squashed(image, anatomy.size))  # what the segmenter saw
+    grey = anatomy.seen if anatomy.seen is not None else normalised(squashed(image, anatomy.size))  # what it saw
     lungs = (anatomy.right | anatomy.left).astype(np.float32)
     return np.stack([_crop(grey, box), _crop(anatomy.probabilities[3], box), _crop(lungs, box)])
 

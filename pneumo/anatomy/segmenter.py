@@ -84,6 +84,9 @@ class Anatomy:
     left: np.ndarray | None  # the patient's left lung, on the image's right
     heart: np.ndarray | None
     probabilities: np.ndarray  # (4, S, S) softmax: background, right, left, heart
+    # (S, S) the film as the segmenter read it (`model_input`), kept for the mirror check
+    # (pneumo/anatomy/mirror.py), which read the film so again: 1 ms a film; None: not kept
+    seen: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -102,7 +105,7 @@ class Anatomy:
         """The same anatomy of the film mirrored left to right: the lungs change sides, and names."""
         flip = lambda mask: None if mask is None else mask[:, ::-1].copy()  # noqa: E731
         probabilities = self.probabilities[[0, 2, 1, 3], :, ::-1].copy()
-        return Anatomy(flip(self.left), flip(self.right), flip(self.heart), probabilities)
+        return Anatomy(flip(self.left), flip(self.right), flip(self.heart), probabilities, flip(self.seen))
 
     def outlines(self, max_points: int = MAX_POINTS) -> dict:
         """Structure -> closed polygon [[x, y], ...] (first point == last) in 0-1 of the image
@@ -133,18 +136,28 @@ class Segmenter:
 
     def probabilities(self, images) -> np.ndarray:
         """PIL images -> (N, 4, S, S) softmax, one batched pass."""
+        images = list(images)
         if not images:
             return np.zeros((0, len(CLASSES), self.size, self.size), np.float32)
-        out = self.session.run(None, {self.input_name: model_input(images, self.size)})[0]
-        return np.ascontiguousarray(np.moveaxis(out, -1, 1))
+        return self._pass(model_input(images, self.size))
 
     def segment(self, images) -> list[Anatomy]:
-        """PIL images (any mode, any size) -> their Anatomy, one batched pass."""
-        return [anatomy_of(p) for p in self.probabilities(list(images))]
+        """PIL images (any mode, any size) -> their Anatomy, one batched pass (none for no images)."""
+        images = list(images)
+        if not images:
+            return []
+        batch = model_input(images, self.size)
+        return [anatomy_of(p, seen) for p, seen in zip(self._pass(batch), batch[..., 0])]
+
+    def _pass(self, batch: np.ndarray) -> np.ndarray:
+        """The model's input batch (`model_input`) -> (N, 4, S, S) softmax."""
+        out = self.session.run(None, {self.input_name: batch})[0]
+        return np.ascontiguousarray(np.moveaxis(out, -1, 1))
 
 
-def anatomy_of(probabilities: np.ndarray) -> Anatomy:
-    """(4, S, S) softmax -> Anatomy: per structure its largest component, holes filled; sides made sane."""
+def anatomy_of(probabilities: np.ndarray, seen: np.ndarray | None = None) -> Anatomy:
+    """(4, S, S) softmax -> Anatomy: per structure its largest component, holes filled; sides made sane.
+    `seen`: the (S, S) input the softmax came from, kept with it."""
     labels = np.argmax(probabilities, axis=0)
     minimum = MIN_SHARE * labels.size
     found = {}
@@ -152,7 +165,7 @@ def anatomy_of(probabilities: np.ndarray) -> Anatomy:
         mask = _largest_component(labels == index)
         found[name] = mask if mask is not None and mask.sum() >= minimum else None
     right, left = _sane_sides(found["right"], found["left"], found["heart"], labels.shape[1])
-    return Anatomy(right, left, found["heart"], probabilities)
+    return Anatomy(right, left, found["heart"], probabilities, seen)
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray | None:
