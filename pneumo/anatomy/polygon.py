@@ -3,7 +3,7 @@
     simplified(coords, tolerance) -> coords[kept]    (K, 2) points in, the same (L, 2) subset out
 
 The same points, bit for bit, as `skimage.measure.approximate_polygon`
-(scikit-image 0.26; tests/test_segmenter.py compares the two), computed with
+(scikit-image 0.26; tests/test_polygon.py compares the two), computed with
 the same float operations in the same order, but one round of numpy for all
 the chain's segments at one depth instead of one round per segment.
 scikit-image's loop in Python took 2.5 ms an outline, 8 of a film's 67 ms,
