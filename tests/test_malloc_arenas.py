@@ -3,10 +3,8 @@
 import subprocess
 import sys
 
-import pytest
-
 from pneumo import settings
-from tests.conftest import ROOT
+from tests.conftest import ROOT, require
 
 # Eight threads allocate, all alive at once, then the script prints how many arenas glibc's malloc_info describes.
 COUNT_ARENAS = """
@@ -37,6 +35,5 @@ def arenas(mode):
 
 
 def test_the_threads_share_two_arenas():
-    if not settings.limit_malloc_arenas():
-        pytest.skip("not glibc: there is no arena limit to set")
+    require(settings.limit_malloc_arenas(), "not glibc: there is no arena limit to set")
     assert arenas("limit") <= settings.MALLOC_ARENAS < arenas("default")
