@@ -226,8 +226,10 @@ def image_files(folder, scratch, need):
 # ---------------------------------------------------------------- the app
 
 
-def bench_app(model, files, tmp, args, runtime, limit=None, clients=(1, 8, 16)):
-    """Start the app on `runtime`, time the first answer, then the load rounds; stop it."""
+def bench_app(model, files, tmp, args, runtime, limit=None, clients=(1, 8, 16), root=ROOT):
+    """Start the app on `runtime` (`root`: the checkout whose app.py serves), time the first answer, then the
+    load rounds, each with the CPU per request of the server (its decoding workers included) and of the
+    clients (this process); stop it."""
     import psutil
     from gradio_client import handle_file
 
@@ -238,7 +240,7 @@ def bench_app(model, files, tmp, args, runtime, limit=None, clients=(1, 8, 16)):
     url = f"http://127.0.0.1:{port}/"
     log = open(workdir / "app.log", "w")
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = psutil.Process(process.pid)
     peak = PeakRss(server)
     out = {"concurrency_limit": limit or "app.py's own"}
@@ -254,7 +256,11 @@ def bench_app(model, files, tmp, args, runtime, limit=None, clients=(1, 8, 16)):
             per_client = args.requests if n == 1 else args.requests_per_client
             batch = [files[(cursor + i) % len(files)] for i in range(n * per_client)]
             cursor += len(batch)
+            server_cpu, client_cpu = _cpu_s(server), _cpu_s(psutil.Process(), children=False)  # the server is ours
             out[f"clients_{n}"] = _load(url, batch, n, per_client, workdir)
+            out[f"clients_{n}"]["cpu_ms_per_request"] = {
+                "server": (_cpu_s(server) - server_cpu) / len(batch) * 1000,
+                "clients": (_cpu_s(psutil.Process(), children=False) - client_cpu) / len(batch) * 1000}
         out["rss_after_mb"] = _rss_mb(server)
         out["peak_rss_mb"] = max(peak.stop(), _hwm_mb(server) or 0)
     finally:
@@ -262,6 +268,11 @@ def bench_app(model, files, tmp, args, runtime, limit=None, clients=(1, 8, 16)):
         stop(process, timeout=30)
         log.close()
     return out
+
+
+def _cpu_s(process, children=True) -> float:
+    """The CPU seconds (user and system) a process, and its live children unless told not, have used."""
+    return sum(sum(p.cpu_times()[:2]) for p in (process, *(process.children(recursive=True) if children else ())))
 
 
 def _server_env(model, runtime, workdir, port) -> dict:
