@@ -147,7 +147,7 @@ def films_as_read(loaded, images) -> tuple[list, list, list]:
         # One pass per film: its anatomy serves the mirror check, the lung fields, the scope and the outlines.
         anatomies = loaded.segmenter.segment([film.image for film in films])
         restored = {i: film for i, film in enumerate(map(unmirrored, films, anatomies)) if film is not None}
-        # A film mirrored back is another image and gets a pass of its own: the segmenter is no mirror-symmetric
+        # A film mirrored back is another image and gets a pass of its own: the segmenter is not a mirror-symmetric
         # function, so the first pass's masks mirrored are not its masks (on the 4 such films of 304 val/ and
         # 60 NIH films, 170 to 2,500 pixels of a structure differed, and the softmax by up to 0.98).
         for i, anatomy in zip(restored, loaded.segmenter.segment([film.image for film in restored.values()])):
