@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumo.model import runtime as runtimes
+from pneumo.model import cpu
 from pneumo.analysis import analyse, analyse_many
 from pneumo.answers.calibration import calibrate
 from pneumo.model.loading import BUNDLED_DIR, load_model, sha256_of
@@ -126,7 +126,7 @@ def test_int8_labels_agree_with_keras_on_val(shared_data):
 
 def test_int8_agrees_with_keras_and_serves_by_default(int8_run, images, monkeypatch):
     monkeypatch.delenv("PNEUMO_RUNTIME", raising=False)
-    monkeypatch.setattr(runtimes, "cpu_flags", lambda: frozenset(VNNI))
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset(VNNI))
     loaded = load_model(int8_run)
     assert loaded.identity["runtime"] == "onnx-int8"
     inputs = inputs_of(images, loaded)
@@ -156,18 +156,18 @@ def model_probability(analysis):
                                              ({"avx_vnni"}, "onnx-int8"), (set(), "onnx-float")])
 def test_auto_takes_int8_only_with_vnni(int8_run, flags, expected, monkeypatch):
     monkeypatch.delenv("PNEUMO_RUNTIME", raising=False)
-    monkeypatch.setattr(runtimes, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset(flags))
     assert load_model(int8_run).identity["runtime"] == expected
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n\nprocessor\t: 1\n")
-    assert runtimes.cpu_flags(cpuinfo) == {"fpu", "sse", "avx2", "avx512f"}
-    assert not runtimes.has_vnni(runtimes.cpu_flags(cpuinfo))
+    assert cpu.cpu_flags(cpuinfo) == {"fpu", "sse", "avx2", "avx512f"}
+    assert not cpu.has_vnni(cpu.cpu_flags(cpuinfo))
     cpuinfo.write_text("flags\t\t: fpu avx512_vnni\n")
-    assert runtimes.has_vnni(runtimes.cpu_flags(cpuinfo))
-    assert runtimes.cpu_flags(tmp_path / "missing") == frozenset()
+    assert cpu.has_vnni(cpu.cpu_flags(cpuinfo))
+    assert cpu.cpu_flags(tmp_path / "missing") == frozenset()
 
 
 def test_pneumo_runtime_keras_forces_keras(int8_run, images, monkeypatch):
@@ -198,7 +198,7 @@ def test_a_stale_onnx_model_is_not_used(int8_run, tmp_path, monkeypatch):
     shutil.copytree(int8_run, stale)
     with open(stale / KERAS_MODEL, "ab") as f:
         f.write(b"\0")  # another file: another sha256 (zip readers ignore trailing bytes)
-    monkeypatch.setattr(runtimes, "cpu_flags", lambda: frozenset(VNNI))
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset(VNNI))
     assert load_model(stale, runtime="auto").identity["runtime"] == "keras"
     with pytest.raises(RuntimeError, match="another model.keras"):
         load_model(stale, runtime="onnx-int8")

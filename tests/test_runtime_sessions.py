@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from pneumo.model import runtime as runtimes
+from pneumo.model import cpu
 from pneumo.model.loading import BUNDLED_DIR, load_model
 from pneumo.model.onnx_runtime import OnePassAtATime
 
@@ -26,7 +26,7 @@ def test_int8_asks_for_exact_sums_only_without_vnni(flags, exact, monkeypatch):
     """Without VNNI the int8 kernels may saturate, so the sessions ask for exact sums; with VNNI they sum
     in 32 bits by themselves, and asking costs the pass 3-4 times its time. Both int8 sessions: the
     children's model and the adult trunk."""
-    monkeypatch.setattr(runtimes, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset(flags))
     loaded = load_model(BUNDLED_DIR, runtime="onnx-int8")
     assert config_entry(loaded.runtime._session, EXACT_INT8) == exact
     assert config_entry(loaded.adult_trunk._session, EXACT_INT8) == exact

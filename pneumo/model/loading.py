@@ -18,7 +18,7 @@ from pneumo.answers.adult import shipped_figures
 from pneumo.model.predict import GRID
 from pneumo.model.run_folder import (ADULT, ADULT_CHECK, ADULT_OPACITY, ANATOMY, BUNDLED_DIR, KERAS_MODEL, ONNX_REPORT, OOD, ORIENTATION, POPULATION,
                          REQUIRED, read_config)
-from pneumo.model.runtime import ONNX_FLOAT, ONNX_INT8, has_vnni, load_runtime
+from pneumo.model.runtime import ONNX_FLOAT, ONNX_INT8, load_runtime
 from pneumo.settings import setting
 
 log = logging.getLogger("pneumo")
@@ -63,7 +63,7 @@ class LoadedModel:
         from pneumo.model.onnx_runtime import load_adult_trunk
 
         try:
-            return load_adult_trunk(Path(self.identity["path"]), self.runtime, vnni=has_vnni())
+            return load_adult_trunk(Path(self.identity["path"]), self.runtime)
         except (ImportError, ValueError) as error:
             log.warning("%s: adults get no verdict from a head that reads it", error)
             return None

@@ -27,6 +27,7 @@ import zipfile
 
 import numpy as np
 
+from pneumo.model.cpu import has_vnni
 from pneumo.model.one_pass import ContinuedTrunk, mismatch
 from pneumo.model.run_folder import (ADULT_TRUNK, FLOAT_ONNX, INT8_ONNX, KERAS_MODEL, KERAS_WEIGHTS_MEMBER, META_ADULT_TRUNK,
                          META_HEAD_KERNEL, META_KERAS_SHA256, META_SHARED, META_WEIGHTS, ONNX_INPUT, ONNX_MAPS,
@@ -42,9 +43,9 @@ class OnnxRuntimeModel:
     """An onnxruntime session: model inputs (N, H, W, 3) -> (raw probabilities (N, 3), maps (N, h, w, C));
     `run` adds the shared maps (None without them; `shared` describes them, pneumo/model/one_pass.py)."""
 
-    def __init__(self, model, name, threads=None, vnni=False):
-        """`model`: a path or the serialized ONNX model; `vnni`: as `session` takes it."""
-        self._session = session(model, threads, vnni)
+    def __init__(self, model, name, threads=None):
+        """`model`: a path or the serialized ONNX model."""
+        self._session = session(model, threads)
         self.name = name
         self.metadata = self._session.get_modelmeta().custom_metadata_map
         outputs = {output.name: output for output in self._session.get_outputs()}
@@ -71,8 +72,8 @@ class OnnxMaps:
     a branch (`continues` a layer) takes that layer's maps instead. `image_size` (S), `layer`
     and `weights` say what it is, from its metadata (`description`)."""
 
-    def __init__(self, model, threads=None, vnni=False):
-        self._session = session(model, threads, vnni)
+    def __init__(self, model, threads=None):
+        self._session = session(model, threads)
         self.description = json.loads(self._session.get_modelmeta().custom_metadata_map[META_ADULT_TRUNK])
         self.image_size, self.layer = int(self.description["image_size"]), self.description["layer"]
         self.weights = self.description["weights"]
@@ -83,14 +84,14 @@ class OnnxMaps:
         return self._session.run([ONNX_MAPS], {ONNX_INPUT: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
 
 
-def load_adult_trunk(folder, runtime=None, vnni=False):
+def load_adult_trunk(folder, runtime=None):
     """The run folder's adult trunk, or None without one; a branch continues `runtime`'s pass
-    (pneumo/model/one_pass.py). `vnni`: as `session` takes it. ValueError says why a file cannot serve."""
+    (pneumo/model/one_pass.py). ValueError says why a file cannot serve."""
     path = folder / ADULT_TRUNK
     if not path.is_file():
         return None
     try:
-        trunk = OnnxMaps(path, setting(THREADS_ENV), vnni)
+        trunk = OnnxMaps(path, setting(THREADS_ENV))
     except Exception as error:  # a broken or foreign file: adults then get no verdict, serving goes on
         raise ValueError(f"{path.name} could not be loaded: {error}") from None
     if not trunk.continues:
@@ -101,13 +102,13 @@ def load_adult_trunk(folder, runtime=None, vnni=False):
     return ContinuedTrunk(runtime, trunk)
 
 
-def session(model, threads=None, vnni=False):
+def session(model, threads=None):
     """An onnxruntime CPU session for `model` (a path or the serialized model), set up to share the machine,
-    that runs one pass at a time (`OnePassAtATime`). `vnni`: the CPU has VNNI (pneumo/model/runtime.py `has_vnni`)."""
+    that runs one pass at a time (`OnePassAtATime`)."""
     import onnxruntime as ort
 
     return OnePassAtATime(ort.InferenceSession(model if isinstance(model, bytes) else str(model),
-                                               session_options(threads, vnni), providers=["CPUExecutionProvider"]))
+                                               session_options(threads), providers=["CPUExecutionProvider"]))
 
 
 class OnePassAtATime:
@@ -131,7 +132,7 @@ class OnePassAtATime:
         return getattr(self._session, name)
 
 
-def session_options(threads=None, vnni=False):
+def session_options(threads=None):
     """The options of every session: `threads` intra-op threads (default PNEUMO_ONNX_THREADS, else every
     CPU this process may use), idle threads asleep, int8 sums exact on every CPU."""
     import onnxruntime as ort
@@ -144,7 +145,7 @@ def session_options(threads=None, vnni=False):
     # Idle threads sleep instead of spinning: the web server and its other
     # requests share the same few cores.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if not vnni:
+    if not has_vnni():
         # Without VNNI, ONNX Runtime's int8 kernels may saturate 16-bit sums (val/ accuracy 0.875 instead
         # of 0.924 on an AVX2 CPU); this keeps them exact, so int8 computes the same on every CPU. VNNI sums
         # in 32 bits by itself, and there the option only costs: on the 2-core Xeon (avx512_vnni) it made
@@ -155,8 +156,8 @@ def session_options(threads=None, vnni=False):
     return options
 
 
-def load_onnx(name, folder, keras_sha256, vnni=False):
-    """The run folder's ONNX model for runtime `name`; `vnni`: as `session` takes it. UnusableRuntime says why not."""
+def load_onnx(name, folder, keras_sha256):
+    """The run folder's ONNX model for runtime `name`; UnusableRuntime says why not."""
     path = folder / FILES[name]
     if not path.is_file():
         raise UnusableRuntime(f"{folder} has no {path.name} (make it with python -m training.deploy.quantize {folder})")
@@ -167,7 +168,7 @@ def load_onnx(name, folder, keras_sha256, vnni=False):
     threads = setting(THREADS_ENV)  # read outside the try below: a malformed value is an error, never a fallback
     try:
         model = OnnxRuntimeModel(path if name == ONNX_INT8 else float_model(path, folder / KERAS_MODEL), name,
-                                 threads, vnni)
+                                 threads)
     except UnusableRuntime as error:
         raise UnusableRuntime(f"{path.name}: {error}") from None
     except Exception as error:  # a broken or foreign file must not stop serving

@@ -10,9 +10,9 @@ PNEUMO_RUNTIME:
     keras       TensorFlow and Keras, imported only for this runtime; not
                 installed by `pip install .` (the `keras` extra brings them)
 
-Without VNNI (the avx512_vnni or avx_vnni CPU flag) int8 convolutions run
-slower than float ones or, on some kernels, lose accuracy to overflow, so
-`auto` takes int8 only where the CPU says it has them.
+Without VNNI (pneumo/model/cpu.py) int8 convolutions run slower than float
+ones or, on some kernels, lose accuracy to overflow, so `auto` takes int8
+only where the CPU says it has them.
 
 Every runtime is a callable: model inputs (N, H, W, 3) -> (raw probabilities
 (N, 3), the heatmap layer's maps (N, h, w, C)), with `name`, `channels` (C)
@@ -23,34 +23,18 @@ import logging
 from pathlib import Path
 
 from pneumo import install_hint
+from pneumo.model.cpu import has_vnni
 from pneumo.model.runtime_names import AUTO, KERAS, ONNX_FLOAT, ONNX_INT8, UnusableRuntime
 from pneumo.settings import setting
 
 log = logging.getLogger("pneumo")
 
 RUNTIME_ENV = "PNEUMO_RUNTIME"
-VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})
-CPUINFO = Path("/proc/cpuinfo")
 
 
 def runtime_choice() -> str:
     """PNEUMO_RUNTIME, checked (pneumo/settings.py raises SettingError, a ValueError, naming it)."""
     return setting(RUNTIME_ENV)
-
-
-def cpu_flags(cpuinfo=CPUINFO) -> frozenset:
-    """The CPU's feature flags (Linux); empty where they cannot be read."""
-    try:
-        for line in Path(cpuinfo).read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def has_vnni(flags=None) -> bool:
-    return bool(VNNI_FLAGS & (cpu_flags() if flags is None else frozenset(flags)))
 
 
 def candidates(choice, flags=None) -> list[str]:
@@ -69,10 +53,10 @@ def load_runtime(folder, config, keras_sha256, choice=None, flags=None):
     An explicit choice that cannot serve raises RuntimeError with the reason;
     `auto` logs why it passed over one and tries the next."""
     choice = choice or runtime_choice()
-    reasons, vnni = [], has_vnni(flags)
+    reasons = []
     for name in candidates(choice, flags):
         try:
-            runtime = _load(name, Path(folder), config, keras_sha256, vnni)
+            runtime = _load(name, Path(folder), config, keras_sha256)
         except UnusableRuntime as error:
             if choice != AUTO:
                 raise RuntimeError(f"{RUNTIME_ENV}={choice} but {error}") from None
@@ -84,7 +68,7 @@ def load_runtime(folder, config, keras_sha256, choice=None, flags=None):
     raise RuntimeError("no runtime can serve this run folder: " + "; ".join(reasons))
 
 
-def _load(name, folder, config, keras_sha256, vnni):
+def _load(name, folder, config, keras_sha256):
     if name == KERAS:
         try:
             from pneumo.model.keras_runtime import KerasRuntime  # the only way TensorFlow gets imported
@@ -95,4 +79,4 @@ def _load(name, folder, config, keras_sha256, vnni):
         return KerasRuntime(folder, config)
     from pneumo.model.onnx_runtime import load_onnx
 
-    return load_onnx(name, folder, keras_sha256, vnni)
+    return load_onnx(name, folder, keras_sha256)
