@@ -44,7 +44,7 @@ def train_args(weights):
     return args + ["--pretrained-blocks", "4", "--frozen-blocks", "3"]
 
 
-def test_the_fingerstoredis_of_the_first_blocks_as_stored():
+def test_the_fingerprint_of_the_first_blocks_as_stored():
     layers = random_vgg16_layers(0)
     stored = one_pass.fingerprint(layers)
     assert one_pass.fingerprint({**layers, "block4_conv1": [np.ones((3, 3, 256, 512))]}) == stored  # later blocks: not shared
