@@ -23,6 +23,11 @@ from pathlib import Path
 # Nothing of a visit is kept: no run history in the browser or a bucket, no telemetry.
 os.environ["GRADIO_RUN_HISTORY"] = "False"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+# Gradio's queue also keeps a record of each request (its time, duration, session) for its monitoring page, and
+# after every request summarises all of them with pandas, on the request's slot: 1.4 ms a request at first, 6.6 ms
+# once it holds 10,000. The page is off (launch() below); Gradio keeps one record and never summarises it.
+os.environ["GRADIO_ANALYTICS_MAX_EVENTS"] = "1"
+os.environ["GRADIO_ANALYTICS_CACHE_FREQUENCY"] = str(2**62)  # a summary every this many requests: never
 
 from pneumo import settings  # noqa: E402
 
@@ -296,6 +301,10 @@ analyse(Image.new("L", (64, 64), 128), MODEL)  # warm up: the runtime allocates 
 # Four at a time: a hostile upload holds its slot until its decoder is stopped (at most
 # PNEUMO_DECODE_TIMEOUT_S); with 3 decoders, two such uploads leave room for everyone else.
 demo = build(MODEL).queue(default_concurrency_limit=4, max_size=32)
+# Gradio's queue looks for an event it may start every millisecond while it has none (idle, or four running):
+# 5% of a core on the 2-core Xeon with nobody using the app. Every 5 ms: 2%, and a request starts at most 5 ms
+# later (one client's p50 the same). Gradio has no setting for it; tests/test_app_e2e.py checks that it reads this.
+demo._queue.sleep_when_free = 0.005
 SWEEPER = UploadSweeper(demo)  # started with the server: it empties UPLOAD_FOLDER, and only that
 
 if __name__ == "__main__":
@@ -308,7 +317,7 @@ if __name__ == "__main__":
     SWEEPER.sweep_once()  # leftovers of an earlier run
     SWEEPER.start()
     demo.launch(share=share, max_file_size=MAX_FILE_BYTES, prevent_thread_lock=True, run_history=False,
-                mcp_server=MCP, css=CSS, theme=THEME)
+                enable_monitoring=False, mcp_server=MCP, css=CSS, theme=THEME)
     if MCP and not demo.mcp_server:  # Gradio only prints why; an MCP run without MCP must not look fine
         sys.exit(demo.mcp_error or "The MCP server did not start.")
     if share and not demo.share_url:

@@ -1,8 +1,11 @@
 """The Gradio app end to end: `python app.py` in a subprocess, called through gradio_client."""
 
 import hashlib
+import inspect
 import io
 import json
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
@@ -204,3 +207,31 @@ def test_a_verdict_without_the_three_classes_hides_the_breakdown(tiny_app, proba
     assert {bar["label"] for bar in verdict["value"]["confidences"]} == {"PNEUMONIA", "NORMAL"}
     assert breakdown == {"__type__": "update", "value": {}, "visible": False}
     assert "**70%**" in notes and heatmap_panel["visible"] is True
+
+
+def test_the_queue_looks_for_work_every_5_ms(tiny_app):
+    """Gradio's queue polls for an event it may start, every millisecond by default (5% of a core while the
+    app is idle); app.py makes it 5 ms. Not a public setting of Gradio's: this fails when its queue stops
+    reading the attribute as well as when app.py stops setting it."""
+    from gradio import queueing
+
+    assert tiny_app.demo._queue.sleep_when_free == 0.005
+    assert "asyncio.sleep(self.sleep_when_free)" in inspect.getsource(queueing.Queue.start_processing)
+
+
+def test_gradio_keeps_one_record_of_requests_and_never_summarises_them(tiny_app, monkeypatch):
+    """Gradio summarised every request it had recorded (up to 10,000) with pandas after each request, for
+    its monitoring page, which the app does not serve (test_the_monitoring_page_is_off)."""
+    queue = tiny_app.demo._queue
+    monkeypatch.setattr(queue, "_get_df", lambda records: pytest.fail("Gradio summarised the requests"))
+    monkeypatch.setattr(queue, "events_recorded", queue.events_recorded + 10_000)  # 10,000 requests later
+    queue.compute_analytics_summary([{"function": "predict", "status": "success", "process_time": 0.1}])
+    assert queue.ANALYTICS_MAX_EVENTS == 1
+
+
+def test_the_monitoring_page_is_off(app):
+    """Gradio's /monitoring would print a link to its dashboard of the requests (their times, their
+    sessions) in the log; the app serves no such page."""
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{app.url}monitoring", timeout=30)
+    assert refused.value.code == 403
