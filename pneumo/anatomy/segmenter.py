@@ -134,25 +134,14 @@ class Segmenter:
         info_path = Path(folder) / INFO_FILE
         return cls(session(path), json.loads(info_path.read_text()) if info_path.is_file() else None)
 
-    def probabilities(self, images) -> np.ndarray:
-        """PIL images -> (N, 4, S, S) softmax, one batched pass."""
-        images = list(images)
-        if not images:
-            return np.zeros((0, len(CLASSES), self.size, self.size), np.float32)
-        return self._pass(model_input(images, self.size))
-
     def segment(self, images) -> list[Anatomy]:
         """PIL images (any mode, any size) -> their Anatomy, one batched pass (none for no images)."""
         images = list(images)
         if not images:
             return []
         batch = model_input(images, self.size)
-        return [anatomy_of(p, seen) for p, seen in zip(self._pass(batch), batch[..., 0])]
-
-    def _pass(self, batch: np.ndarray) -> np.ndarray:
-        """The model's input batch (`model_input`) -> (N, 4, S, S) softmax."""
-        out = self.session.run(None, {self.input_name: batch})[0]
-        return np.ascontiguousarray(np.moveaxis(out, -1, 1))
+        softmax = np.moveaxis(self.session.run(None, {self.input_name: batch})[0], -1, 1)  # (N, 4, S, S)
+        return [anatomy_of(np.ascontiguousarray(p), seen) for p, seen in zip(softmax, batch[..., 0])]
 
 
 def anatomy_of(probabilities: np.ndarray, seen: np.ndarray | None = None) -> Anatomy:
